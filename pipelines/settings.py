@@ -1,0 +1,67 @@
+"""One settings object for every path and URI musicrec uses.
+
+Everything that differs between a laptop and a server (where data lives, which MLflow and Milvus to talk
+to) is read here, from environment variables prefixed ``MUSICREC_`` or a ``.env`` file, so the same code
+runs on the embedded defaults (SQLite, MLflow on SQLite, Milvus Lite) and on real servers.
+Nothing is created or connected at import time: paths are only computed.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Effective configuration; every field can be overridden with ``MUSICREC_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="MUSICREC_", env_file=".env", extra="ignore", frozen=True)
+
+    data_root: Path = Field(default=Path("data"), description="Manifests, feature store, models, indexes.")
+    cache_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_cache_dir("musicrec")),
+        description="Downloaded corpora; shared by repeated runs and CI so nothing is fetched twice.",
+    )
+    mlflow_tracking_uri: str = Field(default="", description="Empty: SQLite file under the data root.")
+    milvus_uri: str = Field(default="", description="Empty: a Milvus Lite file under the data root.")
+    max_audio_bytes: int = Field(
+        default=512 * 1024 * 1024, description="Files larger than this are rejected."
+    )
+
+    @model_validator(mode="after")
+    def _fill_derived(self) -> Settings:
+        root = self.data_root.expanduser().resolve()
+        object.__setattr__(self, "data_root", root)
+        object.__setattr__(self, "cache_dir", self.cache_dir.expanduser().resolve())
+        if not self.mlflow_tracking_uri:
+            object.__setattr__(self, "mlflow_tracking_uri", f"sqlite:///{root / 'mlflow.db'}")
+        if not self.milvus_uri:
+            object.__setattr__(self, "milvus_uri", str(root / "milvus.db"))
+        return self
+
+    @property
+    def catalogue_dir(self) -> Path:
+        return self.data_root / "catalogue"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.catalogue_dir / "manifest.parquet"
+
+    @property
+    def rejects_path(self) -> Path:
+        return self.catalogue_dir / "rejects.parquet"
+
+    @property
+    def demo_dir(self) -> Path:
+        """Unpacked demo packages live in the cache, not the data root: they are inputs, not outputs."""
+        return self.cache_dir / "demo"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests build their own ``Settings(...)`` instead of patching this."""
+    return Settings()

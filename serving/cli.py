@@ -1,0 +1,109 @@
+"""The ``musicrec`` command line: a thin front over :mod:`pipelines` and :mod:`serving`.
+
+Every command reads :class:`~pipelines.settings.Settings`, calls one library function, and prints the
+result. Bad input (:class:`~pipelines.errors.UserError`) becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pipelines.errors import UserError
+from pipelines.settings import get_settings
+
+app = typer.Typer(
+    help="musicrec: recommend music by how it sounds.", no_args_is_help=True, add_completion=False
+)
+data_app = typer.Typer(help="Demo data.", no_args_is_help=True)
+catalogue_app = typer.Typer(help="The catalogue manifest: import, show.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(catalogue_app, name="catalogue")
+
+
+def _bar(desc: str, unit: str = "file") -> Any:
+    """A progress-bar wrapper for library calls that accept ``progress=``; silent when not on a terminal."""
+    from tqdm import tqdm
+
+    def wrap(items: Iterable[Any]) -> Iterable[Any]:
+        items = list(items)
+        return tqdm(items, desc=desc, unit=unit, disable=None, file=sys.stderr)
+
+    return wrap
+
+
+@app.callback()
+def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def config() -> None:
+    """Print the effective settings (environment variables MUSICREC_* override them)."""
+    settings = get_settings()
+    for name, value in settings.model_dump().items():
+        typer.echo(f"{name} = {value}")
+
+
+@data_app.command("fetch-demo")
+def fetch_demo() -> None:
+    """Fetch the demo corpus (Debian game-soundtrack packages) into the cache and build the manifest."""
+    from pipelines.catalogue.demo import fetch_demo as run
+    from pipelines.catalogue.summary import format_summary
+
+    settings = get_settings()
+    report, downloaded = run(settings, progress=_bar("demo packages", "pkg"))
+    typer.echo(f"packages downloaded: {downloaded} (cache: {settings.demo_dir})")
+    typer.echo(report.line())
+    typer.echo(format_summary(settings))
+
+
+@catalogue_app.command("import")
+def catalogue_import(
+    path: Annotated[
+        Path, typer.Argument(help="A folder with one sub-folder per style, or a CSV (path, style, ...).")
+    ],
+) -> None:
+    """Import your own music into the manifest; broken files go to the rejects table, nothing is changed."""
+    from pipelines.catalogue.importer import import_catalogue
+    from pipelines.catalogue.summary import format_summary
+
+    settings = get_settings()
+    report = import_catalogue(path, settings, progress=_bar("importing"))
+    typer.echo(report.line())
+    typer.echo(format_summary(settings))
+
+
+@catalogue_app.command("show")
+def catalogue_show() -> None:
+    """Per-style track counts and hours of the catalogue, with removed tracks and rejects."""
+    from pipelines.catalogue.summary import format_summary
+
+    typer.echo(format_summary(get_settings()))
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into one line and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            typer.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(2)
+        raise
