@@ -32,6 +32,8 @@ class RejectReason(StrEnum):
     TOO_LARGE = "too_large"
     DUPLICATE = "duplicate"
     INVALID_STYLE = "invalid_style"
+    SILENT = "silent"
+    TIMEOUT = "decode_timeout"
 
 
 @dataclass(frozen=True)

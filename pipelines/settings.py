@@ -15,11 +15,15 @@ import platformdirs
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipelines.features.params import FeatureParams
+
 
 class Settings(BaseSettings):
     """Effective configuration; every field can be overridden with ``MUSICREC_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="MUSICREC_", env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="MUSICREC_", env_file=".env", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
 
     data_root: Path = Field(default=Path("data"), description="Manifests, feature store, models, indexes.")
     cache_dir: Path = Field(
@@ -28,8 +32,12 @@ class Settings(BaseSettings):
     )
     mlflow_tracking_uri: str = Field(default="", description="Empty: SQLite file under the data root.")
     milvus_uri: str = Field(default="", description="Empty: a Milvus Lite file under the data root.")
-    max_audio_bytes: int = Field(
-        default=512 * 1024 * 1024, description="Files larger than this are rejected."
+    max_audio_bytes: int = Field(default=512 * 1024 * 1024, description="Larger files are rejected.")
+    decode_timeout_s: float = Field(
+        default=30.0, description="A file whose decode takes longer is quarantined."
+    )
+    features: FeatureParams = Field(
+        default_factory=FeatureParams, description="MUSICREC_FEATURES__N_MFCC=..."
     )
 
     @model_validator(mode="after")
@@ -54,6 +62,15 @@ class Settings(BaseSettings):
     @property
     def rejects_path(self) -> Path:
         return self.catalogue_dir / "rejects.parquet"
+
+    @property
+    def features_dir(self) -> Path:
+        """Feature store root; one partition per feature-parameter version."""
+        return self.data_root / "features"
+
+    @property
+    def quarantine_path(self) -> Path:
+        return self.data_root / "features" / "quarantine.parquet"
 
     @property
     def demo_dir(self) -> Path:

@@ -6,6 +6,7 @@ result. Bad input (:class:`~pipelines.errors.UserError`) becomes one line on std
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from collections.abc import Iterable
@@ -88,6 +89,13 @@ def catalogue_show() -> None:
     from pipelines.catalogue.summary import format_summary
 
     typer.echo(format_summary(get_settings()))
+
+
+# Each feature area keeps its commands in its own module with a ``register(app)`` function; listing a
+# module here is all it takes to add its commands.
+_COMMAND_MODULES: tuple[str, ...] = ()
+for _name in _COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
 
 
 def main() -> None:
