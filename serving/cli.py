@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.exceptions import TyperException
 
 from pipelines.errors import UserError
 from pipelines.settings import get_settings
@@ -105,13 +106,12 @@ def main() -> None:
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
+    except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except TyperException as exc:  # usage errors: missing argument, unknown option, bare group
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            typer.echo(exc.format_message())  # `musicrec` alone shows the help, as usual
+        else:
             typer.echo(f"error: {exc.format_message()}", err=True)
-            sys.exit(2)
-        raise
+        sys.exit(2)

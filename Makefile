@@ -1,0 +1,42 @@
+# The two commands a newcomer needs: `make run` (set up + the main job) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test test-fast lint format bench lock clean
+
+# Create the virtual environment and install the locked dependency set (re-runs when the lock changes).
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/musicrec data fetch-demo
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# Re-resolve the direct dependencies in requirements.in into a fresh lock (needs the package index).
+lock:
+	rm -rf /tmp/musicrec-lock && $(PYTHON) -m venv /tmp/musicrec-lock
+	/tmp/musicrec-lock/bin/pip install --quiet -r requirements.in
+	{ echo "# Locked dependency set for musicrec: pip freeze of requirements.in on Python 3.11 (x86_64)."; \
+	  /tmp/musicrec-lock/bin/pip freeze | grep -v '^-e'; } > requirements.lock
+
+clean:
+	rm -rf $(VENV) data

@@ -1,0 +1,53 @@
+"""The real demo corpus: six styles of game-soundtrack music from Debian packages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.audio import probe
+from pipelines.catalogue.demo import PACKAGES, fetch_demo
+from pipelines.catalogue.manifest import MANIFEST_SCHEMA, read_manifest, read_table
+from pipelines.catalogue.summary import format_summary
+from pipelines.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_corpus_has_six_styles_all_decodable_with_licences(demo_settings: Settings) -> None:
+    tracks = read_manifest(demo_settings.manifest_path)
+    assert len(tracks) >= 170
+    assert set(tracks["style"]) == {
+        "metal",
+        "electronic",
+        "fantasy_orchestral",
+        "ambient_scifi",
+        "scifi_orchestral",
+        "ambient",
+    }
+    assert set(tracks["source"]) == {p.name for p in PACKAGES}
+    assert tracks["licence"].notna().all() and not tracks["licence"].isin(["unknown", ""]).any()
+    for licence_file in tracks["licence_file"].unique():
+        assert Path(licence_file).name == "copyright" and Path(licence_file).exists()
+    for path in tracks["path"]:
+        probe(Path(path))  # raises if any track is not decodable from start to end
+    assert tracks["track_id"].is_unique and tracks["sha256"].is_unique
+    # Frets on Fire songs are mixes of the backing and guitar tracks, so longer than neither is shorter.
+    metal = tracks[tracks["style"] == "metal"]
+    assert metal["path"].str.endswith(".flac").all() and (metal["duration_s"] > 60).all()
+    ufo = tracks[tracks["source"] == "ufoai-music"]
+    assert {"CC-BY-3.0", "CC-BY-SA-3.0", "GPL-2"} <= set(ufo["licence"]), "per-file licences from DEP-5"
+
+
+def test_second_fetch_downloads_nothing_and_changes_nothing(demo_settings: Settings) -> None:
+    before = read_table(demo_settings.manifest_path, MANIFEST_SCHEMA)
+    demo_dir = demo_settings.demo_dir
+    mtimes = {p: p.stat().st_mtime_ns for p in demo_dir.glob("*/*")}
+    report, downloaded = fetch_demo(demo_settings)
+    assert downloaded == 0
+    assert (report.added, report.removed, report.unchanged) == (0, 0, len(before))
+    assert read_table(demo_settings.manifest_path, MANIFEST_SCHEMA).equals(before)
+    assert {p: p.stat().st_mtime_ns for p in demo_dir.glob("*/*")} == mtimes
+    summary = format_summary(demo_settings)
+    assert summary.splitlines()[-2].split()[:2] == ["TOTAL", str(len(before))]

@@ -1,0 +1,49 @@
+"""The CLI's catalogue commands, run as a user would: a subprocess, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests import synth
+
+
+def _musicrec(args: list[str], data_root: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MUSICREC_DATA_ROOT": str(data_root)}
+    cmd = [sys.executable, "-c", "from serving.cli import main; main()", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=120)
+
+
+def test_import_then_show(tmp_path: Path) -> None:
+    synth.style_tree(tmp_path / "lib", per_style=2, seconds=1.5)
+    (tmp_path / "lib" / "noise" / "junk.ogg").write_text("junk")
+    out = _musicrec(["catalogue", "import", str(tmp_path / "lib")], tmp_path / "data")
+    assert out.returncode == 0, out.stderr
+    assert "6 added" in out.stdout and "1 not_audio" in out.stdout
+    show = _musicrec(["catalogue", "show"], tmp_path / "data")
+    assert show.returncode == 0
+    lines = show.stdout.splitlines()
+    assert lines[0].split() == ["style", "tracks", "sources", "hours"]
+    assert any(line.split()[:2] == ["TOTAL", "6"] for line in lines)
+
+
+def test_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    missing = _musicrec(["catalogue", "import", str(tmp_path / "nope")], tmp_path / "data")
+    assert missing.returncode == 2
+    assert missing.stderr.strip().count("\n") == 0 and "path does not exist" in missing.stderr
+    bad_csv = tmp_path / "x.csv"
+    bad_csv.write_text("file,genre\n")
+    out = _musicrec(["catalogue", "import", str(bad_csv)], tmp_path / "data")
+    assert out.returncode == 2 and "missing column(s) path, style" in out.stderr
+    usage = _musicrec(["catalogue", "import"], tmp_path / "data")
+    assert usage.returncode == 2 and usage.stderr.strip().startswith("error:")
+
+
+def test_config_prints_effective_settings(tmp_path: Path) -> None:
+    out = _musicrec(["config"], tmp_path / "data")
+    assert out.returncode == 0
+    values = dict(line.split(" = ", 1) for line in out.stdout.splitlines())
+    assert values["data_root"] == str((tmp_path / "data").resolve())
+    assert values["mlflow_tracking_uri"] == f"sqlite:///{(tmp_path / 'data').resolve() / 'mlflow.db'}"
