@@ -34,6 +34,8 @@ class RejectReason(StrEnum):
     INVALID_STYLE = "invalid_style"
     SILENT = "silent"
     TIMEOUT = "decode_timeout"
+    TOO_SHORT = "too_short"
+    DOUBTFUL_STYLE = "doubtful_style"
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     decode_timeout_s: float = Field(
         default=30.0, description="A file whose decode takes longer is quarantined."
     )
+    demo_extended: bool = Field(default=False, description="Demo corpus: add the extra sources per style.")
     features: FeatureParams = Field(
         default_factory=FeatureParams, description="MUSICREC_FEATURES__N_MFCC=..."
     )

@@ -98,9 +98,7 @@ def ingest(
 
     for cand in progress(sorted(candidates, key=lambda c: (str(c.path) not in known, str(c.path)))):
         if not cand.style:
-            rejects.append(
-                _reject(origin, cand, RejectReason.INVALID_STYLE, "style is empty or not printable")
-            )
+            rejects.append(_reject(origin, cand, RejectReason.INVALID_STYLE, "style is empty or not printable"))
             continue
         prev = known.get(str(cand.path))
         try:
@@ -117,13 +115,17 @@ def ingest(
         except OSError as exc:
             rejects.append(_reject(origin, cand, RejectReason.UNREADABLE, f"{type(exc).__name__}: {exc}"))
             continue
+        if dur < cand.min_seconds:
+            rejects.append(_reject(origin, cand, RejectReason.TOO_SHORT, f"{dur:.0f} s < {cand.min_seconds:.0f} s"))
+            continue
+        if cand.doubt:
+            rejects.append(_reject(origin, cand, RejectReason.DOUBTFUL_STYLE, cand.doubt))
+            continue
         if sha in sha_owner:
             owner = sha_owner[sha]
             rejects.append(_reject(origin, cand, RejectReason.DUPLICATE, f"same content as {owner}", owner))
             continue
-        track_id = (
-            prev.track_id if prev is not None else (cand.track_id or make_track_id(label, cand.relative))
-        )
+        track_id = prev.track_id if prev is not None else (cand.track_id or make_track_id(label, cand.relative))
         if track_id in taken_ids:
             track_id = f"{track_id}-{sha[:8]}"
         taken_ids.add(track_id)
@@ -145,6 +147,7 @@ def ingest(
                 "title": cand.title,
                 "licence": cand.licence,
                 "licence_file": cand.licence_file,
+                "label_confidence": cand.label_confidence,
                 "duration_s": float(dur),
                 "sample_rate": int(sr),
                 "channels": int(ch),

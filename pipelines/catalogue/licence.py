@@ -36,9 +36,7 @@ def _stanzas(copyright_file: Path) -> tuple[tuple[tuple[str, ...], str], ...]:
 
 
 def _matches(pattern: str, in_pkg: str) -> bool:
-    return (
-        fnmatch.fnmatch(in_pkg, pattern) or in_pkg.endswith("/" + pattern) or pattern.endswith("/" + in_pkg)
-    )
+    return fnmatch.fnmatch(in_pkg, pattern) or in_pkg.endswith("/" + pattern) or pattern.endswith("/" + in_pkg)
 
 
 def licence_for(copyright_file: Path, in_pkg: str) -> str:

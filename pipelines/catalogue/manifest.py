@@ -29,6 +29,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("title", pa.string()),
         ("licence", pa.string()),
         ("licence_file", pa.string()),
+        ("label_confidence", pa.float64()),
         ("duration_s", pa.float64()),
         ("sample_rate", pa.int32()),
         ("channels", pa.int16()),

@@ -36,6 +36,9 @@ class Candidate:
     title: str | None = None
     licence: str | None = None
     licence_file: str | None = None
+    label_confidence: float | None = None  # how sure the scanner is of ``style`` (None: taken as given)
+    min_seconds: float = 0.0  # shorter files are left out (jingles, stingers)
+    doubt: str | None = None  # set when the style label is doubtful: the file is left out with this reason
 
 
 def clean_style(raw: str | None) -> str | None:
@@ -129,9 +132,7 @@ def scan_csv(path: Path) -> list[Candidate]:
     columns = [c.strip().lower() for c in (reader.fieldnames or [])]
     missing = [c for c in CSV_REQUIRED if c not in columns]
     if missing:
-        raise UserError(
-            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(columns) or 'none'}"
-        )
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(columns) or 'none'}")
     reader.fieldnames = columns
     candidates: list[Candidate] = []
     for row in reader:

@@ -38,9 +38,7 @@ def format_summary(settings: Settings) -> str:
     if table.empty:
         return "catalogue is empty: run `musicrec data fetch-demo` or `musicrec catalogue import PATH`"
     lines = [f"{'style':<22}{'tracks':>8}{'sources':>9}{'hours':>8}"]
-    lines += [
-        f"{r.style:<22}{r.tracks:>8}{r.sources:>9}{r.hours:>8.2f}" for r in table.itertuples(index=False)
-    ]
+    lines += [f"{r.style:<22}{r.tracks:>8}{r.sources:>9}{r.hours:>8.2f}" for r in table.itertuples(index=False)]
     full = read_table(settings.manifest_path, MANIFEST_SCHEMA)
     removed = int((full["status"] != "active").sum())
     rejects = read_table(settings.rejects_path, REJECTS_SCHEMA)

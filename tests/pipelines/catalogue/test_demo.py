@@ -26,7 +26,7 @@ def test_demo_corpus_has_six_styles_all_decodable_with_licences(demo_settings: S
         "scifi_orchestral",
         "ambient",
     }
-    assert set(tracks["source"]) == {p.name for p in PACKAGES}
+    assert set(tracks["source"]) == {p.name for p in PACKAGES if not p.extended}
     assert tracks["licence"].notna().all() and not tracks["licence"].isin(["unknown", ""]).any()
     for licence_file in tracks["licence_file"].unique():
         assert Path(licence_file).name == "copyright" and Path(licence_file).exists()
@@ -51,3 +51,15 @@ def test_second_fetch_downloads_nothing_and_changes_nothing(demo_settings: Setti
     assert {p: p.stat().st_mtime_ns for p in demo_dir.glob("*/*")} == mtimes
     summary = format_summary(demo_settings)
     assert summary.splitlines()[-2].split()[:2] == ["TOTAL", str(len(before))]
+
+
+def test_extended_corpus_gives_every_style_two_sources(tmp_path: Path) -> None:
+    settings = Settings(data_root=tmp_path / "data", demo_extended=True)
+    fetch_demo(settings)
+    tracks = read_manifest(settings.manifest_path)
+    sources = tracks.groupby("style")["source"].nunique()
+    assert len(sources) == 6 and (sources >= 2).all(), sources.to_dict()
+    assert tracks["label_confidence"].between(0, 1).all()
+    assert (tracks["duration_s"][tracks["source"].isin({p.name for p in PACKAGES if p.extended})] >= 60).all()
+    trackballs = tracks[tracks["source"] == "trackballs-data"].set_index("title")["style"]
+    assert trackballs.get("c64revival") == "electronic" and set(trackballs) == {"electronic", "ambient_scifi"}
