@@ -71,7 +71,7 @@ class Settings(BaseSettings):
 
     @property
     def quarantine_path(self) -> Path:
-        return self.data_root / "features" / "quarantine.parquet"
+        return self.data_root / "features" / "_quarantine.parquet"
 
     @property
     def demo_dir(self) -> Path:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 import librosa
 import numpy as np
@@ -24,6 +27,13 @@ AudioSource = Path | str | bytes
 # Below this RMS level (dB relative to full scale) a prefix is treated as silence, not music.
 SILENCE_FLOOR_DB = -60.0
 
+# Leading bytes of the containers libsndfile reads (WAV, RF64, Ogg, FLAC, MP3 with ID3, AIFF); a decode
+# failure on one of these is damage, on anything else the input was never audio.
+_AUDIO_MAGIC = (b"RIFF", b"RF64", b"OggS", b"fLaC", b"ID3", b"FORM")
+
+# Ogg and MP3 headers may overstate the length by a few milliseconds; a real truncation falls short by more.
+_SHORTFALL_TOLERANCE_S = 1.0
+
 
 @dataclass(frozen=True)
 class TrackVector:
@@ -33,41 +43,105 @@ class TrackVector:
     frames_real: int  # frames computed from real audio; the rest (up to n_frames) are padding
 
 
-def _open(source: AudioSource) -> sf.SoundFile:
+def _is_audio_magic(head: bytes) -> bool:
+    mpeg_sync = len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0
+    return head.startswith(_AUDIO_MAGIC) or mpeg_sync
+
+
+def _wav_shortfall(fh: BinaryIO, size: int) -> int:
+    """Bytes missing from a RIFF/WAVE data chunk (0 if complete or not a WAV).
+
+    libsndfile silently shortens a truncated WAV to what is there, so only the header can tell.
+    """
+    fh.seek(0)
+    head = fh.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return 0
+    pos = 12
+    while pos + 8 <= size:
+        fh.seek(pos)
+        chunk = fh.read(8)
+        chunk_size = int.from_bytes(chunk[4:8], "little")
+        if chunk[:4] == b"data":
+            return max(0, pos + 8 + chunk_size - size)
+        pos += 8 + chunk_size + (chunk_size & 1)
+    return 0
+
+
+def _check_container(fh: BinaryIO, size: int, max_bytes: int | None) -> bool:
+    """Cheap checks before decoding (header bytes only); returns whether the bytes look like audio."""
+    if size == 0:
+        raise AudioRejected(RejectReason.EMPTY_FILE, "no bytes")
+    if max_bytes is not None and size > max_bytes:
+        raise AudioRejected(RejectReason.TOO_LARGE, f"{size} bytes exceeds the limit of {max_bytes}")
+    fh.seek(0)
+    looks_like_audio = _is_audio_magic(fh.read(4))
+    if looks_like_audio and (missing := _wav_shortfall(fh, size)):
+        raise AudioRejected(RejectReason.CORRUPT, f"WAV data chunk is {missing} bytes shorter than its header says")
+    fh.seek(0)
+    return looks_like_audio
+
+
+def _open_binary(source: AudioSource) -> tuple[BinaryIO, int]:
     if isinstance(source, bytes):
-        if not source:
-            raise AudioRejected(RejectReason.EMPTY_FILE, "no bytes")
-        return sf.SoundFile(io.BytesIO(source))
-    return sf.SoundFile(str(source))
+        return io.BytesIO(source), len(source)
+    path = Path(source)
+    try:
+        fh = path.open("rb")
+        return fh, os.fstat(fh.fileno()).st_size
+    except OSError as exc:
+        raise AudioRejected(RejectReason.UNREADABLE, f"{type(exc).__name__}: {exc.strerror or exc}") from exc
 
 
 def decode(
-    source: AudioSource, sr: int, offset_s: float = 0.0, duration_s: float | None = None
+    source: AudioSource,
+    sr: int,
+    offset_s: float = 0.0,
+    duration_s: float | None = None,
+    max_bytes: int | None = None,
 ) -> np.ndarray:
     """Mono float32 audio at ``sr`` from ``offset_s`` for ``duration_s`` seconds (None: to the end).
 
+    A track too short to skip ``offset_s`` and still give ``duration_s`` gives its last ``duration_s``
+    seconds (all of it when shorter), so an offset that skips intros never loses short tracks.
+
     Seeks and reads only the requested span, so embedding a 10 s prefix of an 8-minute file costs the
-    decoding of 10 s, not 8 minutes.
+    decoding of 10 s, not 8 minutes. A span that stops short of what the header promises is damage
+    (``corrupt_or_truncated``); a file that libsndfile cannot open is ``not_audio`` unless its first bytes
+    are an audio container's.
     """
-    try:
-        with _open(source) as snd:
-            native = snd.samplerate
-            start = round(offset_s * native)
-            if start >= snd.frames > 0:
-                raise AudioRejected(
-                    RejectReason.ZERO_LENGTH, f"offset {offset_s}s is past the end of the audio"
-                )
-            if start:
-                snd.seek(start)
-            count = -1 if duration_s is None else math.ceil(duration_s * native)
-            audio = snd.read(count, dtype="float32", always_2d=True)
-    except AudioRejected:
-        raise
-    except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
-        raise AudioRejected(RejectReason.CORRUPT, f"{type(exc).__name__}: {exc}") from exc
+    fh, size = _open_binary(source)
+    with fh:
+        looks_like_audio = _check_container(fh, size, max_bytes)
+        try:
+            with sf.SoundFile(fh) as snd:
+                native, total = snd.samplerate, snd.frames
+                if total <= 0:
+                    raise AudioRejected(RejectReason.ZERO_LENGTH, "the file holds no audio samples")
+                start = round(offset_s * native)
+                if duration_s is not None:
+                    want = math.ceil(duration_s * native)
+                    start = min(start, max(0, total - want))  # too short to skip that much: its last seconds
+                if start >= total:
+                    raise AudioRejected(RejectReason.ZERO_LENGTH, f"offset {offset_s}s is past the end of the audio")
+                if start:
+                    snd.seek(start)
+                count = total - start if duration_s is None else min(want, total - start)
+                audio = snd.read(count, dtype="float32", always_2d=True)
+        except AudioRejected:
+            raise
+        except (sf.LibsndfileError, RuntimeError, ValueError, OSError, EOFError) as exc:
+            reason = RejectReason.CORRUPT if looks_like_audio else RejectReason.NOT_AUDIO
+            raise AudioRejected(reason, f"{type(exc).__name__}: {exc}") from exc
     if len(audio) == 0:
         raise AudioRejected(RejectReason.ZERO_LENGTH, "no samples decoded")
-    mono = audio.mean(axis=1)
+    if count - len(audio) > _SHORTFALL_TOLERANCE_S * native:
+        raise AudioRejected(
+            RejectReason.CORRUPT, f"decoding stopped after {len(audio)} of the {count} samples the header announces"
+        )
+    # A matrix-vector product mixes channels ~30x faster than audio.mean(axis=1) on (n, 2) float32 arrays.
+    channels = audio.shape[1]
+    mono = audio @ np.full(channels, 1.0 / channels, dtype=np.float32) if channels > 1 else audio[:, 0]
     if native != sr:
         mono = soxr.resample(mono, native, sr, quality="HQ")
     return np.ascontiguousarray(mono, dtype=np.float32)
@@ -75,20 +149,29 @@ def decode(
 
 def rms_db(audio: np.ndarray) -> float:
     """Loudness of a signal in dB relative to full scale (-inf for digital silence)."""
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
+    rms = math.sqrt(max(float(np.dot(audio, audio)), 0.0) / audio.size) if audio.size else 0.0
     return 20.0 * math.log10(rms) if rms > 0 else float("-inf")
 
 
+@lru_cache(maxsize=8)
+def _mel_basis(sr: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """The mel filter bank; building it costs as much as a quarter of an MFCC, so it is built once."""
+    basis = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels)
+    basis.setflags(write=False)
+    return basis
+
+
 def mfcc_frames(audio: np.ndarray, params: FeatureParams) -> np.ndarray:
-    """Per-frame MFCCs, shape (frames, n_mfcc), float32."""
-    mfcc = librosa.feature.mfcc(
-        y=audio,
-        sr=params.sr,
-        n_mfcc=params.n_mfcc,
-        n_fft=params.n_fft,
-        hop_length=params.hop,
-        n_mels=params.n_mels,
-    )
+    """MFCCs of the first ``n_frames`` frames of ``audio``, shape (<= n_frames, n_mfcc), float32.
+
+    The numbers ``librosa.feature.mfcc(y=..., sr, n_mfcc, n_fft, hop_length, n_mels)`` gives for those
+    frames (centred Hann STFT, power mel spectrogram, dB with an 80 dB range, orthonormal DCT-II), except
+    that the 80 dB range is taken over the frames kept: the vector then depends on the first N frames only,
+    so a prefix decode and a full decode of the same file give the same vector. The filter bank is cached.
+    """
+    spec = np.abs(librosa.stft(audio, n_fft=params.n_fft, hop_length=params.hop)[:, : params.n_frames]) ** 2
+    mel = _mel_basis(params.sr, params.n_fft, params.n_mels) @ spec
+    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=params.n_mfcc)
     return np.ascontiguousarray(mfcc.T, dtype=np.float32)
 
 
@@ -108,13 +191,20 @@ def frames_to_vector(frames: np.ndarray, n_frames: int) -> TrackVector:
 
 
 def track_vector(
-    source: AudioSource, params: FeatureParams, silence_floor_db: float = SILENCE_FLOOR_DB
+    source: AudioSource,
+    params: FeatureParams,
+    silence_floor_db: float = SILENCE_FLOOR_DB,
+    max_bytes: int | None = None,
 ) -> TrackVector:
-    """The feature vector of a file path or raw audio bytes: the method's step one, end to end."""
-    audio = decode(source, params.sr, params.offset_s, params.duration_s)
+    """The feature vector of a file path or raw audio bytes: the method's step one, end to end.
+
+    Raises :class:`~pipelines.audio.AudioRejected` with the reason when the input cannot give one.
+    """
+    audio = decode(source, params.sr, params.offset_s, params.duration_s, max_bytes=max_bytes)
     level = rms_db(audio)
     if level < silence_floor_db:
-        raise AudioRejected(
-            RejectReason.SILENT, f"level {level:.1f} dBFS is below the {silence_floor_db} dBFS floor"
-        )
-    return frames_to_vector(mfcc_frames(audio, params), params.n_frames)
+        raise AudioRejected(RejectReason.SILENT, f"level {level:.1f} dBFS is below the {silence_floor_db} dBFS floor")
+    vec = frames_to_vector(mfcc_frames(audio, params), params.n_frames)
+    if not np.isfinite(vec.vector).all():
+        raise AudioRejected(RejectReason.CORRUPT, "the decoded audio gives non-finite MFCCs")
+    return vec

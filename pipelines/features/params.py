@@ -22,10 +22,12 @@ class FeatureParams(BaseModel):
     hop: int = Field(default=512, description="Hop between frames (samples).")
     n_mels: int = Field(default=128, description="Mel bands before the DCT.")
     n_mfcc: int = Field(default=20, description="MFCCs per frame.")
-    n_frames: int = Field(
-        default=430, description="N: frames concatenated into the vector (~10 s at the defaults)."
+    n_frames: int = Field(default=430, description="N: frames concatenated into the vector (~10 s at the defaults).")
+    offset_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Seconds skipped at the start (e.g. intros); a shorter track gives its last N frames.",
     )
-    offset_s: float = Field(default=0.0, ge=0.0, description="Seconds skipped at the start (e.g. intros).")
 
     @property
     def dim(self) -> int:
@@ -33,8 +35,9 @@ class FeatureParams(BaseModel):
 
     @property
     def duration_s(self) -> float:
-        """Seconds of audio the first N frames need (centred frames: N-1 hops)."""
-        return (self.n_frames - 1) * self.hop / self.sr
+        """Seconds of audio the first N frames need: N-1 hops, plus half a window so that the last frame
+        (centred) sees real audio, not padding, and a prefix gives the same vector as a full decode."""
+        return ((self.n_frames - 1) * self.hop + self.n_fft // 2) / self.sr
 
     @property
     def version(self) -> str:

@@ -1,0 +1,220 @@
+"""The feature store: Parquet files of front-end vectors, one folder per feature-parameter version.
+
+Layout (readable with plain pyarrow/pandas: ``pd.read_parquet(features_dir / "version=<v>")``)::
+
+    <data_root>/features/version=<v>/part-<run id>.parquet   one file per build run that added rows
+    <data_root>/features/version=<v>/_params.json            the parameters of that version
+
+Rows are keyed by content (``sha256``): a vector depends only on the audio bytes and the parameters, so a
+track whose sha256 is already stored under a version is never computed again, and a renamed or re-imported
+file keeps its vector. Part files appear with an atomic rename, so a reader (or a crash) never sees half of
+one; a build that dies before its rename leaves the store exactly as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.catalogue.manifest import read_manifest
+from pipelines.errors import UserError
+from pipelines.features.params import FeatureParams
+from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def feature_schema(dim: int) -> pa.Schema:
+    """Columns of a part file; ``vector`` is a fixed-size list so its length is part of the type."""
+    return pa.schema(
+        [
+            ("track_id", pa.string()),
+            ("style", pa.string()),
+            ("source", pa.string()),
+            ("sha256", pa.string()),
+            ("frames_real", pa.int32()),
+            ("vector", pa.list_(pa.float32(), dim)),
+            ("params", pa.string()),
+            ("computed_at", pa.timestamp("us", tz="UTC")),
+        ]
+    )
+
+
+def version_dir(settings: Settings, params: FeatureParams) -> Path:
+    return settings.features_dir / f"version={params.version}"
+
+
+def build_table(rows: list[dict], vectors: np.ndarray, params: FeatureParams) -> pa.Table:
+    """A part-file table from row metadata (track_id, style, source, sha256, frames_real) and a matrix."""
+    schema = feature_schema(params.dim)
+    n = len(rows)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(n, params.dim)
+    now = datetime.now(UTC)
+    columns = {
+        "track_id": pa.array([r["track_id"] for r in rows], pa.string()),
+        "style": pa.array([r["style"] for r in rows], pa.string()),
+        "source": pa.array([r["source"] for r in rows], pa.string()),
+        "sha256": pa.array([r["sha256"] for r in rows], pa.string()),
+        "frames_real": pa.array([r["frames_real"] for r in rows], pa.int32()),
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), params.dim),
+        "params": pa.array([params.model_dump_json()] * n, pa.string()),
+        "computed_at": pa.array([r.get("computed_at", now) for r in rows], pa.timestamp("us", tz="UTC")),
+    }
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def write_atomic(table: pa.Table, path: Path) -> None:
+    """Write a Parquet file so that it appears whole or not at all (temp file + rename in the same folder).
+
+    The temp name starts with a dot: pyarrow's dataset discovery ignores it while it is being written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600, but serving or Airflow may read the store as another user
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def part_files(settings: Settings, params: FeatureParams) -> list[Path]:
+    folder = version_dir(settings, params)
+    return sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+
+
+def read_store(settings: Settings, params: FeatureParams, columns: list[str] | None = None) -> pa.Table:
+    """Every stored row of one version (an empty table of the right schema when there is none)."""
+    schema = feature_schema(params.dim)
+    parts = part_files(settings, params)
+    if not parts:
+        table = schema.empty_table()
+        return table.select(columns) if columns else table
+    return pa.concat_tables(pq.read_table(p, columns=columns, schema=schema) for p in parts)
+
+
+def stored_shas(settings: Settings, params: FeatureParams) -> set[str]:
+    """Content hashes already embedded under this version: the incremental build skips them."""
+    return set(read_store(settings, params, ["sha256"]).column("sha256").to_pylist())
+
+
+def add_part(table: pa.Table, settings: Settings, params: FeatureParams, run_id: str) -> Path | None:
+    """Publish new rows as one part file of the version (no file when there are no rows)."""
+    if table.num_rows == 0:
+        return None
+    folder = version_dir(settings, params)
+    meta = folder / "_params.json"
+    if not meta.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        meta.write_text(json.dumps({"version": params.version, **params.model_dump()}, indent=2) + "\n")
+    path = folder / f"part-{run_id}.parquet"
+    write_atomic(table, path)
+    return path
+
+
+def stored_versions(settings: Settings) -> list[str]:
+    """Versions present in the store, oldest first."""
+    root = settings.features_dir
+    if not root.is_dir():
+        return []
+    dirs = [d for d in root.glob("version=*") if d.is_dir() and any(d.glob("part-*.parquet"))]
+    return [d.name.split("=", 1)[1] for d in sorted(dirs, key=lambda d: d.stat().st_mtime)]
+
+
+@dataclass(frozen=True)
+class FeatureMatrix:
+    """Front-end vectors of many tracks, ready for training or indexing."""
+
+    track_ids: list[str]
+    matrix: np.ndarray  # float32 (n, n_frames * n_mfcc), frame-major, rows in track_id order
+    frames_real: np.ndarray  # int32 (n,)
+    sha256: list[str]
+    version: str
+    params: FeatureParams
+
+
+def _latest_manifest(settings: Settings) -> pd.DataFrame:
+    manifest = read_manifest(settings.manifest_path, active_only=True)
+    if "added_at" in manifest.columns:
+        manifest = manifest.sort_values("added_at", kind="stable")
+    return manifest.drop_duplicates("track_id", keep="last")
+
+
+def read_features(settings: Settings, params: FeatureParams | None = None, active_only: bool = True) -> FeatureMatrix:
+    """The stored vectors of one feature version as a matrix with ids.
+
+    With ``active_only`` the rows are the tracks active in the manifest now (its current sha256 decides
+    which vector is a track's), so removed tracks and stale content never leak into training or an index;
+    tracks that were quarantined or not built yet are left out. Otherwise every stored row is returned.
+    """
+    params = params or settings.features
+    table = read_store(settings, params, ["track_id", "sha256", "frames_real", "vector", "computed_at"])
+    if table.num_rows:
+        # One row per content hash; should a concurrent build ever have added a second, the newest wins.
+        table = table.sort_by([("sha256", "ascending"), ("computed_at", "descending")])
+        shas = table.column("sha256").to_pylist()
+        keep = [i for i, sha in enumerate(shas) if i == 0 or shas[i - 1] != sha]
+        table = table.take(keep)
+    if active_only and table.num_rows:
+        manifest = _latest_manifest(settings)
+        row_of = {sha: i for i, sha in enumerate(table.column("sha256").to_pylist())}
+        current = zip(manifest["track_id"], manifest["sha256"], strict=True)
+        pairs = sorted((tid, row_of[sha]) for tid, sha in current if sha in row_of)
+        missing = len(manifest) - len(pairs)
+        if missing:
+            log.info("%d active tracks have no vector under %s (quarantined or not built yet)", missing, params.version)
+        track_ids = [tid for tid, _ in pairs]
+        table = table.take(pa.array([i for _, i in pairs], pa.int64()))
+    else:
+        order = sorted(range(table.num_rows), key=table.column("track_id").to_pylist().__getitem__)
+        table = table.take(pa.array(order, pa.int64()))
+        track_ids = table.column("track_id").to_pylist()
+    if table.num_rows == 0:
+        raise UserError(f"no features for version {params.version}; run `musicrec features build`")
+    vectors = table.column("vector").combine_chunks()
+    matrix = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return FeatureMatrix(
+        track_ids=track_ids,
+        matrix=matrix.reshape(table.num_rows, params.dim),
+        frames_real=table.column("frames_real").to_numpy().astype(np.int32),
+        sha256=table.column("sha256").to_pylist(),
+        version=params.version,
+        params=params,
+    )
+
+
+def summary(settings: Settings) -> list[dict]:
+    """One line per stored version: rows, quarantined tracks by reason, parameters; the current one marked."""
+    from pipelines.features.quarantine import read_quarantine
+
+    held = read_quarantine(settings)
+    current = settings.features.version
+    lines = []
+    for version in sorted({*stored_versions(settings), current}):
+        meta = settings.features_dir / f"version={version}" / "_params.json"
+        params = json.loads(meta.read_text()) if meta.exists() else settings.features.model_dump()
+        params = FeatureParams.model_validate({k: v for k, v in params.items() if k != "version"})
+        rows = read_store(settings, params, ["sha256"]).num_rows
+        mine = held[held["version"] == version]
+        lines.append(
+            {
+                "version": version,
+                "current": version == current,
+                "rows": rows,
+                "quarantined": mine["reason"].value_counts().to_dict(),
+                "params": params,
+            }
+        )
+    return lines

@@ -1,0 +1,120 @@
+"""The MFCC front end on synthetic audio: the vector's layout, prefix decoding, padding, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+
+from pipelines.audio import AudioRejected, RejectReason
+from pipelines.features.frontend import decode, frames_to_vector, mfcc_frames, track_vector
+from pipelines.features.params import FeatureParams
+from tests.pipelines.features.library import bad_files
+from tests.synth import SR, noise, tone, write
+
+PARAMS = FeatureParams()
+
+
+@pytest.fixture(scope="module")
+def long_tracks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("long")
+    tracks = {}
+    for fmt, sr in (("wav", SR), ("flac", SR), ("ogg", 44100)):  # Ogg at 44.1 kHz: the resampling path too
+        music = tone(220, 14.0, sr=sr, harmonics=4) + noise(14.0, sr=sr, amp=0.05, seed=3)
+        tracks[fmt] = write(root / f"music.{fmt}", music, sr=sr)
+    return tracks
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac", "ogg"])
+def test_bytes_and_path_give_the_same_vector(long_tracks: dict[str, Path], fmt: str) -> None:
+    path = long_tracks[fmt]
+    from_path = track_vector(path, PARAMS)
+    from_bytes = track_vector(path.read_bytes(), PARAMS)
+    assert from_path.vector.dtype == np.float32 and from_path.vector.shape == (PARAMS.n_frames * PARAMS.n_mfcc,)
+    assert from_path.frames_real == from_bytes.frames_real == PARAMS.n_frames
+    np.testing.assert_array_equal(from_path.vector, from_bytes.vector)
+
+
+@pytest.mark.parametrize("fmt", ["wav", "ogg"])
+def test_prefix_decode_gives_the_full_decode_vector(long_tracks: dict[str, Path], fmt: str) -> None:
+    """Reading only the prefix is an optimisation, never a different answer."""
+    prefix = decode(long_tracks[fmt], PARAMS.sr, 0.0, PARAMS.duration_s)
+    full = decode(long_tracks[fmt], PARAMS.sr)
+    assert len(prefix) == pytest.approx(PARAMS.duration_s * PARAMS.sr, abs=2)
+    assert len(full) == pytest.approx(14.0 * PARAMS.sr, abs=2)
+    from_full = frames_to_vector(mfcc_frames(full, PARAMS), PARAMS.n_frames).vector
+    np.testing.assert_allclose(track_vector(long_tracks[fmt], PARAMS).vector, from_full, atol=1e-3)
+
+
+def test_vector_is_librosa_mfcc_frames_concatenated_frame_major(long_tracks: dict[str, Path]) -> None:
+    audio = decode(long_tracks["wav"], PARAMS.sr, 0.0, PARAMS.duration_s)
+    ref = librosa.feature.mfcc(
+        y=audio, sr=PARAMS.sr, n_mfcc=PARAMS.n_mfcc, n_fft=PARAMS.n_fft, hop_length=PARAMS.hop, n_mels=PARAMS.n_mels
+    )
+    ref = ref[:, : PARAMS.n_frames]  # the prefix holds half a window more, so the last frame sees real audio
+    assert ref.shape == (PARAMS.n_mfcc, PARAMS.n_frames)
+    vec = track_vector(long_tracks["wav"], PARAMS).vector
+    np.testing.assert_allclose(vec.reshape(PARAMS.n_frames, PARAMS.n_mfcc), ref.T, rtol=1e-4, atol=1e-3)
+
+
+def test_offset_skips_the_start(tmp_path: Path) -> None:
+    intro_then_music = np.concatenate([noise(5.0, seed=1), tone(440, 12.0, harmonics=2)])
+    path = write(tmp_path / "intro.wav", intro_then_music)
+    skipped = FeatureParams(offset_s=5.0, n_frames=100)
+    music_only = write(tmp_path / "music.wav", tone(440, 12.0, harmonics=2))
+    np.testing.assert_allclose(
+        track_vector(path, skipped).vector,
+        track_vector(music_only, skipped.model_copy(update={"offset_s": 0.0})).vector,
+        atol=1e-2,
+    )
+    late = track_vector(music_only, FeatureParams(offset_s=60.0, n_frames=100))  # 12 s track: its last 2.3 s
+    assert late.frames_real == 100
+    end = FeatureParams(offset_s=12.0 - FeatureParams(n_frames=100).duration_s, n_frames=100)
+    np.testing.assert_allclose(late.vector, track_vector(music_only, end).vector, atol=1e-2)
+
+
+def test_short_track_is_padded_and_the_padding_recorded(tmp_path: Path) -> None:
+    path = write(tmp_path / "short.wav", tone(300, 2.0, harmonics=2))
+    vec = track_vector(path, PARAMS)
+    real = 1 + (2 * SR) // PARAMS.hop
+    assert vec.frames_real == real < PARAMS.n_frames
+    frames = vec.vector.reshape(PARAMS.n_frames, PARAMS.n_mfcc)
+    np.testing.assert_array_equal(frames[real : 2 * real], frames[:real])  # padded by looping real frames
+    assert np.isfinite(frames).all()
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory: pytest.TempPathFactory) -> dict[Path, RejectReason]:
+    return bad_files(tmp_path_factory.mktemp("bad"))
+
+
+def test_each_kind_of_bad_input_gets_its_reason(broken: dict[Path, RejectReason]) -> None:
+    for path, reason in broken.items():
+        for source in (path, path.read_bytes()):
+            with pytest.raises(AudioRejected) as err:
+                track_vector(source, PARAMS)
+            assert err.value.reason == reason, f"{path.name}: {err.value}"
+
+
+def test_size_limit_and_unreadable_path(long_tracks: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(AudioRejected) as err:
+        track_vector(long_tracks["flac"], PARAMS, max_bytes=1000)
+    assert err.value.reason == RejectReason.TOO_LARGE
+    with pytest.raises(AudioRejected) as err:
+        track_vector(tmp_path / "missing.wav", PARAMS)
+    assert err.value.reason == RejectReason.UNREADABLE
+
+
+def test_vectors_of_a_style_are_closer_to_each_other_than_to_another_style(tmp_path: Path) -> None:
+    """The raw vector already carries timbre: the method's premise, checked on clearly different sounds."""
+    low = [
+        track_vector(write(tmp_path / f"low{i}.wav", tone(110 + 20 * i, 11.0, harmonics=4)), PARAMS) for i in range(3)
+    ]
+    hiss = [track_vector(write(tmp_path / f"n{i}.wav", noise(11.0, seed=i)), PARAMS) for i in range(3)]
+    unit = [v.vector / np.linalg.norm(v.vector) for v in low + hiss]
+    sim = np.array([[a @ b for b in unit] for a in unit])
+    within = min(sim[0, 1], sim[0, 2], sim[1, 2], sim[3, 4], sim[3, 5], sim[4, 5])
+    across = sim[:3, 3:].max()
+    assert within > across
