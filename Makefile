@@ -15,6 +15,7 @@ $(STAMP): requirements.lock pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/musicrec data fetch-demo
+	$(BIN)/musicrec features build
 
 test: $(STAMP)
 	$(BIN)/ruff check .
