@@ -94,7 +94,7 @@ def catalogue_show() -> None:
 
 # Each feature area keeps its commands in its own module with a ``register(app)`` function; listing a
 # module here is all it takes to add its commands.
-_COMMAND_MODULES: tuple[str, ...] = ("serving.cli_features",)
+_COMMAND_MODULES: tuple[str, ...] = ("serving.cli_serve", "serving.cli_features")
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 

@@ -1,0 +1,53 @@
+"""Which embedder fills a collection and answers its queries: the seam to the model registry.
+
+A collection records the model version that made its vectors; queries against it must be embedded by
+that same version, whatever the registry's champion is by then. ``raw`` (the untrained baseline) needs no
+registry; every other version is loaded through :mod:`pipelines.registry` (issue 5), imported only when
+needed so the index and serving work before a model is trained.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pipelines.errors import UserError
+from pipelines.features.params import FeatureParams
+from pipelines.model.embedder import Embedder, RawEmbedder
+from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RAW = "raw"  # the model version of the raw-MFCC baseline (RawEmbedder.version)
+CHAMPION = "champion"  # registry alias the scheduled refresh follows
+
+
+def resolve_model_version(settings: Settings, requested: str = CHAMPION) -> str:
+    """A concrete model version: ``raw``, a version number as given, or what ``@champion`` points to now."""
+    if requested != CHAMPION:
+        return requested
+    try:
+        from pipelines.registry import resolve_alias
+    except ImportError as exc:
+        raise UserError("no model registry in this install (pipelines.registry); use --model-version raw") from exc
+    version = str(resolve_alias(settings, CHAMPION))
+    log.info("@%s resolves to model version %s", CHAMPION, version)
+    return version
+
+
+def load_embedder(settings: Settings, model_version: str, params: FeatureParams) -> Embedder:
+    """The embedder of ``model_version`` for front-end vectors made with ``params``."""
+    if model_version == RAW:
+        return RawEmbedder(feature_version=params.version, dim=params.dim)
+    try:
+        from pipelines.registry import load_embedder as load_registered
+    except ImportError as exc:
+        raise UserError(
+            f"model version {model_version} needs the model registry (pipelines.registry), which is missing"
+        ) from exc
+    embedder = load_registered(settings, model_version)
+    if embedder.feature_version != params.version:
+        raise UserError(
+            f"model version {model_version} expects feature version {embedder.feature_version}, "
+            f"but the vectors were made with {params.version}"
+        )
+    return embedder

@@ -1,0 +1,250 @@
+"""Blue/green catalogue refresh: embed the feature store into a new collection, verify it, move ``tracks``.
+
+Order is what makes it safe: the alias moves last, after the new collection holds every track and each
+sampled track finds itself, so a crash anywhere before leaves serving on the old collection. Work is
+keyed by (track_id, sha256): a re-run after a crash finds its half-built collection by name and adds only
+what is missing, and a refresh under the same model version only embeds new or changed tracks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipelines.catalogue.manifest import read_manifest
+from pipelines.errors import UserError
+from pipelines.features.params import FeatureParams
+from pipelines.index.milvus import (
+    CatalogueIndex,
+    CatalogueNotBuilt,
+    CollectionMeta,
+    IndexSettings,
+    clip,
+    collection_name,
+    now_iso,
+)
+from pipelines.index.models import CHAMPION, load_embedder, resolve_model_version
+from pipelines.model.embedder import Embedder
+from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[Iterable[Any]], Iterable[Any]]
+Step = Literal["created", "inserted", "verified", "switched"]
+METADATA = ("style", "source", "artist", "album", "title")
+
+
+def no_progress(items: Iterable[Any]) -> Iterable[Any]:
+    return items
+
+
+def no_step(step: Step) -> None:
+    return None
+
+
+class FeatureRows(Protocol):
+    """What the refresh needs of the feature store's ``FeatureMatrix`` (issue 4)."""
+
+    track_ids: list[str]
+    matrix: np.ndarray
+    sha256: list[str]
+    version: str
+    params: FeatureParams
+
+
+@dataclass(frozen=True)
+class RefreshReport:
+    """What a refresh did, for logs, the CLI and Airflow's XCom (plain values only)."""
+
+    collection: str
+    model_version: str
+    mode: Literal["built", "resumed", "updated", "unchanged"]
+    embedded: int
+    removed: int
+    total: int
+    previous: str | None
+    dropped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        prev = f", previous {self.previous} kept for rollback" if self.previous else ""
+        dropped = f", dropped {', '.join(self.dropped)}" if self.dropped else ""
+        return (
+            f"{self.mode} {self.collection} (model {self.model_version}): {self.total} tracks, "
+            f"{self.embedded} embedded, {self.removed} removed in {self.seconds:.1f}s{prev}{dropped}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _sample(ids: Sequence[str], fresh: Sequence[str], n: int) -> list[str]:
+    """Tracks to verify: up to half from those written now, the rest spread over the whole catalogue."""
+    rng = np.random.default_rng(0)
+    picked = list(rng.choice(list(fresh), min(len(fresh), n // 2), replace=False)) if fresh else []
+    rest = [t for t in ids if t not in set(picked)]
+    picked += list(rng.choice(rest, min(len(rest), n - len(picked)), replace=False)) if rest else []
+    return [str(t) for t in picked]
+
+
+def _rows(
+    track_ids: Sequence[str], vectors: np.ndarray, meta: pd.DataFrame, sha: dict[str, str], model: str, fv: str
+) -> list[dict[str, Any]]:
+    rows = []
+    for tid, vec in zip(track_ids, vectors, strict=True):
+        info = meta.loc[tid]
+        row: dict[str, Any] = {name: clip(info[name], name) for name in METADATA}
+        row.update(track_id=tid, sha256=sha[tid], model_version=model, feature_version=fv, vector=vec.tolist())
+        rows.append(row)
+    return rows
+
+
+def prune(index: CatalogueIndex) -> list[str]:
+    """Drop collections beyond the live one and ``collections_kept`` predecessors in its rollback chain."""
+    live = index.alias_target()
+    if live is None:
+        return []
+    keep, current = {live}, live
+    for _ in range(index.settings.collections_kept):
+        previous = index.describe(current).previous
+        if not previous or not index.exists(previous):
+            break
+        keep.add(previous)
+        current = previous
+    dropped = [m.name for m in index.managed() if m.name not in keep]
+    for name in dropped:
+        index.drop(name)
+    return dropped
+
+
+def refresh_collection(
+    index: CatalogueIndex,
+    embedder: Embedder,
+    features: FeatureRows,
+    manifest: pd.DataFrame,
+    progress: Progress = no_progress,
+    on_step: Callable[[Step], None] = no_step,
+) -> RefreshReport:
+    """Make the collection for ``embedder``'s version hold exactly the active tracks, then serve it.
+
+    ``manifest`` supplies style/source/artist/album/title; tracks in the feature store but no longer
+    active in the manifest are left out. ``on_step`` is called after each step (tests crash there).
+    """
+    start = time.perf_counter()
+    if embedder.feature_version != features.version:
+        raise UserError(
+            f"model {embedder.version} expects feature version {embedder.feature_version}, "
+            f"the feature store holds {features.version}"
+        )
+    meta_rows = manifest.drop_duplicates("track_id").set_index("track_id")
+    position = {t: i for i, t in enumerate(features.track_ids) if t in meta_rows.index}
+    want = {t: features.sha256[i] for t, i in position.items()}
+    if not want:
+        raise UserError("the feature store holds no active tracks: import music and build features first")
+    name = collection_name(index.alias, embedder.version, features.version)
+    live = index.alias_target()
+
+    if index.exists(name):
+        have = index.fingerprints(name)
+        mode: Any = "updated" if live == name else "resumed"
+    else:
+        index.create(
+            CollectionMeta(
+                name=name,
+                model_version=embedder.version,
+                feature_version=features.version,
+                dim=embedder.dim,
+                index_type=index.settings.index_type,
+                created_at=now_iso(),
+                feature_params=features.params.model_dump(),
+            )
+        )
+        have, mode = {}, "built"
+    on_step("created")
+
+    todo = [t for t, sha in want.items() if have.get(t) != sha]
+    stale = [t for t in have if t not in want]
+    size = index.settings.embed_batch_size
+    batches = [todo[i : i + size] for i in range(0, len(todo), size)]
+    for batch in progress(batches):
+        vectors = embedder.embed(features.matrix[[position[t] for t in batch]])
+        index.insert(name, _rows(batch, vectors, meta_rows, want, embedder.version, features.version))
+    index.delete(name, stale)
+    index.flush(name)
+    on_step("inserted")
+
+    meta = index.describe(name)
+    index.verify(meta, expected=len(want), sample=_sample(list(want), todo, index.settings.verify_sample))
+    previous = live if live is not None and live != name else meta.previous
+    styles = sorted({str(s) for s in meta_rows.loc[list(want), "style"]})
+    index.set_properties(name, state="ready", previous=previous, styles=json.dumps(styles), updated_at=now_iso())
+    on_step("verified")
+
+    if live != name:
+        index.switch_alias(name)
+    on_step("switched")
+    dropped = prune(index)
+    if mode == "updated" and not todo and not stale:
+        mode = "unchanged"
+    report = RefreshReport(
+        collection=name,
+        model_version=embedder.version,
+        mode=mode,
+        embedded=len(todo),
+        removed=len(stale),
+        total=len(want),
+        previous=previous or None,
+        dropped=dropped,
+        seconds=time.perf_counter() - start,
+    )
+    log.info("refresh: %s", report.line())
+    return report
+
+
+def rollback(index: CatalogueIndex) -> tuple[str, str]:
+    """Point the alias back at the collection the live one replaced; returns (from, to)."""
+    live = index.alias_target()
+    if live is None:
+        raise CatalogueNotBuilt("nothing to roll back: the catalogue has never been built")
+    previous = index.describe(live).previous
+    if not previous or not index.exists(previous):
+        raise UserError(f"no earlier collection to roll back to from {live} (it replaced nothing still kept)")
+    if index.describe(previous).state != "ready":
+        raise UserError(f"refusing to roll back to {previous}: it was never verified")
+    index.switch_alias(previous)
+    log.info("rolled back %s -> %s", live, previous)
+    return live, previous
+
+
+class RefreshCatalogue(BaseModel):
+    """The refresh step: resolve the model version, read features and manifest, refresh the collection."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    settings: Settings
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    model_version: str = Field(default=CHAMPION, description="'champion' (registry alias), 'raw' or a version.")
+
+    def run(self, progress: Progress = no_progress, on_step: Callable[[Step], None] = no_step) -> RefreshReport:
+        version = resolve_model_version(self.settings, self.model_version)
+        params = self.settings.features
+        embedder = load_embedder(self.settings, version, params)
+        if embedder.version != version:  # serving reloads the model by the version recorded in the collection
+            raise UserError(f"model loaded for version {version} calls itself {embedder.version}")
+        from pipelines.features.store import read_features  # the feature store (issue 4)
+
+        features = read_features(self.settings, params)
+        manifest = read_manifest(self.settings.manifest_path)
+        index = CatalogueIndex.from_settings(self.settings, self.index)
+        try:
+            return refresh_collection(index, embedder, features, manifest, progress, on_step)
+        finally:
+            index.close()

@@ -1,0 +1,61 @@
+"""The FastAPI app: built by :func:`create_app`, clients made in the lifespan, errors as ``{"detail"}``.
+
+Run it with ``musicrec serve`` (which also starts Milvus Lite's server when needed) or any ASGI server:
+``uvicorn --factory serving.api:create_app``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from pipelines.errors import UserError
+from pipelines.index.milvus import CatalogueUnavailable
+from pipelines.settings import Settings, get_settings
+from serving.errors import status_of
+from serving.routers import health, tracks
+from serving.service import Recommender, ServingSettings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None,
+    serving: ServingSettings | None = None,
+    recommender: Recommender | None = None,
+) -> FastAPI:
+    """The API over ``recommender`` (default: one built from the settings when the app starts)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rec = recommender or Recommender.from_settings(settings or get_settings(), serving)
+        try:
+            meta = rec.catalogue(fresh=True)
+            rec.embedder(meta)  # load the model now, not on the first upload
+            log.info("serving %s (model %s)", meta.name, meta.model_version)
+        except CatalogueUnavailable as exc:  # start anyway: /health says what is missing
+            log.warning("catalogue unavailable at start: %s", exc)
+        app.state.recommender = rec
+        yield
+        if recommender is None:
+            rec.close()
+
+    app = FastAPI(
+        title="musicrec",
+        summary="Recommend music by how it sounds: nearest neighbours by cosine distance.",
+        lifespan=lifespan,
+    )
+    app.include_router(tracks.router)
+    app.include_router(health.router)
+
+    @app.exception_handler(UserError)
+    async def user_error(request: Request, exc: UserError) -> JSONResponse:
+        status = status_of(exc)
+        headers = {"Retry-After": "30"} if status == 503 else None
+        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+    return app

@@ -1,0 +1,211 @@
+"""CLI commands for recommendations, the API server and the catalogue refresh (registered by serving.cli).
+
+``recommend``, ``playlist`` and ``serve`` go on the top-level app; ``refresh`` and ``rollback`` join the
+existing ``catalogue`` group. Each is a thin front over :mod:`serving.service` or
+:mod:`pipelines.index.refresh`; errors are :class:`~pipelines.errors.UserError`, printed as one line.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from pipelines.errors import UserError
+
+if TYPE_CHECKING:  # serving.service imports librosa and numpy: only load it when a command runs
+    from serving.service import Answer, Filters, Recommender
+
+
+def _quiet_clients() -> None:
+    """pymilvus and Milvus Lite log every failed call with a traceback; the CLI says it in one line instead.
+
+    Their logs stay on with ``musicrec -v``.
+    """
+    import pymilvus  # noqa: F401 - configures its loggers on import; levels must be set after that
+
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        for name in ("pymilvus", "pymilvus.milvus_client", "milvus_lite", "grpc"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _filters(style: str | None, dupes: bool, per_source: int | None, per_artist: int | None) -> Filters:
+    from serving.service import Filters
+
+    return Filters(style, not dupes, per_source, per_artist)
+
+
+_STYLE = typer.Option("--style", help="Only tracks of this style.")
+_PER_SOURCE = typer.Option("--max-per-source", help="At most this many tracks per source.")
+_PER_ARTIST = typer.Option("--max-per-artist", help="At most this many tracks per artist.")
+_DUPES = typer.Option("--duplicates/--no-duplicates", help="Allow exact copies (same sha256) of the query.")
+
+
+def _print(answer: Answer, header: str) -> None:
+    typer.echo(f"{header} (collection {answer.collection}, model {answer.model_version}):")
+    if not answer.results:
+        typer.echo("  no tracks match the filters")
+    for rank, rec in enumerate(answer.results, 1):
+        title = f"  {rec.title}" if rec.title else ""
+        typer.echo(f"{rank:>4}  {rec.distance:.4f}  {rec.style:<18} {rec.track_id}{title}")
+
+
+def _recommender() -> Recommender:
+    """Built on demand: importing pymilvus and the front end would slow down every `musicrec --help`."""
+    from pipelines.settings import get_settings
+    from serving.service import Recommender
+
+    _quiet_clients()
+    return Recommender.from_settings(get_settings())
+
+
+def recommend(
+    track_id: Annotated[str | None, typer.Argument(help="A catalogue track id.")] = None,
+    audio: Annotated[Path | None, typer.Option("--audio", help="An audio file to find similar tracks to.")] = None,
+    k: Annotated[int, typer.Option("-k", help="How many recommendations.")] = 10,
+    style: Annotated[str | None, _STYLE] = None,
+    max_per_source: Annotated[int | None, _PER_SOURCE] = None,
+    max_per_artist: Annotated[int | None, _PER_ARTIST] = None,
+    duplicates: Annotated[bool, _DUPES] = False,
+    examples: Annotated[
+        int,
+        typer.Option(
+            "--examples", help="Instead: N catalogue tracks (styles in turn) and the same-style share of the top k."
+        ),
+    ] = 0,
+) -> None:
+    """Tracks that sound like TRACK_ID (or like --audio FILE), nearest first, with cosine distances."""
+    if examples:
+        _examples(examples, k)
+        return
+    if (track_id is None) == (audio is None):
+        raise UserError("give either a TRACK_ID or --audio FILE")
+    filters = _filters(style, duplicates, max_per_source, max_per_artist)
+    rec = _recommender()
+    try:
+        if audio is not None:
+            _print(rec.similar_file(audio, k, filters), f"similar to {audio}")
+        else:
+            assert track_id is not None
+            _print(rec.similar(track_id, k, filters), f"similar to {track_id}")
+    finally:
+        rec.close()
+
+
+def _examples(n: int, k: int) -> None:
+    """What `make run` ends with: a few tracks' recommendations, the quality number, how to go on."""
+    from serving.service import ServingSettings
+
+    rec = _recommender()
+    try:
+        for track_id in rec.example_tracks(n):
+            _print(rec.similar(track_id, k), f"similar to {track_id}")
+            typer.echo("")
+        share, tracks = rec.style_agreement(k)
+        meta = rec.catalogue()
+    finally:
+        rec.close()
+    typer.echo(
+        f"same-style share of the top {k} over all {tracks} tracks: {share:.3f} "
+        f"(model {meta.model_version}, collection {meta.name})"
+    )
+    serving = ServingSettings()
+    url = f"http://{serving.serving_host}:{serving.serving_port}"
+    typer.echo(f"start the API: musicrec serve   (then {url}/docs, e.g. GET {url}/tracks/{{track_id}}/similar?k=10)")
+
+
+def playlist(
+    seeds: Annotated[list[str], typer.Argument(help="One or more seed track ids.")],
+    length: Annotated[int, typer.Option("--length", "-n", help="Tracks in the playlist.")] = 20,
+    style: Annotated[str | None, _STYLE] = None,
+    max_per_source: Annotated[int | None, _PER_SOURCE] = None,
+    max_per_artist: Annotated[int | None, _PER_ARTIST] = None,
+) -> None:
+    """A playlist near the SEEDS: each seed in turn adds its nearest unused track; no repeats."""
+    rec = _recommender()
+    try:
+        answer = rec.playlist(seeds, length, _filters(style, False, max_per_source, max_per_artist))
+    finally:
+        rec.close()
+    _print(answer, f"playlist from {', '.join(dict.fromkeys(seeds))}")
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (MUSICREC_SERVING_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (MUSICREC_SERVING_PORT).")] = None,
+    milvus_server: Annotated[
+        bool | None,
+        typer.Option(
+            "--milvus-server/--no-milvus-server",
+            help="Run `milvus-lite server` on the local Milvus Lite folder so refreshes can run meanwhile.",
+        ),
+    ] = None,
+) -> None:
+    """Start the HTTP API (docs at /docs). Keeps answering while `musicrec catalogue refresh` runs."""
+    import uvicorn
+
+    from pipelines.index.lite_server import LiteServer, is_remote, resolve_uri
+    from pipelines.settings import get_settings
+    from serving.api import create_app
+    from serving.service import ServingSettings
+
+    _quiet_clients()
+    settings, serving = get_settings(), ServingSettings()
+    host, port = host or serving.serving_host, port or serving.serving_port
+    start = serving.serving_start_milvus if milvus_server is None else milvus_server
+    server = None
+    if start and not is_remote(settings.milvus_uri) and resolve_uri(settings.milvus_uri) == settings.milvus_uri:
+        server = LiteServer(Path(settings.milvus_uri))
+        typer.echo(f"starting milvus-lite server for {settings.milvus_uri} ...")
+        server.start()
+        typer.echo(f"milvus-lite server at {server.uri} (other musicrec commands find it by themselves)")
+    try:
+        typer.echo(f"serving on http://{host}:{port} (API docs: http://{host}:{port}/docs); Ctrl+C stops")
+        uvicorn.run(create_app(settings, serving), host=host, port=port, log_level="warning")
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def refresh(
+    model_version: Annotated[
+        str, typer.Option("--model-version", help="'champion' (registry alias), 'raw' (baseline) or a version.")
+    ] = "champion",
+) -> None:
+    """Embed the feature store into a new collection for the model version, verify it, move `tracks` to it."""
+    from pipelines.index.refresh import RefreshCatalogue
+    from pipelines.settings import get_settings
+    from serving.cli import _bar
+
+    _quiet_clients()
+    step = RefreshCatalogue(settings=get_settings(), model_version=model_version)
+    report = step.run(progress=_bar("embedding", "batch"))
+    typer.echo(report.line())
+
+
+def rollback() -> None:
+    """Point `tracks` back at the collection the last refresh replaced."""
+    from pipelines.index.milvus import CatalogueIndex
+    from pipelines.index.refresh import rollback as run
+    from pipelines.settings import get_settings
+
+    _quiet_clients()
+    index = CatalogueIndex.from_settings(get_settings())
+    try:
+        old, new = run(index)
+    finally:
+        index.close()
+    typer.echo(f"alias {index.alias}: {old} -> {new}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands to ``app`` and its ``catalogue`` group."""
+    app.command()(recommend)
+    app.command()(playlist)
+    app.command()(serve)
+    catalogue = next(g.typer_instance for g in app.registered_groups if g.name == "catalogue")
+    assert catalogue is not None
+    catalogue.command("refresh")(refresh)
+    catalogue.command("rollback")(rollback)

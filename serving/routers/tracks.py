@@ -1,0 +1,95 @@
+"""Recommendation routes. Plain ``def`` routes: pymilvus and the models block, so they run in threads.
+
+The upload route is the one ``async`` route: it reads the body itself, stopping at the size limit, so an
+oversized upload is refused without being stored anywhere, and no temporary file is ever written (the
+audio is decoded from memory). The blocking work then runs in the thread pool like the others.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
+from starlette.concurrency import run_in_threadpool
+
+from serving.deps import FiltersDep, K, RecommenderDep
+from serving.errors import InvalidInput, TooLarge
+from serving.schemas import ErrorResponse, PlaylistRequest, PlaylistResponse, SimilarResponse
+from serving.service import Filters
+
+router = APIRouter(tags=["recommendations"])
+
+_ERRORS = {code: {"model": ErrorResponse} for code in (404, 413, 415, 422, 503)}
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "audio/*": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+        },
+    }
+}
+
+
+@router.get("/tracks/{track_id}/similar", response_model=SimilarResponse, responses=_ERRORS)
+def similar_to_track(
+    track_id: Annotated[str, Path(description="A catalogue track id.")],
+    recommender: RecommenderDep,
+    filters: FiltersDep,
+    k: K = 10,
+) -> SimilarResponse:
+    """The k catalogue tracks that sound most like ``track_id``, nearest first."""
+    return SimilarResponse.of(recommender.similar(track_id, k, filters))
+
+
+async def _read_upload(request: Request, limit: int) -> bytes:
+    """The uploaded file's bytes: the raw body, or the ``file`` part of a multipart form; at most ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
+        raise TooLarge(f"the upload has {declared} bytes; the limit is {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit + 64 * 1024:  # room for multipart headers
+            raise TooLarge(f"the upload exceeds the limit of {limit} bytes")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return bytes(body)
+
+    async def replay() -> dict:
+        return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+    form = await Request(request.scope, replay).form(max_files=1, max_fields=10)
+    try:
+        part = form.get("file")
+        if part is None or isinstance(part, str):
+            raise InvalidInput("the multipart upload has no file part named 'file'")
+        return await part.read()
+    finally:
+        await form.close()
+
+
+@router.post("/similar", response_model=SimilarResponse, responses=_ERRORS, openapi_extra=_UPLOAD_BODY)
+async def similar_to_audio(
+    request: Request, recommender: RecommenderDep, filters: FiltersDep, k: K = 10
+) -> SimilarResponse:
+    """The k catalogue tracks that sound most like the uploaded audio (raw body or multipart ``file``).
+
+    The upload is embedded with the front end and the model version of the collection being served.
+    """
+    data = await _read_upload(request, recommender.serving.serving_max_upload_bytes)
+    answer = await run_in_threadpool(recommender.similar_audio, data, k, filters)
+    return SimilarResponse.of(answer)
+
+
+@router.post("/playlist", response_model=PlaylistResponse, responses=_ERRORS)
+def playlist(body: PlaylistRequest, recommender: RecommenderDep) -> PlaylistResponse:
+    """A playlist from seed tracks: each seed in turn adds its nearest unused track; no repeats."""
+    filters = Filters(body.style, body.exclude_duplicates, body.max_per_source, body.max_per_artist)
+    return PlaylistResponse.of(recommender.playlist(body.seeds, body.length, filters), body.seeds)

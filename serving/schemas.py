@@ -1,0 +1,78 @@
+"""Response and request models of the HTTP API (what OpenAPI documents)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from serving.service import Answer
+
+
+class Recommendation(BaseModel):
+    track_id: str
+    style: str
+    source: str
+    artist: str | None = None
+    title: str | None = None
+    distance: float = Field(description="Cosine distance to the query, 0 = identical direction; ascending.")
+
+
+class SimilarResponse(BaseModel):
+    query: str = Field(description="The query track id, or upload:<sha256 prefix> for uploads.")
+    collection: str
+    model_version: str = Field(description="The model that embedded the catalogue and the query.")
+    results: list[Recommendation]
+
+    @classmethod
+    def of(cls, answer: Answer) -> SimilarResponse:
+        return cls(
+            query=answer.query,
+            collection=answer.collection,
+            model_version=answer.model_version,
+            results=[Recommendation(**vars(r)) for r in answer.results],
+        )
+
+
+class PlaylistItem(Recommendation):
+    seed: str = Field(description="The seed this track was drawn for.")
+
+
+class PlaylistRequest(BaseModel):
+    seeds: list[str] = Field(min_length=1, description="One or more catalogue track ids.")
+    length: int = Field(default=20, description="Tracks in the playlist (seeds not included).")
+    style: str | None = None
+    exclude_duplicates: bool = True
+    max_per_source: int | None = None
+    max_per_artist: int | None = None
+
+
+class PlaylistResponse(BaseModel):
+    seeds: list[str]
+    collection: str
+    model_version: str
+    tracks: list[PlaylistItem]
+
+    @classmethod
+    def of(cls, answer: Answer, seeds: list[str]) -> PlaylistResponse:
+        return cls(
+            seeds=list(dict.fromkeys(seeds)),
+            collection=answer.collection,
+            model_version=answer.model_version,
+            tracks=[PlaylistItem(**vars(r), seed=s) for r, s in zip(answer.results, answer.seeds, strict=True)],
+        )
+
+
+class Health(BaseModel):
+    status: str
+    alias: str
+    collection: str
+    model_version: str
+    feature_version: str
+    tracks: int
+    index_type: str
+    dim: int
+    styles: list[str]
+    milvus: str
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="What was wrong and what to do.")

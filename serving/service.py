@@ -1,0 +1,437 @@
+"""The one implementation of recommendations; the HTTP API and the CLI are thin fronts over it.
+
+Every query is answered from the collection behind the alias ``tracks`` and embedded with the model
+version and front-end parameters recorded in that collection, never with whatever model is newest: a
+query vector and the catalogue it is compared with always come from the same model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipelines.audio import AudioRejected, RejectReason
+from pipelines.errors import UserError
+from pipelines.features.frontend import track_vector
+from pipelines.features.params import FeatureParams
+from pipelines.index.milvus import (
+    RESULT_FIELDS,
+    CatalogueIndex,
+    CatalogueUnavailable,
+    CollectionMeta,
+    Hit,
+    IndexSettings,
+)
+from pipelines.index.models import load_embedder
+from pipelines.model.embedder import Embedder
+from pipelines.settings import Settings
+from serving.batching import SearchBatcher
+from serving.errors import InvalidInput, NotAudio, NotFound, TooLarge
+
+log = logging.getLogger(__name__)
+
+MAX_FETCH = 16384  # Milvus's largest top-k
+# Leading bytes of the containers the front end decodes (WAV, RF64, Ogg, FLAC, MP3 with ID3, AIFF).
+_MAGIC = (b"RIFF", b"RF64", b"OggS", b"fLaC", b"ID3", b"FORM")
+
+
+class ServingSettings(BaseSettings):
+    """Serving knobs (env ``MUSICREC_<FIELD>``); the Milvus URI itself is ``Settings.milvus_uri``."""
+
+    model_config = SettingsConfigDict(env_prefix="MUSICREC_", env_file=".env", extra="ignore", frozen=True)
+
+    serving_host: str = "127.0.0.1"
+    serving_port: int = Field(default=8000, ge=1, le=65535)
+    serving_max_k: int = Field(default=100, ge=1, le=1000)
+    serving_max_playlist: int = Field(default=200, ge=1, le=5000)
+    serving_max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, description="A FLAC song is ~30 MB.")
+    serving_min_upload_s: float = Field(default=2.0, ge=0.0, description="Shorter uploads are refused.")
+    serving_alias_ttl_s: float = Field(
+        default=1.0, ge=0.0, description="How long the alias's target is cached; a refresh shows after this."
+    )
+    serving_batch_searches: bool = Field(default=True, description="Coalesce concurrent searches.")
+    serving_max_batch: int = Field(default=64, ge=1)
+    serving_max_inflight: int = Field(default=1, ge=1, description="Concurrent Milvus searches.")
+    serving_start_milvus: bool = Field(
+        default=True, description="`musicrec serve` runs `milvus-lite server` on a local Milvus Lite folder."
+    )
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which neighbours count: one style only, no copies of the query, at most M per source/artist."""
+
+    style: str | None = None
+    exclude_duplicates: bool = True
+    max_per_source: int | None = None
+    max_per_artist: int | None = None
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    track_id: str
+    style: str
+    source: str
+    artist: str | None
+    title: str | None
+    distance: float  # cosine distance, 0 = same direction
+
+    @classmethod
+    def from_hit(cls, hit: Hit) -> Recommendation:
+        f = hit.fields
+        return cls(
+            track_id=hit.track_id,
+            style=f.get("style", ""),
+            source=f.get("source", ""),
+            artist=f.get("artist") or None,
+            title=f.get("title") or None,
+            distance=round(hit.distance, 6),
+        )
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Recommendations and where they came from."""
+
+    query: str
+    collection: str
+    model_version: str
+    results: list[Recommendation]
+    seeds: tuple[str, ...] = ()  # playlists: the seed each result was drawn for
+
+
+EmbedderLoader = Callable[[CollectionMeta], Embedder]
+
+
+def looks_like_audio(head: bytes) -> bool:
+    """True when the first bytes are an audio container the front end can decode."""
+    return head.startswith(_MAGIC) or (len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0)
+
+
+class _Caps:
+    """At most M tracks per source and per artist (tracks with no artist are not capped by artist)."""
+
+    def __init__(self, filters: Filters) -> None:
+        self.caps = {"source": filters.max_per_source, "artist": filters.max_per_artist}
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def admit(self, rec: Recommendation) -> bool:
+        groups = {"source": rec.source, "artist": rec.artist}
+        keys = [(n, g) for n, cap in self.caps.items() if cap is not None and (g := groups[n])]
+        if any(self.counts.get(key, 0) >= (self.caps[key[0]] or 0) for key in keys):
+            return False
+        for key in keys:
+            self.counts[key] = self.counts.get(key, 0) + 1
+        return True
+
+
+class Recommender:
+    """Nearest neighbours in the live collection, by track id, audio bytes or seed tracks."""
+
+    def __init__(
+        self,
+        index: CatalogueIndex,
+        settings: Settings,
+        serving: ServingSettings | None = None,
+        loader: EmbedderLoader | None = None,
+    ) -> None:
+        self.index = index
+        self.settings = settings
+        self.serving = serving or ServingSettings()
+        self.loader = loader or self._load_registered
+        self.batcher = SearchBatcher(index, self.serving.serving_max_batch, self.serving.serving_max_inflight)
+        self._lock = threading.Lock()
+        self._meta: CollectionMeta | None = None
+        self._meta_at = 0.0
+        self._embedders: dict[tuple[str, str], Embedder] = {}
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, serving: ServingSettings | None = None, index: IndexSettings | None = None
+    ) -> Recommender:
+        return cls(CatalogueIndex.from_settings(settings, index), settings, serving)
+
+    def close(self) -> None:
+        self.index.close()
+
+    # ---- which collection, which model ---------------------------------------------------------------
+
+    def catalogue(self, fresh: bool = False) -> CollectionMeta:
+        """The live collection's description, cached for ``serving_alias_ttl_s``."""
+        with self._lock:
+            now = time.monotonic()
+            if not fresh and self._meta and now - self._meta_at < self.serving.serving_alias_ttl_s:
+                return self._meta
+        meta = self.index.live()
+        with self._lock:
+            self._meta, self._meta_at = meta, time.monotonic()
+        return meta
+
+    def _load_registered(self, meta: CollectionMeta) -> Embedder:
+        return load_embedder(self.settings, meta.model_version, FeatureParams(**meta.feature_params))
+
+    def embedder(self, meta: CollectionMeta) -> Embedder:
+        """The embedder that made ``meta``'s vectors (cached; loading a model is slow)."""
+        key = (meta.model_version, meta.feature_version)
+        with self._lock:
+            if key in self._embedders:
+                return self._embedders[key]
+        try:
+            embedder = self.loader(meta)
+        except Exception as exc:
+            if not isinstance(exc, UserError):
+                log.exception("cannot load model version %s", meta.model_version)
+            raise CatalogueUnavailable(
+                f"model version {meta.model_version} (which made collection {meta.name}) cannot be loaded: "
+                f"{exc}; check the model registry (MUSICREC_MLFLOW_TRACKING_URI) or roll back with "
+                "`musicrec catalogue rollback`"
+            ) from exc
+        if embedder.version != meta.model_version or embedder.dim != meta.dim:
+            raise CatalogueUnavailable(
+                f"loaded model {embedder.version} (dim {embedder.dim}) does not match collection {meta.name} "
+                f"(model {meta.model_version}, dim {meta.dim}); run `musicrec catalogue refresh`"
+            )
+        with self._lock:
+            self._embedders[key] = embedder
+        return embedder
+
+    def _retrying(self, fn: Callable[[CollectionMeta], Any]) -> Any:
+        """Run ``fn`` on the live collection; if a refresh dropped it meanwhile, look the alias up again."""
+        meta = self.catalogue()
+        try:
+            return fn(meta)
+        except UserError:
+            raise
+        except Exception as exc:
+            text = str(exc).lower()
+            if "not exist" not in text and "not found" not in text:
+                raise
+            log.info("collection %s went away (%s); re-reading the alias", meta.name, exc)
+            return fn(self.catalogue(fresh=True))
+
+    # ---- validation ----------------------------------------------------------------------------------
+
+    def _check(self, meta: CollectionMeta, k: int, filters: Filters, limit: int | None = None, name: str = "k") -> None:
+        top = limit or self.serving.serving_max_k
+        if not 1 <= k <= top:
+            raise InvalidInput(f"{name} must be between 1 and {top}, got {k}")
+        if filters.style is not None and filters.style not in meta.styles:
+            raise InvalidInput(f"unknown style '{filters.style}'; styles: {', '.join(meta.styles)}")
+        for cap in ("max_per_source", "max_per_artist"):
+            value = getattr(filters, cap)
+            if value is not None and value < 1:
+                raise InvalidInput(f"{cap} must be at least 1, got {value}")
+
+    # ---- searching -----------------------------------------------------------------------------------
+
+    def _search(self, meta: CollectionMeta, vector: np.ndarray, limit: int, expr: str) -> list[Hit]:
+        if self.serving.serving_batch_searches:
+            return self.batcher.search(meta, vector, limit, expr)
+        return self.index.search(meta, vector.reshape(1, -1), limit, expr, RESULT_FIELDS)[0]
+
+    def _neighbours(
+        self,
+        meta: CollectionMeta,
+        vector: np.ndarray,
+        k: int,
+        filters: Filters,
+        skip_ids: set[str],
+        skip_sha: set[str],
+    ) -> list[tuple[Recommendation, str]]:
+        """Top ``k`` (with their sha256) after exclusions and caps; fetches more when filters leave too few."""
+        expr = f"style == {json.dumps(filters.style)}" if filters.style else ""
+        capped = filters.max_per_source is not None or filters.max_per_artist is not None
+        fetch = min(MAX_FETCH, k + len(skip_ids) + (4 * k if capped else 2))
+        while True:
+            hits = self._search(meta, vector, fetch, expr)
+            picked: list[tuple[Recommendation, str]] = []
+            caps = _Caps(filters)
+            for hit in hits:
+                sha = str(hit.fields.get("sha256", ""))
+                if hit.track_id in skip_ids or (filters.exclude_duplicates and sha in skip_sha):
+                    continue
+                rec = Recommendation.from_hit(hit)
+                if caps.admit(rec):
+                    picked.append((rec, sha))
+                    if len(picked) == k:
+                        return picked
+            if len(hits) < fetch or fetch >= MAX_FETCH:
+                return picked  # the collection has no more candidates
+            fetch = min(MAX_FETCH, fetch * 4)
+
+    def _rows(self, meta: CollectionMeta, track_ids: Sequence[str]) -> dict[str, dict]:
+        rows = self.index.get(meta.name, track_ids, ("track_id", "sha256", "vector"))
+        return {r["track_id"]: r for r in rows}
+
+    def similar(self, track_id: str, k: int = 10, filters: Filters | None = None) -> Answer:
+        """Tracks that sound like catalogue track ``track_id``, nearest first."""
+        filters = filters or Filters()
+
+        def run(meta: CollectionMeta) -> Answer:
+            self._check(meta, k, filters)
+            row = self._rows(meta, [track_id]).get(track_id)
+            if row is None:
+                raise NotFound(f"unknown track id '{track_id}'")
+            vec = np.asarray(row["vector"], dtype=np.float32)
+            found = self._neighbours(meta, vec, k, filters, {track_id}, {row["sha256"]})
+            return Answer(track_id, meta.name, meta.model_version, [rec for rec, _ in found])
+
+        return self._retrying(run)
+
+    def similar_audio(self, data: bytes, k: int = 10, filters: Filters | None = None) -> Answer:
+        """Tracks that sound like the uploaded audio, embedded exactly like the live collection's tracks."""
+        filters = filters or Filters()
+        limit = self.serving.serving_max_upload_bytes
+        if not data:
+            raise InvalidInput("the upload is empty: send the audio file's bytes")
+        if len(data) > limit:
+            raise TooLarge(f"the upload has {len(data)} bytes; the limit is {limit}")
+        if not looks_like_audio(data[:4]):
+            raise NotAudio("the upload is not audio: send WAV, FLAC, Ogg/Opus or MP3")
+
+        def run(meta: CollectionMeta) -> Answer:
+            self._check(meta, k, filters)
+            params = FeatureParams(**meta.feature_params)
+            try:
+                tv = track_vector(data, params)
+            except AudioRejected as exc:
+                if exc.reason in (RejectReason.EMPTY_FILE, RejectReason.ZERO_LENGTH):
+                    raise InvalidInput(f"the upload holds no audio samples ({exc.detail})") from None
+                if exc.reason == RejectReason.SILENT:
+                    raise InvalidInput(f"the upload is silent ({exc.detail})") from None
+                detail = re.sub(r"Error opening <[^>]*>: ", "", exc.detail)  # no object reprs in messages
+                raise InvalidInput(f"the upload could not be decoded as audio ({detail})") from None
+            frame_s = params.hop / params.sr
+            needed = min(params.n_frames, math.ceil(self.serving.serving_min_upload_s / frame_s))
+            if tv.frames_real < needed:
+                raise InvalidInput(
+                    f"the upload is too short: {tv.frames_real * frame_s:.2f} s of audio, at least "
+                    f"{needed * frame_s:.2f} s are needed"
+                )
+            vec = self.embedder(meta).embed(tv.vector[None, :])[0]
+            sha = hashlib.sha256(data).hexdigest()
+            found = self._neighbours(meta, vec, k, filters, set(), {sha})
+            return Answer("upload:" + sha[:12], meta.name, meta.model_version, [rec for rec, _ in found])
+
+        return self._retrying(run)
+
+    def similar_file(self, path: Path, k: int = 10, filters: Filters | None = None) -> Answer:
+        """:meth:`similar_audio` for a local file (the CLI's ``--audio``); the file is only read."""
+        if not path.is_file():
+            raise InvalidInput(f"no such file: {path}")
+        size = path.stat().st_size
+        if size > self.serving.serving_max_upload_bytes:
+            raise TooLarge(f"{path} has {size} bytes; the limit is {self.serving.serving_max_upload_bytes}")
+        return self.similar_audio(path.read_bytes(), k, filters)
+
+    def playlist(self, seeds: Sequence[str], length: int = 20, filters: Filters | None = None) -> Answer:
+        """A playlist of ``length`` tracks near the seeds, taking turns between seeds; no track twice.
+
+        Seeds themselves and copies of any track already chosen (same sha256) are never repeated.
+        """
+        filters = filters or Filters()
+        order = list(dict.fromkeys(seeds))
+        if not order:
+            raise InvalidInput("a playlist needs at least one seed track")
+
+        def run(meta: CollectionMeta) -> Answer:
+            self._check(meta, length, filters, self.serving.serving_max_playlist, "length")
+            rows = self._rows(meta, order)
+            missing = [s for s in order if s not in rows]
+            if missing:
+                raise NotFound(f"unknown seed track id(s): {', '.join(repr(m) for m in missing)}")
+            skip_ids, skip_sha = set(order), {rows[s]["sha256"] for s in order}
+            uncapped = Filters(filters.style, filters.exclude_duplicates)
+            fetch = min(MAX_FETCH, 3 * length + len(order))
+            per_seed = [
+                self._neighbours(
+                    meta, np.asarray(rows[s]["vector"], dtype=np.float32), fetch, uncapped, skip_ids, skip_sha
+                )
+                for s in order
+            ]
+            chosen: list[Recommendation] = []
+            drawn_for: list[str] = []
+            seen_ids, seen_sha, caps = set(skip_ids), set(skip_sha), _Caps(filters)
+            cursors = [0] * len(order)
+            while len(chosen) < length and any(c < len(x) for c, x in zip(cursors, per_seed, strict=True)):
+                for i, candidates in enumerate(per_seed):  # each seed in turn adds its nearest unused track
+                    while cursors[i] < len(candidates) and len(chosen) < length:
+                        rec, sha = candidates[cursors[i]]
+                        cursors[i] += 1
+                        duplicate = filters.exclude_duplicates and sha in seen_sha
+                        if rec.track_id in seen_ids or duplicate or not caps.admit(rec):
+                            continue
+                        seen_ids.add(rec.track_id)
+                        seen_sha.add(sha)
+                        chosen.append(rec)
+                        drawn_for.append(order[i])
+                        break
+            return Answer(",".join(order), meta.name, meta.model_version, chosen, tuple(drawn_for))
+
+        return self._retrying(run)
+
+    # ---- status and evaluation -----------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """Model version, collection, track count and index type of what is being served."""
+        meta = self.catalogue(fresh=True)
+        return {
+            "status": "ok",
+            "alias": self.index.alias,
+            "collection": meta.name,
+            "model_version": meta.model_version,
+            "feature_version": meta.feature_version,
+            "tracks": self.index.count(meta.name),
+            "index_type": meta.index_type,
+            "dim": meta.dim,
+            "styles": list(meta.styles),
+            "milvus": self.index.uri,
+        }
+
+    def style_agreement(self, k: int = 10, collection: str | None = None) -> tuple[float, int]:
+        """Same-style share of every track's top ``k`` (itself and copies excluded), and the track count.
+
+        The headline quality number: how often a recommendation has the query's style label.
+        """
+        meta = self.index.describe(collection) if collection else self.catalogue(fresh=True)
+        ids = list(self.index.fingerprints(meta.name))
+        rows = self._rows(meta, ids)
+        styles = {r["track_id"]: r for r in self.index.get(meta.name, ids, ("track_id", "style"))}
+        vectors = np.asarray([rows[t]["vector"] for t in ids], dtype=np.float32)
+        same = total = 0
+        for start in range(0, len(ids), 256):
+            chunk = ids[start : start + 256]
+            hits = self.index.search(meta, vectors[start : start + 256], k + 5, "", ("track_id", "sha256", "style"))
+            for tid, found in zip(chunk, hits, strict=True):
+                top = [h for h in found if h.track_id != tid and h.fields["sha256"] != rows[tid]["sha256"]][:k]
+                same += sum(h.fields["style"] == styles[tid]["style"] for h in top)
+                total += len(top)
+        return (same / total if total else 0.0), len(ids)
+
+    def example_tracks(self, n: int) -> list[str]:
+        """``n`` catalogue tracks for a demonstration: each style in turn (styles and ids sorted)."""
+        meta = self.catalogue(fresh=True)
+        ids = sorted(self.index.fingerprints(meta.name))
+        by_style: dict[str, list[str]] = {}
+        for row in sorted(self.index.get(meta.name, ids, ("track_id", "style")), key=lambda r: r["track_id"]):
+            by_style.setdefault(row["style"], []).append(row["track_id"])
+        queues = [by_style[s] for s in sorted(by_style)]
+        picked: list[str] = []
+        while len(picked) < min(n, len(ids)):
+            for queue in queues:
+                if queue and len(picked) < n:
+                    picked.append(queue.pop(0))
+        return picked
