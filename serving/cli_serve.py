@@ -104,12 +104,13 @@ def _examples(n: int, k: int) -> None:
             _print(rec.similar(track_id, k), f"similar to {track_id}")
             typer.echo("")
         share, tracks = rec.style_agreement(k)
+        raw = rec.raw_baseline_agreement(k)
         meta = rec.catalogue()
     finally:
         rec.close()
     typer.echo(
         f"same-style share of the top {k} over all {tracks} tracks: {share:.3f} "
-        f"(model {meta.model_version}, collection {meta.name})"
+        f"(model {meta.model_version}, collection {meta.name}); raw-MFCC baseline: {raw:.3f}"
     )
     serving = ServingSettings()
     url = f"http://{serving.serving_host}:{serving.serving_port}"

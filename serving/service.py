@@ -421,6 +421,22 @@ class Recommender:
                 total += len(top)
         return (same / total if total else 0.0), len(ids)
 
+    def raw_baseline_agreement(self, k: int = 10) -> float:
+        """The same number as :meth:`style_agreement` for the untrained raw MFCC vectors (exact cosine).
+
+        Read from the feature store of the live collection's front end, so the two numbers describe the
+        same tracks with and without the trained branch.
+        """
+        from pipelines.catalogue.manifest import read_manifest
+        from pipelines.features.store import read_features
+        from pipelines.model.embedder import l2_normalise
+
+        meta = self.catalogue(fresh=True)
+        features = read_features(self.settings, FeatureParams(**meta.feature_params))
+        manifest = read_manifest(self.settings.manifest_path).set_index("track_id")
+        styles = manifest.loc[features.track_ids, "style"].to_numpy()
+        return exact_style_agreement(l2_normalise(features.matrix), styles, np.asarray(features.sha256), k)
+
     def example_tracks(self, n: int) -> list[str]:
         """``n`` catalogue tracks for a demonstration: each style in turn (styles and ids sorted)."""
         meta = self.catalogue(fresh=True)
@@ -435,3 +451,11 @@ class Recommender:
                 if queue and len(picked) < n:
                     picked.append(queue.pop(0))
         return picked
+
+
+def exact_style_agreement(unit_vectors: np.ndarray, styles: np.ndarray, sha256: np.ndarray, k: int) -> float:
+    """Same-style share of each row's top ``k`` by exact cosine, itself and copies (same sha256) excluded."""
+    sims = unit_vectors @ unit_vectors.T
+    sims[sha256[:, None] == sha256[None, :]] = -np.inf
+    top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return float((styles[top] == styles[:, None]).mean())
