@@ -13,9 +13,15 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
+# The main job on the embedded defaults: demo corpus -> manifest -> features -> triplet model (MLflow, gate)
+# -> Milvus Lite collection behind the alias `tracks` -> recommendations. A second run recomputes nothing
+# that did not change (training re-runs only when the feature store or the recipe changed).
 run: $(STAMP)
 	$(BIN)/musicrec data fetch-demo
 	$(BIN)/musicrec features build
+	$(BIN)/musicrec train --if-changed
+	$(BIN)/musicrec catalogue refresh --model-version champion
+	$(BIN)/musicrec recommend --examples 3
 
 test: $(STAMP)
 	$(BIN)/ruff check .

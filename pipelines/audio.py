@@ -108,9 +108,7 @@ def probe(path: Path, max_bytes: int | None = None) -> AudioInfo:
     except OSError as exc:
         raise AudioRejected(RejectReason.UNREADABLE, f"{type(exc).__name__}: {exc.strerror or exc}") from exc
     if looks_like_audio and (shortfall := _wav_missing_bytes(path)):
-        raise AudioRejected(
-            RejectReason.CORRUPT, f"WAV data chunk is {shortfall} bytes shorter than its header says"
-        )
+        raise AudioRejected(RejectReason.CORRUPT, f"WAV data chunk is {shortfall} bytes shorter than its header says")
     try:
         with sf.SoundFile(str(path)) as snd:
             info = AudioInfo(

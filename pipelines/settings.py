@@ -33,13 +33,9 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = Field(default="", description="Empty: SQLite file under the data root.")
     milvus_uri: str = Field(default="", description="Empty: a Milvus Lite file under the data root.")
     max_audio_bytes: int = Field(default=512 * 1024 * 1024, description="Larger files are rejected.")
-    decode_timeout_s: float = Field(
-        default=30.0, description="A file whose decode takes longer is quarantined."
-    )
+    decode_timeout_s: float = Field(default=30.0, description="A file whose decode takes longer is quarantined.")
     demo_extended: bool = Field(default=False, description="Demo corpus: add the extra sources per style.")
-    features: FeatureParams = Field(
-        default_factory=FeatureParams, description="MUSICREC_FEATURES__N_MFCC=..."
-    )
+    features: FeatureParams = Field(default_factory=FeatureParams, description="MUSICREC_FEATURES__N_MFCC=...")
 
     @model_validator(mode="after")
     def _fill_derived(self) -> Settings:

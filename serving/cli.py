@@ -19,9 +19,7 @@ from typer.exceptions import TyperException
 from pipelines.errors import UserError
 from pipelines.settings import get_settings
 
-app = typer.Typer(
-    help="musicrec: recommend music by how it sounds.", no_args_is_help=True, add_completion=False
-)
+app = typer.Typer(help="musicrec: recommend music by how it sounds.", no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Demo data.", no_args_is_help=True)
 catalogue_app = typer.Typer(help="The catalogue manifest: import, show.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -70,9 +68,7 @@ def fetch_demo() -> None:
 
 @catalogue_app.command("import")
 def catalogue_import(
-    path: Annotated[
-        Path, typer.Argument(help="A folder with one sub-folder per style, or a CSV (path, style, ...).")
-    ],
+    path: Annotated[Path, typer.Argument(help="A folder with one sub-folder per style, or a CSV (path, style, ...).")],
 ) -> None:
     """Import your own music into the manifest; broken files go to the rejects table, nothing is changed."""
     from pipelines.catalogue.importer import import_catalogue
@@ -94,7 +90,7 @@ def catalogue_show() -> None:
 
 # Each feature area keeps its commands in its own module with a ``register(app)`` function; listing a
 # module here is all it takes to add its commands.
-_COMMAND_MODULES: tuple[str, ...] = ("serving.cli_serve", "serving.cli_features")
+_COMMAND_MODULES: tuple[str, ...] = ("serving.cli_serve", "serving.cli_features", "serving.cli_train")
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 

@@ -42,17 +42,13 @@ def truncated(path: Path, source: Path, keep: float = 0.5) -> Path:
     return path
 
 
-def style_tree(
-    root: Path, per_style: int = 4, seconds: float = 3.0, fmt: str = "wav"
-) -> dict[str, list[Path]]:
+def style_tree(root: Path, per_style: int = 4, seconds: float = 3.0, fmt: str = "wav") -> dict[str, list[Path]]:
     """A folder-per-style library of three audibly different synthetic styles."""
     styles: dict[str, list[Path]] = {"low_tones": [], "high_tones": [], "noise": []}
     for i in range(per_style):
         styles["low_tones"].append(
             write(root / "low_tones" / f"low_{i}.{fmt}", tone(110 + 15 * i, seconds, harmonics=3))
         )
-        styles["high_tones"].append(
-            write(root / "high_tones" / f"high_{i}.{fmt}", tone(1800 + 90 * i, seconds))
-        )
+        styles["high_tones"].append(write(root / "high_tones" / f"high_{i}.{fmt}", tone(1800 + 90 * i, seconds)))
         styles["noise"].append(write(root / "noise" / f"noise_{i}.{fmt}", noise(seconds, seed=i, colour=0.5)))
     return styles

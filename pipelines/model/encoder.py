@@ -1,0 +1,136 @@
+"""The branch of the triplet network: a feed-forward net from the front-end vector to a unit-length embedding.
+
+Only this module is needed to embed (serving imports it, never the training code). The branch takes the
+raw concatenated MFCC vector exactly as the front end writes it (frame-major, ``N x n_mfcc`` values) and
+does everything else itself, so a stored model can never be fed differently-normalised input:
+
+1. reshape to ``(N, n_mfcc)`` frames and optionally append deltas (a fixed finite difference: no weights);
+2. standardise with per-coefficient statistics of the training windows, stored as buffers in the weights;
+3. ``frames``: the same small MLP applied to every frame (with ``context`` neighbouring frames stacked),
+   then pooled over the N frames (mean, or mean and standard deviation); ``flat``: one MLP over the whole
+   standardised vector (the naive branch, kept for comparison);
+4. a head MLP and a linear projection to ``dim``, L2-normalised so cosine distance is ``1 - dot``.
+
+Everything is one forward pass with no recurrence: the method's feed-forward branch. Why per-frame layers
+and pooling: a flat layer ties each weight to one absolute frame position, so a track whose texture starts
+a few frames later looks different to it; shared per-frame layers see the same frame wherever it is.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.nn import functional as F
+
+
+class EncoderConfig(BaseModel):
+    """Shape of the branch. Defaults: the best configuration of the comparison in docs/training.md."""
+
+    model_config = ConfigDict(frozen=True)
+
+    n_frames: int = Field(default=430, ge=1, description="N: frames in the front-end vector.")
+    n_mfcc: int = Field(default=20, ge=1, description="MFCCs per frame.")
+    kind: Literal["frames", "flat"] = Field(
+        default="frames", description="frames: shared per-frame layers + pooling; flat: MLP over all values."
+    )
+    deltas: int = Field(default=1, ge=0, le=2, description="Append first (1) and second (2) differences.")
+    context: int = Field(default=1, ge=1, description="Frames stacked around each frame (odd).")
+    frame_layers: tuple[int, ...] = Field(default=(64,), description="Widths of the shared per-frame MLP.")
+    pooling: Literal["mean", "meanstd", "max"] = Field(default="meanstd", description="Pooling over frames.")
+    head_layers: tuple[int, ...] = Field(default=(64,), description="Widths after pooling (or of flat).")
+    dim: int = Field(default=32, ge=2, description="Embedding size.")
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+    @property
+    def input_dim(self) -> int:
+        return self.n_frames * self.n_mfcc
+
+    @property
+    def channels(self) -> int:
+        """Values per frame after the deltas are appended."""
+        return self.n_mfcc * (1 + self.deltas)
+
+
+def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in itertools.pairwise(sizes):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+def with_deltas(frames: torch.Tensor, order: int) -> torch.Tensor:
+    """``(B, N, C)`` -> ``(B, N, C * (1 + order))``: frames with their first/second differences over time.
+
+    A centred difference with edge replication; no parameters, so it is part of the input encoding.
+    """
+    out = [frames]
+    cur = frames
+    for _ in range(order):
+        padded = torch.cat([cur[:, :1], cur, cur[:, -1:]], dim=1)
+        cur = (padded[:, 2:] - padded[:, :-2]) / 2.0
+        out.append(cur)
+    return torch.cat(out, dim=2)
+
+
+class Encoder(nn.Module):
+    """One branch of the triplet network; the weights are shared by anchor, positive and negative."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        if config.context % 2 == 0:
+            raise ValueError(f"context must be odd, got {config.context}")
+        self.config = config
+        c = config
+        stat_shape = (c.channels,) if c.kind == "frames" else (c.n_frames * c.channels,)
+        # Standardisation statistics: part of the state dict, set from training windows by fit_scaler().
+        self.register_buffer("mean", torch.zeros(stat_shape))
+        self.register_buffer("std", torch.ones(stat_shape))
+        if c.kind == "frames":
+            self.frame_mlp = _mlp([c.channels * c.context, *c.frame_layers], c.dropout)
+            width = c.frame_layers[-1] if c.frame_layers else c.channels * c.context
+            pooled = width * (2 if c.pooling == "meanstd" else 1)
+        else:
+            self.frame_mlp = nn.Sequential()
+            pooled = c.n_frames * c.channels
+        self.head = _mlp([pooled, *c.head_layers], c.dropout)
+        self.out = nn.Linear(c.head_layers[-1] if c.head_layers else pooled, c.dim)
+
+    def _frames(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        if x.ndim != 2 or x.shape[1] != c.input_dim:
+            raise ValueError(f"expected input of shape (batch, {c.input_dim}), got {tuple(x.shape)}")
+        return with_deltas(x.reshape(x.shape[0], c.n_frames, c.n_mfcc), c.deltas)
+
+    @torch.no_grad()
+    def fit_scaler(self, x: torch.Tensor) -> None:
+        """Set the standardisation statistics from raw training vectors ``(n, N * n_mfcc)``."""
+        frames = self._frames(x.float())
+        flat = frames.reshape(-1, self.config.channels) if self.config.kind == "frames" else frames.flatten(1)
+        self.mean.copy_(flat.mean(0))
+        self.std.copy_(flat.std(0).clamp_min(1e-3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        frames = self._frames(x.float())
+        if c.kind == "flat":
+            z = (frames.flatten(1) - self.mean) / self.std
+        else:
+            z = (frames - self.mean) / self.std
+            if c.context > 1:
+                half = c.context // 2
+                padded = torch.cat([z[:, :1].expand(-1, half, -1), z, z[:, -1:].expand(-1, half, -1)], 1)
+                z = padded.unfold(1, c.context, 1).transpose(2, 3).flatten(2)  # (B, N, context * C)
+            h = self.frame_mlp(z)
+            if c.pooling == "mean":
+                z = h.mean(1)
+            elif c.pooling == "max":
+                z = h.amax(1)
+            else:
+                z = torch.cat([h.mean(1), h.std(1)], dim=1)
+        return F.normalize(self.out(self.head(z)), dim=1)

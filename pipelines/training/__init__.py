@@ -1,0 +1,1 @@
+"""Training the triplet branch: frozen splits, triplet datasets, loss, training loop, evaluation, artifacts."""

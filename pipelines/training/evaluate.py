@@ -1,0 +1,150 @@
+"""Evaluation: same-style retrieval of the evaluation tracks, for the model and its baselines, per fold.
+
+Two views per fold (queries are always that fold's tracks, each excluded from its own candidates):
+
+- ``catalogue``: candidates are every other track of the catalogue, the training tracks included, each
+  embedded the same way: what a user of the deployed model gets.
+- ``unseen``: candidates are the other tracks of the fold only: how the embedding organises music it has
+  never seen. Small styles have fewer than 10 same-style candidates here, so mAP@10 and R-precision are
+  the numbers to read, not a precision@10 that cannot reach 1.
+
+A fold is just "these tracks were held out from training", so the same code serves the track-disjoint
+folds of 3/4 and a leave-one-source-out view (a fold per source).
+
+Baselines, embedded without training: (a) ``raw``: the concatenated MFCC vector with cosine (the method
+without its network); (b) ``meanstd``: per-coefficient mean and standard deviation over the N frames;
+(c) ``random``: random unit vectors, the chance level of each metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from pipelines.model.embedder import l2_normalise
+from pipelines.training.metrics import METRICS, retrieval_table
+
+VIEWS = ("catalogue", "unseen")
+BASELINES = ("raw", "meanstd", "random")
+
+Embed = Callable[[np.ndarray], np.ndarray]
+
+
+def meanstd_vectors(matrix: np.ndarray, n_mfcc: int) -> np.ndarray:
+    """Per-coefficient mean and standard deviation over the frames: ``(n, 2 * n_mfcc)``."""
+    frames = np.asarray(matrix, np.float32).reshape(len(matrix), -1, n_mfcc)
+    return np.concatenate([frames.mean(1), frames.std(1)], axis=1)
+
+
+def baseline_embeddings(name: str, matrix: np.ndarray, n_mfcc: int, seed: int = 0) -> np.ndarray:
+    """Embeddings of baseline ``name`` for the rows of ``matrix`` (front-end vectors)."""
+    if name == "raw":
+        return l2_normalise(matrix)
+    if name == "meanstd":
+        return l2_normalise(meanstd_vectors(matrix, n_mfcc))
+    if name == "random":
+        return l2_normalise(np.random.default_rng(seed).standard_normal((len(matrix), 64)))
+    raise ValueError(f"unknown baseline {name!r}")
+
+
+def evaluate_fold(
+    embeddings: np.ndarray, track_ids: list[str], styles: list[str], held_out: np.ndarray
+) -> pd.DataFrame:
+    """Per-query metrics of both views for one fold; ``held_out`` is a boolean mask of the fold's tracks."""
+    ids = np.asarray(track_ids)
+    sty = np.asarray(styles)
+    q = np.flatnonzero(held_out)
+    tables = []
+    for view, cand in (("catalogue", np.arange(len(ids))), ("unseen", q)):
+        t = retrieval_table(
+            embeddings[q], list(ids[q]), list(sty[q]), embeddings[cand], list(ids[cand]), list(sty[cand])
+        )
+        t.insert(0, "view", view)
+        tables.append(t)
+    return pd.concat(tables, ignore_index=True)
+
+
+def evaluate_models(
+    embedders: Mapping[str, Mapping[int, Embed | np.ndarray]],
+    matrix: np.ndarray,
+    track_ids: list[str],
+    styles: list[str],
+    folds: np.ndarray,
+) -> pd.DataFrame:
+    """Per-query metrics of every model on the folds it has: columns model, fold, view, track_id, style, ...
+
+    ``embedders[model][fold]`` is either an embedding function (front-end vectors -> unit vectors; a model
+    trained without that fold) or the embeddings of all rows already computed.
+    """
+    out = []
+    for model, per_fold in embedders.items():
+        for fold, emb in per_fold.items():
+            vectors = emb if isinstance(emb, np.ndarray) else emb(matrix)
+            t = evaluate_fold(vectors, track_ids, styles, folds == fold)
+            t.insert(0, "fold", fold)
+            t.insert(0, "model", model)
+            out.append(t)
+    return pd.concat(out, ignore_index=True)
+
+
+def fold_summary(per_query: pd.DataFrame) -> pd.DataFrame:
+    """Mean of each metric per (model, view, fold): every query of a fold weighs the same."""
+    return per_query.groupby(["model", "view", "fold"])[list(METRICS)].mean().reset_index()
+
+
+def summary(per_query: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, view): mean over folds of each metric, its standard deviation, and the fold count."""
+    folds = fold_summary(per_query)
+    g = folds.groupby(["model", "view"])
+    mean = g[list(METRICS)].mean()
+    std = g[list(METRICS)].std(ddof=0).add_suffix("_sd")
+    out = pd.concat([mean, std], axis=1)
+    out["folds"] = g.size()
+    return out.reset_index()
+
+
+def style_table(per_query: pd.DataFrame, model: str) -> pd.DataFrame:
+    """Per style and view, the mean metrics of ``model`` over every query of every fold."""
+    t = per_query[per_query["model"] == model]
+    out = t.groupby(["view", "style"])[list(METRICS)].mean()
+    out.insert(0, "queries", t.groupby(["view", "style"]).size())
+    return out.reset_index()
+
+
+def metric_value(table: pd.DataFrame, model: str, view: str, metric: str) -> float:
+    """One number of :func:`summary`'s table (NaN when absent)."""
+    row = table[(table["model"] == model) & (table["view"] == view)]
+    return float(row[metric].iloc[0]) if len(row) else float("nan")
+
+
+def format_table(table: pd.DataFrame, models: list[str] | None = None) -> str:
+    """The evaluation table as markdown: model rows, p@10 / mAP@10 / R-precision of both views, +- spread."""
+    present = list(dict.fromkeys(table["model"]))
+    order = ["model", "champion", *BASELINES]
+    models = models or [m for m in order if m in present] + [m for m in present if m not in order]
+    head = (
+        "| model | catalogue p@10 | catalogue mAP@10 | unseen p@10 | unseen mAP@10 | unseen R-prec | folds |\n"
+        "|---|---|---|---|---|---|---|"
+    )
+    lines = [head]
+    for m in models:
+        cells = []
+        folds = 0
+        for view, metric in (
+            ("catalogue", "p@10"),
+            ("catalogue", "map@10"),
+            ("unseen", "p@10"),
+            ("unseen", "map@10"),
+            ("unseen", "r_prec"),
+        ):
+            row = table[(table["model"] == m) & (table["view"] == view)]
+            if not len(row):
+                cells.append("-")
+                continue
+            mean, sd = float(row[metric].iloc[0]), float(row[f"{metric}_sd"].iloc[0])
+            folds = int(row["folds"].iloc[0])
+            cells.append(f"{mean:.3f} ± {sd:.3f}" if folds > 1 else f"{mean:.3f}")
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {folds} |")
+    return "\n".join(lines)

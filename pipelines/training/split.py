@@ -1,0 +1,188 @@
+"""Frozen evaluation splits: which tracks every model is judged on, written once and reused.
+
+A split assigns every track a fold (0..k-1), stratified by style. Fold ``eval_fold`` holds the evaluation
+tracks: the registered model is trained on the other folds and judged on it, and so is every later
+challenger, so their numbers are comparable. The other folds give the k-fold spread of the recipe.
+
+Grouping: ``track`` puts each track in one fold. ``album`` keeps every album on one side (tracks with no
+album are their own group), ``source`` keeps every source (package, label, uploader) on one side: the
+source-disjoint views that show whether a model learnt the style or the recording. A style whose groups
+cannot fill two sides is reported, not silently mixed.
+
+The file is frozen: a later run reads it back, keeps every assignment, and places only tracks it has
+never seen (by a hash of the track id and the seed, so that is reproducible too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipelines.catalogue.manifest import read_table, write_table
+from pipelines.errors import UserError
+
+log = logging.getLogger(__name__)
+
+GroupBy = Literal["track", "album", "source"]
+
+SPLIT_SCHEMA = pa.schema(
+    [
+        ("track_id", pa.string()),
+        ("style", pa.string()),
+        ("group", pa.string()),
+        ("fold", pa.int32()),
+        ("group_by", pa.string()),
+        ("n_folds", pa.int32()),
+        ("seed", pa.int64()),
+    ]
+)
+
+MIN_TRACKS_PER_STYLE = 2
+
+
+def check_styles(tracks: pd.DataFrame, min_per_style: int = MIN_TRACKS_PER_STYLE) -> None:
+    """Refuse a catalogue that cannot give a positive for every anchor, naming the styles at fault."""
+    counts = tracks.groupby("style").size()
+    if len(counts) < 2:
+        raise UserError(
+            f"training needs at least two styles, the catalogue has {len(counts)}: "
+            f"{', '.join(map(str, counts.index)) or 'none'}"
+        )
+    small = counts[counts < min_per_style]
+    if len(small):
+        names = ", ".join(f"{s!r} ({n} track{'s' if n != 1 else ''})" for s, n in small.items())
+        raise UserError(f"every style needs at least {min_per_style} tracks to train on triplets; too few: {names}")
+
+
+def _groups(tracks: pd.DataFrame, group_by: GroupBy) -> pd.Series:
+    if group_by == "track":
+        return tracks["track_id"].astype(str)
+    col = tracks[group_by] if group_by in tracks else pd.Series([None] * len(tracks), index=tracks.index)
+    known = col.notna() & (col.astype(str).str.len() > 0)
+    # A track with no album/source is its own group; prefixes keep the two kinds of name apart.
+    return ("g:" + col.astype(str)).where(known, "t:" + tracks["track_id"].astype(str))
+
+
+def _stable_fold(track_id: str, seed: int, n_folds: int) -> int:
+    digest = hashlib.sha256(f"{seed}:{track_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % n_folds
+
+
+def make_split(tracks: pd.DataFrame, n_folds: int = 5, seed: int = 0, group_by: GroupBy = "track") -> pd.DataFrame:
+    """Assign folds stratified by style: each style's groups are shuffled and dealt round-robin by size.
+
+    ``tracks`` needs ``track_id`` and ``style`` (and ``album``/``source`` for those groupings).
+    """
+    if n_folds < 2:
+        raise UserError(f"n_folds must be at least 2, got {n_folds}")
+    check_styles(tracks)
+    tracks = tracks.sort_values("track_id").reset_index(drop=True)
+    groups = _groups(tracks, group_by)
+    rng = np.random.default_rng(seed)
+    fold_of_group: dict[str, int] = {}
+    for style in sorted(tracks["style"].unique()):
+        in_style = groups[tracks["style"] == style]
+        sizes = in_style.value_counts()
+        names = sorted(sizes.index)
+        rng.shuffle(names)
+        # Largest groups first, each to the currently smallest fold: balanced sides, random ties.
+        names.sort(key=lambda g: -sizes[g])
+        load = np.zeros(n_folds)
+        start = int(rng.integers(n_folds))
+        for g in names:
+            if g in fold_of_group:  # a group spanning styles stays on one side
+                load[fold_of_group[g]] += sizes[g]
+                continue
+            order = (np.arange(n_folds) + start) % n_folds
+            fold = int(order[np.argmin(load[order])])
+            fold_of_group[g] = fold
+            load[fold] += sizes[g]
+        used = {fold_of_group[g] for g in names}
+        if len(used) < 2:
+            log.warning("style %r has a single %s: it cannot appear on both sides of the split", style, group_by)
+    return pd.DataFrame(
+        {
+            "track_id": tracks["track_id"],
+            "style": tracks["style"],
+            "group": groups,
+            "fold": [fold_of_group[g] for g in groups],
+            "group_by": group_by,
+            "n_folds": n_folds,
+            "seed": seed,
+        }
+    )
+
+
+def split_path(root: Path, group_by: GroupBy, n_folds: int, seed: int) -> Path:
+    return root / f"split-{group_by}-k{n_folds}-s{seed}.parquet"
+
+
+def frozen_split(
+    tracks: pd.DataFrame, path: Path, n_folds: int = 5, seed: int = 0, group_by: GroupBy = "track"
+) -> pd.DataFrame:
+    """The split stored at ``path``, extended to new tracks; created from ``tracks`` if absent.
+
+    Returns the rows of the tracks in ``tracks`` only (removed tracks stay in the file, unused). The file
+    is rewritten only when it gains tracks, so repeated runs leave it byte-for-byte alone.
+    """
+    check_styles(tracks)
+    if not path.exists():
+        write_table(make_split(tracks, n_folds, seed, group_by), SPLIT_SCHEMA, path)
+        log.info("froze a new %s split of %d tracks at %s", group_by, len(tracks), path)
+    stored = read_table(path, SPLIT_SCHEMA)
+    if len(stored) and (
+        int(stored["n_folds"].iloc[0]) != n_folds
+        or int(stored["seed"].iloc[0]) != seed
+        or stored["group_by"].iloc[0] != group_by
+    ):
+        raise UserError(f"{path} was frozen with other settings; remove it to start a new split")
+    new = tracks[~tracks["track_id"].isin(stored["track_id"])]
+    if len(new):
+        groups = _groups(new, group_by)
+        known = dict(zip(stored["group"], stored["fold"], strict=False))
+        folds = [
+            known.get(g, _stable_fold(g, seed, n_folds)) for g in groups
+        ]  # a new track of a known album joins its album's side
+        added = pd.DataFrame(
+            {
+                "track_id": new["track_id"].to_numpy(),
+                "style": new["style"].to_numpy(),
+                "group": groups.to_numpy(),
+                "fold": folds,
+                "group_by": group_by,
+                "n_folds": n_folds,
+                "seed": seed,
+            }
+        )
+        stored = pd.concat([stored, added], ignore_index=True)
+        write_table(stored, SPLIT_SCHEMA, path)
+        log.info("added %d new tracks to the frozen split %s", len(new), path)
+    current = stored[stored["track_id"].isin(tracks["track_id"])].copy()
+    # The style in the manifest wins over the frozen one (a relabelled track keeps its fold).
+    style = dict(zip(tracks["track_id"], tracks["style"], strict=True))
+    current["style"] = current["track_id"].map(style)
+    return current.reset_index(drop=True)
+
+
+def validation_carve(train: pd.DataFrame, frac: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split training rows into (fit, validation), stratified by style, for early stopping.
+
+    Styles with fewer than four training tracks keep all of them for fitting (two are needed for a
+    positive pair, and validation of a style needs one more plus a same-style candidate).
+    """
+    rng = np.random.default_rng(seed)
+    val_ids: list[str] = []
+    for _style, rows in train.groupby("style", sort=True):
+        ids = sorted(rows["track_id"])
+        if len(ids) < 4:
+            continue
+        rng.shuffle(ids)
+        val_ids += ids[: max(1, round(len(ids) * frac))]
+    is_val = train["track_id"].isin(val_ids)
+    return train[~is_val].reset_index(drop=True), train[is_val].reset_index(drop=True)

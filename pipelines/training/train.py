@@ -1,0 +1,252 @@
+"""Training one branch on a triplet dataset: seeded, deterministic, early-stopped on validation precision.
+
+Each batch of the triplet dataset is a pool of windows (see :mod:`pipelines.training.triplets`): the pool
+is embedded once by the branch, the pool's pairwise cosine distances are formed, and the batch's triplets
+are scored from them with the triplet margin loss. Anchor, positive and negative therefore go through the
+very same weights (the shared branch of the triplet network) without three copies of it.
+
+Mining (see :mod:`pipelines.training.triplets`): ``batch-all`` scores every listed (anchor, positive)
+pair against every other-style member of the pool; ``semi-hard`` re-chooses each negative with the model
+being trained, after ``mine_after_epochs`` epochs of the dataset's random negatives (a random model has
+nothing to mine); ``random`` uses the listed triplets as they are.
+
+An epoch is ``batches_per_epoch`` batches; after each, the validation tracks (carved from the training
+side, never the evaluation fold) are ranked against the training tracks by their first-N-frames vectors,
+and the weights with the best validation mAP@10 are kept. Training stops once that has not improved for
+``patience_epochs`` epochs. A loss that is not finite stops the run with :class:`TrainingFailed`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipelines.model.encoder import Encoder, EncoderConfig
+from pipelines.training.loss import margin_loss, pairwise_cosine_distance
+from pipelines.training.metrics import retrieval_table, summarise
+from pipelines.training.triplets import semi_hard_negatives
+
+log = logging.getLogger(__name__)
+
+
+class TrainingFailed(RuntimeError):
+    """The run cannot give a usable model (for example the loss became NaN); nothing is registered."""
+
+
+class TrainConfig(BaseModel):
+    """Everything that shapes one training run. Defaults: see docs/training.md for the measurements."""
+
+    model_config = ConfigDict(frozen=True)
+
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    seed: int = 0
+    epochs: int = Field(default=24, ge=1, description="Upper bound; early stopping usually ends sooner.")
+    batches_per_epoch: int = Field(default=25, ge=1)
+    tracks_per_style: int = Field(default=8, ge=2, description="Pool size per style in a batch.")
+    triplets_per_batch: int = Field(default=256, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    margin: float = Field(default=0.2, gt=0)
+    mining: Literal["random", "semi-hard", "batch-all"] = "batch-all"
+    mine_after_epochs: int = Field(default=2, ge=0)
+    patience_epochs: int = Field(default=8, ge=1)
+    min_epochs: int = Field(default=8, ge=1)
+    val_fraction: float = Field(default=0.15, ge=0.0, lt=1.0)
+    window_offsets_s: tuple[float, ...] = Field(
+        default=(10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 75.0, 90.0, 105.0, 120.0, 150.0, 180.0),
+        description="Extra training windows (seconds after the front end's own); () for none.",
+    )
+    threads: int = Field(default=1, ge=1, description="torch threads; results are reproducible per value.")
+
+
+@dataclass
+class WindowBank:
+    """All training vectors in one matrix, found by (track_id, offset)."""
+
+    matrix: np.ndarray  # float32 (m, D)
+    row: dict[tuple[str, float], int]
+
+    @classmethod
+    def build(
+        cls, track_ids: list[str], first: np.ndarray, extra_ids: list[str] = (), extra_offsets=(), extra=None
+    ) -> WindowBank:
+        rows = {(t, 0.0): i for i, t in enumerate(track_ids)}
+        mats = [np.asarray(first, np.float32)]
+        if extra is not None and len(extra):
+            base = len(track_ids)
+            for j, (t, o) in enumerate(zip(extra_ids, extra_offsets, strict=True)):
+                rows[(t, float(o))] = base + j
+            mats.append(np.asarray(extra, np.float32))
+        return cls(np.concatenate(mats), rows)
+
+    def offsets(self) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for t, o in sorted(self.row):
+            out.setdefault(t, []).append(o)
+        return out
+
+
+@dataclass
+class TrainResult:
+    model: Encoder
+    history: pd.DataFrame  # epoch, loss, active (share of triplets with loss > 0), val_map@10, val_p@10
+    best_epoch: int
+    stopped_early: bool
+
+
+EpochCallback = Callable[[dict[str, float]], None]
+
+
+def embed(model: Encoder, vectors: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Unit-length embeddings of front-end vectors, in eval mode, without gradients."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(vectors), batch):
+            out.append(model(torch.from_numpy(np.array(vectors[i : i + batch], np.float32))).numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.config.dim), np.float32)
+
+
+def _validate(model: Encoder, bank: WindowBank, fit: pd.DataFrame, val: pd.DataFrame) -> dict[str, float]:
+    if not len(val):
+        return {"val_map@10": float("nan"), "val_p@10": float("nan")}
+    both = pd.concat([fit, val], ignore_index=True)
+    vectors = bank.matrix[[bank.row[(t, 0.0)] for t in both["track_id"]]]
+    e = embed(model, vectors)
+    nv = len(val)
+    table = retrieval_table(
+        e[-nv:], list(val["track_id"]), list(val["style"]), e, list(both["track_id"]), list(both["style"])
+    )
+    s = summarise(table)
+    return {"val_map@10": s["map@10"], "val_p@10": s["p@10"]}
+
+
+def train_branch(
+    config: TrainConfig,
+    bank: WindowBank,
+    fit: pd.DataFrame,
+    val: pd.DataFrame,
+    triplets: pd.DataFrame,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """Train a fresh branch on ``triplets`` (one fold's rows of the triplet dataset).
+
+    ``fit`` and ``val`` (track_id, style) are the training and validation tracks; ``bank`` holds every
+    window the triplets refer to and the first-N-frames vector of every fit/val track.
+    """
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    try:
+        return _train(config, bank, fit, val, triplets, rng, on_epoch)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _train(
+    config: TrainConfig,
+    bank: WindowBank,
+    fit: pd.DataFrame,
+    val: pd.DataFrame,
+    triplets: pd.DataFrame,
+    rng: np.random.Generator,
+    on_epoch: EpochCallback | None,
+) -> TrainResult:
+    model = Encoder(config.encoder)
+    fit_ids = set(fit["track_id"])
+    fit_rows = [i for (t, _o), i in bank.row.items() if t in fit_ids]
+    model.fit_scaler(torch.from_numpy(bank.matrix[sorted(fit_rows)]))
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    n_batches = int(triplets["batch"].max()) + 1 if len(triplets) else 0
+    if n_batches == 0:
+        raise TrainingFailed("the triplet dataset is empty")
+    total = min(config.epochs * config.batches_per_epoch, n_batches)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, total) / total)))
+    batches = dict(iter(triplets.groupby("batch", sort=True)))
+
+    history: list[dict[str, float]] = []
+    best = (-np.inf, {k: v.clone() for k, v in model.state_dict().items()}, 0)
+    stopped_early = False
+    epochs = -(-total // config.batches_per_epoch)
+    for epoch in range(epochs):
+        model.train()
+        losses, active = [], []
+        for b in range(epoch * config.batches_per_epoch, min((epoch + 1) * config.batches_per_epoch, total)):
+            rows = batches.get(b)
+            if rows is None:
+                continue
+            keys = sorted(
+                set(zip(rows["anchor"], rows["anchor_offset"].astype(float), strict=True))
+                | set(zip(rows["positive"], rows["positive_offset"].astype(float), strict=True))
+                | set(zip(rows["negative"], rows["negative_offset"].astype(float), strict=True))
+            )
+            slot = {k: i for i, k in enumerate(keys)}
+            emb = model(torch.from_numpy(bank.matrix[[bank.row[k] for k in keys]]))
+            dist = pairwise_cosine_distance(emb)
+            a = np.array([slot[k] for k in zip(rows["anchor"], rows["anchor_offset"].astype(float), strict=True)])
+            p = np.array([slot[k] for k in zip(rows["positive"], rows["positive_offset"].astype(float), strict=True)])
+            n = np.array([slot[k] for k in zip(rows["negative"], rows["negative_offset"].astype(float), strict=True)])
+            if config.mining == "semi-hard" and epoch >= config.mine_after_epochs:
+                style_of = dict(zip(rows["anchor"], rows["anchor_style"], strict=False))
+                style_of.update(zip(rows["positive"], rows["positive_style"], strict=False))
+                style_of.update(zip(rows["negative"], rows["negative_style"], strict=False))
+                styles = np.array([style_of[t] for t, _ in keys])
+                n = semi_hard_negatives(dist.detach().numpy(), styles, a, p, config.margin, rng)
+            if config.mining == "batch-all":
+                loss, share = _batch_all(dist, keys, rows, a, p, config.margin)
+            else:
+                d_ap, d_an = dist[a, p], dist[a, n]
+                loss = margin_loss(d_ap, d_an, config.margin)
+                share = float((d_ap - d_an + config.margin > 0).float().mean())
+            if not torch.isfinite(loss):
+                raise TrainingFailed(f"the loss became {loss.item()} in epoch {epoch + 1}, batch {b}")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            schedule.step()
+            losses.append(loss.item())
+            active.append(share)
+        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "active": float(np.mean(active))}
+        record |= _validate(model, bank, fit, val)
+        record["lr"] = float(schedule.get_last_lr()[0])
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        score = record["val_map@10"]
+        if np.isnan(score) or score > best[0]:
+            best = (
+                score if not np.isnan(score) else -np.inf,
+                {k: v.clone() for k, v in model.state_dict().items()},
+                epoch + 1,
+            )
+        if epoch + 1 >= config.min_epochs and epoch + 1 - best[2] >= config.patience_epochs:
+            stopped_early = epoch + 1 < epochs
+            break
+    model.load_state_dict(best[1])
+    model.eval()
+    log.info("trained %d epochs, kept epoch %d (val mAP@10 %.3f)", len(history), best[2], best[0])
+    return TrainResult(model=model, history=pd.DataFrame(history), best_epoch=best[2], stopped_early=stopped_early)
+
+
+def _batch_all(
+    dist: torch.Tensor, keys: list, rows: pd.DataFrame, a: np.ndarray, p: np.ndarray, margin: float
+) -> tuple[torch.Tensor, float]:
+    """Every listed (anchor, positive) against every pool member of another style; mean over active ones."""
+    style_of = dict(zip(rows["anchor"], rows["anchor_style"], strict=False))
+    style_of.update(zip(rows["positive"], rows["positive_style"], strict=False))
+    style_of.update(zip(rows["negative"], rows["negative_style"], strict=False))
+    styles = np.array([style_of[t] for t, _ in keys])
+    other = torch.from_numpy(styles[a][:, None] != styles[None, :])  # (pairs, pool): valid negatives
+    hinge = torch.relu(dist[a, p][:, None] - dist[a] + margin) * other
+    active = hinge > 0
+    n_active = int(active.sum())
+    loss = hinge.sum() / max(n_active, 1)
+    return loss, n_active / max(int(other.sum()), 1)

@@ -1,0 +1,159 @@
+"""Triplet datasets (Parquet) and the miners that choose negatives.
+
+A triplet is (anchor, positive, negative): anchor and positive are different tracks of one style, the
+negative is a track of another style. Each may be a window at some offset into its track (``*_offset``
+columns, seconds; 0 is the front end's own first-N-frames vector).
+
+Triplets are grouped in *batches*. A batch draws a pool of up to ``tracks_per_style`` tracks of every
+style, one window each, and all its triplets are made of pool members, so training embeds the pool once
+and scores many triplets with it. Anchors are spread evenly over the styles (balanced per style, however
+many tracks a style has). The whole dataset is a function of its seed.
+
+Mining:
+- ``random``: the negative is any pool member of another style.
+- ``batch-all``: the dataset lists every (anchor, positive) pair of the pool, and training scores each
+  against every pool member of another style, averaging the loss over the triplets that still violate the
+  margin (so the gradient does not fade as most triplets become easy). Measured best here
+  (docs/training.md). The file's ``negative`` is one random example of those negatives.
+- ``semi-hard`` (FaceNet): with the current model's embeddings, the negative is one that is farther from
+  the anchor than the positive, but by less than the margin (``d(a,p) < d(a,n) < d(a,p) + margin``): it
+  still costs something without being the hardest (often mislabelled or unlearnable) case. An anchor with
+  no such negative gets the least-hard violating one, else a random one. Training re-mines each batch
+  this way with the model being trained (:func:`semi_hard_negatives`), so the file's negatives are the
+  random starting point and its ``strategy`` column says which miner training applies.
+
+``triplets_per_batch`` applies to ``random`` and ``semi-hard``; ``batch-all`` batches hold every pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipelines.errors import UserError
+
+Strategy = Literal["random", "semi-hard", "batch-all"]
+STRATEGIES = ("random", "semi-hard", "batch-all")
+
+TRIPLET_SCHEMA = pa.schema(
+    [
+        ("fold", pa.int32()),  # the evaluation fold these triplets leave out (their tracks are all others)
+        ("batch", pa.int32()),
+        ("anchor", pa.string()),
+        ("positive", pa.string()),
+        ("negative", pa.string()),
+        ("anchor_offset", pa.float32()),
+        ("positive_offset", pa.float32()),
+        ("negative_offset", pa.float32()),
+        ("anchor_style", pa.string()),
+        ("positive_style", pa.string()),
+        ("negative_style", pa.string()),
+        ("seed", pa.int64()),
+        ("strategy", pa.string()),
+    ]
+)
+
+
+def build_triplets(
+    tracks: pd.DataFrame,
+    offsets: Mapping[str, Sequence[float]],
+    n_batches: int,
+    tracks_per_style: int = 8,
+    triplets_per_batch: int = 256,
+    seed: int = 0,
+    strategy: Strategy = "random",
+    fold: int = 0,
+) -> pd.DataFrame:
+    """A balanced, reproducible triplet dataset over ``tracks`` (track_id, style).
+
+    ``offsets[track_id]`` lists the window offsets available for a track (missing: only 0.0).
+    """
+    if strategy not in STRATEGIES:
+        raise UserError(f"unknown mining strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    by_style = {s: np.array(sorted(g["track_id"])) for s, g in tracks.groupby("style", sort=True) if len(g) >= 1}
+    anchor_styles = [s for s, ids in by_style.items() if len(ids) >= 2]
+    if not anchor_styles or len(by_style) < 2:
+        raise UserError("triplets need two styles, one of them with at least two tracks")
+    rng = np.random.default_rng(seed)
+    style_of = dict(zip(tracks["track_id"], tracks["style"], strict=True))
+    per_style = max(1, triplets_per_batch // len(anchor_styles))
+    out: list[pd.DataFrame] = []
+    for b in range(n_batches):
+        pool: dict[str, np.ndarray] = {
+            s: rng.choice(ids, min(tracks_per_style, len(ids)), replace=False) for s, ids in by_style.items()
+        }
+        off = {
+            t: float(rng.choice(np.asarray(offsets.get(t, (0.0,)), dtype=np.float32)))
+            for ids in pool.values()
+            for t in ids
+        }
+        everyone = np.concatenate(list(pool.values()))
+        rows_a, rows_p, rows_n = [], [], []
+        for s in anchor_styles:
+            same = pool[s]
+            others = everyone[[style_of[t] != s for t in everyone]]
+            if strategy == "batch-all":  # every ordered pair of the style's pool members
+                a_idx, p_idx = (x.ravel() for x in np.meshgrid(np.arange(len(same)), np.arange(len(same))))
+                keep = a_idx != p_idx
+                a_idx, p_idx = a_idx[keep], p_idx[keep]
+            else:
+                a_idx = rng.integers(len(same), size=per_style)
+                # A positive is another member of the anchor's style: shift by 1..len-1 places.
+                p_idx = (a_idx + rng.integers(1, len(same), size=per_style)) % len(same)
+            rows_a.append(same[a_idx])
+            rows_p.append(same[p_idx])
+            rows_n.append(rng.choice(others, len(a_idx)))
+        a, p, n = (np.concatenate(x) for x in (rows_a, rows_p, rows_n))
+        order = rng.permutation(len(a))
+        a, p, n = a[order], p[order], n[order]
+        out.append(
+            pd.DataFrame(
+                {
+                    "fold": fold,
+                    "batch": b,
+                    "anchor": a,
+                    "positive": p,
+                    "negative": n,
+                    "anchor_offset": [off[t] for t in a],
+                    "positive_offset": [off[t] for t in p],
+                    "negative_offset": [off[t] for t in n],
+                    "anchor_style": [style_of[t] for t in a],
+                    "positive_style": [style_of[t] for t in p],
+                    "negative_style": [style_of[t] for t in n],
+                    "seed": seed,
+                    "strategy": strategy,
+                }
+            )
+        )
+    return pd.concat(out, ignore_index=True)
+
+
+def semi_hard_negatives(
+    dist: np.ndarray,
+    styles: np.ndarray,
+    anchors: np.ndarray,
+    positives: np.ndarray,
+    margin: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Indices of semi-hard negatives for (anchor, positive) index pairs into a pool.
+
+    ``dist`` is the pool's pairwise cosine distance matrix under the current model, ``styles`` the pool
+    members' styles. Returns one negative index per pair (see the module docstring for the fallbacks).
+    """
+    out = np.empty(len(anchors), dtype=np.int64)
+    for i, (a, p) in enumerate(zip(anchors, positives, strict=True)):
+        cand = np.flatnonzero(styles != styles[a])
+        d_ap = dist[a, p]
+        d_an = dist[a, cand]
+        semi = cand[(d_an > d_ap) & (d_an < d_ap + margin)]
+        if len(semi):
+            out[i] = rng.choice(semi)
+            continue
+        hard = cand[d_an <= d_ap]
+        out[i] = hard[np.argmax(dist[a, hard])] if len(hard) else rng.choice(cand)
+    return out

@@ -1,0 +1,147 @@
+"""``musicrec train`` and ``musicrec model show|promote|rollback``: training and the registry by hand.
+
+``train`` runs the same four steps as the ``train_triplet_model`` DAG (triplets, train, evaluate, gate)
+in this process, with progress bars, and prints the evaluation table and the gate's decision.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+
+model_app = typer.Typer(help="The model registry: show, promote, roll back.", no_args_is_help=True)
+
+
+def _epoch_bar(total_epochs: int, n_folds: int) -> Any:
+    """A progress callback for training: one bar over all folds' epochs (early stopping ends folds sooner)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_epochs * n_folds, desc="training", unit="epoch", disable=None, file=sys.stderr)
+    seen: dict[int, int] = {}
+
+    def on_epoch(fold: int, rec: dict[str, float]) -> None:
+        if fold not in seen:
+            # A fold that stopped early leaves its remaining epochs: count them as done.
+            for f, e in seen.items():
+                if e < total_epochs and f != fold:
+                    bar.update(total_epochs - e)
+                    seen[f] = total_epochs
+        seen[fold] = int(rec["epoch"])
+        bar.set_postfix(fold=fold, loss=f"{rec['loss']:.3f}", val_map=f"{rec['val_map@10']:.3f}")
+        bar.update(1)
+
+    on_epoch.close = bar.close  # type: ignore[attr-defined]
+    return on_epoch
+
+
+def train(
+    folds: Annotated[int, typer.Option(help="Folds of the frozen split (k).")] = 5,
+    spread: Annotated[
+        bool, typer.Option(help="Train every fold for the spread; --no-spread trains the evaluation fold only.")
+    ] = True,
+    seed: Annotated[int, typer.Option(help="Training seed (same seed and data: same metrics).")] = 0,
+    epochs: Annotated[int | None, typer.Option(help="Upper bound of epochs (default: the recipe's).")] = None,
+    mining: Annotated[str | None, typer.Option(help="random or semi-hard (default: the recipe's).")] = None,
+    group_by: Annotated[str, typer.Option(help="Split by track, album or source.")] = "track",
+    if_changed: Annotated[
+        bool,
+        typer.Option("--if-changed", help="Skip when a registered version was trained on exactly these inputs."),
+    ] = False,
+) -> None:
+    """Train the triplet model on the feature store, evaluate it, register it, and run the promotion gate."""
+    from pipelines.errors import UserError
+    from pipelines.settings import get_settings
+    from pipelines.training import pipeline
+    from serving.cli import _bar
+
+    if group_by not in ("track", "album", "source"):
+        raise UserError(f"--group-by must be track, album or source, not {group_by!r}")
+    overrides: dict[str, Any] = {"seed": seed}
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    if mining is not None:
+        overrides["mining"] = mining
+    job = pipeline.TrainingJob(
+        n_folds=folds,
+        spread=spread,
+        group_by=group_by,  # type: ignore[arg-type]
+        train=pipeline.TrainConfig.model_validate(overrides),
+    )
+    settings = get_settings()
+    from pipelines.registry import Registry
+
+    Registry(settings).check()
+    if if_changed and (version := pipeline.trained_version(settings, job)):
+        typer.echo(f"model version {version} was trained on these features with this recipe: not retraining")
+        return
+    prepared = pipeline.prepare(settings, job, progress=_bar("training windows", "window"))
+    typer.echo(f"triplets: {prepared['triplets']}")
+    bar = _epoch_bar(job.train.epochs, len(job.folds()))
+    try:
+        run_id = pipeline.train(settings, job, prepared, on_epoch=bar)
+    finally:
+        bar.close()
+    evaluated = pipeline.evaluate(settings, job, run_id)
+    decision = pipeline.gate(settings, job, evaluated)
+    typer.echo(pipeline.evaluation_text(settings, run_id))
+    typer.echo(f"MLflow run {run_id} ({settings.mlflow_tracking_uri})")
+    typer.echo(decision.line())
+
+
+@model_app.command("show")
+def show() -> None:
+    """Every registered version with its aliases, gate decision and headline metrics."""
+    from pipelines.registry import CHALLENGER, CHAMPION, MODEL_NAME, Registry
+    from pipelines.settings import get_settings
+
+    registry = Registry(get_settings())
+    versions = registry.versions()
+    if not versions:
+        typer.echo(f"{MODEL_NAME}: no versions yet; run `musicrec train`")
+        return
+    aliases = {CHAMPION: registry.alias(CHAMPION), CHALLENGER: registry.alias(CHALLENGER)}
+    typer.echo(f"{MODEL_NAME}: champion v{aliases[CHAMPION] or '-'}, challenger v{aliases[CHALLENGER] or '-'}")
+    for mv in versions:
+        marks = ",".join(a for a, v in aliases.items() if v == mv.version)
+        metrics = registry.run_metrics(mv.run_id) if mv.run_id else {}
+        cat = metrics.get("evalfold/model/catalogue/p_at_10", float("nan"))
+        uns = metrics.get("evalfold/model/unseen/map_at_10", float("nan"))
+        tags = mv.tags
+        typer.echo(
+            f"v{mv.version:<4} {marks or '-':<20} catalogue p@10 {cat:.3f}  unseen mAP@10 {uns:.3f}  "
+            f"gate: {tags.get('gate.decision', '-')}"
+            + (f"  promoted {tags['promoted_at']} by {tags.get('promoted_by')}" if "promoted_at" in tags else "")
+            + (f"  rolled back {tags['rolled_back_at']}" if "rolled_back_at" in tags else "")
+        )
+        if "gate.reasons" in tags:
+            typer.echo(f"      reasons: {tags['gate.reasons']}")
+
+
+@model_app.command("promote")
+def promote(
+    version: Annotated[str, typer.Argument(help="The model version to make champion.")],
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit tags).")] = "manual promotion",
+) -> None:
+    """Make VERSION the champion by hand (audit tags record who, when and the previous champion)."""
+    from pipelines.registry import Registry, current_user
+    from pipelines.settings import get_settings
+
+    previous = Registry(get_settings()).set_champion(version, by=f"manual:{current_user()}", reason=reason)
+    typer.echo(f"champion: v{previous or '-'} -> v{version}")
+
+
+@model_app.command("rollback")
+def rollback() -> None:
+    """Give the champion alias back to the version the current champion replaced."""
+    from pipelines.registry import Registry
+    from pipelines.settings import get_settings
+
+    demoted, restored = Registry(get_settings()).rollback()
+    typer.echo(f"champion: v{demoted} -> v{restored} (rolled back)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.add_typer(model_app, name="model")

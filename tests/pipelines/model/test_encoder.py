@@ -1,0 +1,82 @@
+"""The branch: shapes, unit-length output, standardisation kept in the weights, time-shift behaviour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.model.encoder import Encoder, EncoderConfig, with_deltas
+
+SMALL = {"n_frames": 12, "n_mfcc": 5, "frame_layers": (8,), "head_layers": (8,), "dim": 4}
+
+
+def _x(n: int = 6, seed: int = 0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy((rng.standard_normal((n, 60)) * 50 + 10).astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"kind": "frames", "pooling": "meanstd", "deltas": 1},
+        {"kind": "frames", "pooling": "mean", "deltas": 2, "context": 3},
+        {"kind": "frames", "pooling": "max", "deltas": 0},
+        {"kind": "flat", "deltas": 0},
+    ],
+)
+def test_output_is_unit_length_with_configured_size(extra: dict) -> None:
+    model = Encoder(EncoderConfig(**SMALL, **extra)).eval()
+    model.fit_scaler(_x(20))
+    for n in (1, 2, 7):
+        out = model(_x(n))
+        assert out.shape == (n, 4)
+        assert torch.allclose(out.norm(dim=1), torch.ones(n), atol=1e-5)
+
+
+def test_standardisation_statistics_travel_with_the_weights() -> None:
+    cfg = EncoderConfig(**SMALL)
+    model = Encoder(cfg).eval()
+    model.fit_scaler(_x(30, seed=1))
+    assert model.mean.abs().sum() > 0 and not torch.allclose(model.std, torch.ones_like(model.std))
+    clone = Encoder(cfg).eval()
+    clone.load_state_dict(model.state_dict())
+    assert torch.equal(clone(_x(3)), model(_x(3)))
+
+
+def test_scaler_makes_the_output_independent_of_input_scale_of_training() -> None:
+    """Raw MFCCs span hundreds (c0) to units: after fit_scaler, the first layer sees ~unit-variance input."""
+    model = Encoder(EncoderConfig(**SMALL, deltas=0))
+    x = _x(200, seed=2)
+    model.fit_scaler(x)
+    frames = x.reshape(-1, 5)
+    z = (frames - model.mean) / model.std
+    assert torch.allclose(z.mean(0), torch.zeros(5), atol=1e-4)
+    assert torch.allclose(z.std(0), torch.ones(5), atol=1e-3)
+
+
+def test_pooled_branch_ignores_frame_order_and_flat_branch_does_not() -> None:
+    """Why per-frame layers + pooling: moving frames in time leaves the embedding unchanged."""
+    x = _x(4, seed=3)
+    perm = torch.randperm(12, generator=torch.Generator().manual_seed(0))
+    shuffled = x.reshape(4, 12, 5)[:, perm].reshape(4, 60)
+    pooled = Encoder(EncoderConfig(**SMALL, deltas=0, context=1, pooling="mean")).eval()
+    assert torch.allclose(pooled(x), pooled(shuffled), atol=1e-5)
+    flat = Encoder(EncoderConfig(**SMALL, kind="flat", deltas=0)).eval()
+    assert not torch.allclose(flat(x), flat(shuffled), atol=1e-3)
+
+
+def test_deltas_are_centred_differences() -> None:
+    frames = torch.arange(10, dtype=torch.float32).reshape(1, 5, 2) ** 2
+    d = with_deltas(frames, 1)
+    assert d.shape == (1, 5, 4)
+    # interior frame 2: (f3 - f1) / 2
+    assert torch.allclose(d[0, 2, 2:], (frames[0, 3] - frames[0, 1]) / 2)
+
+
+def test_bad_input_shape_and_even_context_are_refused() -> None:
+    model = Encoder(EncoderConfig(**SMALL))
+    with pytest.raises(ValueError, match="expected input of shape"):
+        model(torch.zeros(2, 59))
+    with pytest.raises(ValueError, match="odd"):
+        Encoder(EncoderConfig(**SMALL, context=2))

@@ -1,0 +1,145 @@
+"""The whole training pipeline against a real (SQLite) MLflow: register, gate, promote, roll back, faults."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.errors import UserError
+from pipelines.features.store import read_features
+from pipelines.registry import (
+    CHALLENGER,
+    CHAMPION,
+    MODEL_NAME,
+    Registry,
+    RegistryUnavailable,
+    load_embedder,
+    resolve_alias,
+)
+from pipelines.settings import Settings
+from pipelines.training import pipeline
+from pipelines.training.train import TrainingFailed
+from tests.pipelines.training.synth_catalogue import SMALL_JOB
+from tests.pipelines.training.synth_styles import track
+from tests.synth import write
+
+pytestmark = pytest.mark.integration
+
+
+def _run(settings: Settings, job: pipeline.TrainingJob) -> tuple[dict, pipeline.Decision]:
+    prepared = pipeline.prepare(settings, job)
+    run_id = pipeline.train(settings, job, prepared)
+    evaluated = pipeline.evaluate(settings, job, run_id)
+    return evaluated, pipeline.gate(settings, job, evaluated)
+
+
+def _model_metrics(registry: Registry, run_id: str) -> dict[str, float]:
+    return {k: v for k, v in registry.run_metrics(run_id).items() if k.startswith(("model/", "evalfold/model/"))}
+
+
+def test_train_register_gate_promote_rollback(synth_settings: Settings) -> None:
+    settings = synth_settings
+    registry = Registry(settings)
+    assert pipeline.trained_version(settings, SMALL_JOB) is None
+    first, d1 = _run(settings, SMALL_JOB)
+    # A repeated run can tell that these inputs already made version 1; another recipe cannot.
+    assert pipeline.trained_version(settings, SMALL_JOB) == "1"
+    other = SMALL_JOB.model_copy(update={"split_seed": SMALL_JOB.split_seed + 1})
+    assert pipeline.trained_version(settings, other) is None
+
+    # The first model ever is promoted because it beats the raw baseline; the reasons say so.
+    assert d1.promoted and first["version"] == "1"
+    assert resolve_alias(settings, CHAMPION) == "1" == resolve_alias(settings, CHALLENGER)
+    v1 = registry.version("1")
+    assert v1.tags["gate.decision"] == "promoted" and "beats raw" in v1.tags["gate.reasons"]
+    assert v1.tags["feature_version"] == read_features(settings).version
+    metrics = registry.run_metrics(first["run_id"])
+    for key in ("catalogue/p_at_10", "unseen/map_at_10"):
+        assert metrics[f"model/{key}"] > metrics[f"raw/{key}"]
+        assert f"model/{key}_sd" in metrics and f"meanstd/{key}" in metrics and f"random/{key}" in metrics
+    run = registry.client.get_run(first["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["split_file"].startswith("split-track-k3") and run.data.params["feature_version"]
+    assert "loss" in metrics and len(registry.client.get_metric_history(first["run_id"], "loss")) >= 3
+    review = {f.path for f in registry.client.list_artifacts(first["run_id"], "review")}
+    assert {
+        "review/loss_curves.png",
+        "review/per_style.csv",
+        "review/confusion_catalogue.png",
+        "review/projection.png",
+        "review/example_queries.md",
+        "review/evaluation.md",
+        "review/summary.md",
+    } <= review
+
+    # The registered model embeds like the trained fold model, from the raw front-end vector.
+    fm = read_features(settings)
+    embedder = load_embedder(settings, "1")
+    out = embedder.embed(fm.matrix)
+    assert out.shape == (len(fm.track_ids), 16) and embedder.feature_version == fm.version
+    fold_model, _ = pipeline._load_fold_models(pipeline.run_dir(settings, first["run_id"]))
+    np.testing.assert_allclose(out, pipeline.embed(fold_model[0], fm.matrix), atol=1e-5)
+
+    # Same seed, same data: same metrics. Not better than the champion by the margin: not promoted.
+    second, d2 = _run(settings, SMALL_JOB)
+    assert _model_metrics(registry, second["run_id"]) == _model_metrics(registry, first["run_id"])
+    assert not d2.promoted and second["version"] == "2"
+    assert registry.alias(CHAMPION) == "1" and registry.alias(CHALLENGER) == "2"
+    v2 = registry.version("2")
+    assert v2.tags["gate.decision"] == "rejected" and "does not beat champion" in v2.tags["gate.reasons"]
+    champ_metrics = registry.run_metrics(second["run_id"])
+    assert champ_metrics["evalfold/champion/catalogue/p_at_10"] == champ_metrics["evalfold/model/catalogue/p_at_10"]
+
+    # By hand: promote 2, then roll back to 1, with audit tags.
+    assert registry.set_champion("2", by="manual:test", reason="review") == "1"
+    v2 = registry.version("2")
+    assert v2.tags["previous_champion"] == "1" and v2.tags["promoted_by"] == "manual:test"
+    assert registry.rollback(by="manual:test") == ("2", "1")
+    assert registry.alias(CHAMPION) == "1"
+    assert registry.version("2").tags["rolled_back_to"] == "1" and "restored_at" in registry.version("1").tags
+    with pytest.raises(UserError, match="no previous champion"):
+        registry.rollback()
+    with pytest.raises(UserError, match="no version '9'"):
+        registry.set_champion("9", by="t", reason="t")
+
+
+def test_nan_loss_fails_the_run_and_registers_nothing(synth_settings: Settings) -> None:
+    job = SMALL_JOB.model_copy(update={"train": SMALL_JOB.train.model_copy(update={"lr": 1e30}), "spread": False})
+    prepared = pipeline.prepare(synth_settings, job)
+    with pytest.raises(TrainingFailed, match="nan"):
+        pipeline.train(synth_settings, job, prepared)
+    registry = Registry(synth_settings)
+    runs = registry.client.search_runs([registry.experiment_id()])
+    assert [r.info.status for r in runs] == ["FAILED"] and "TrainingFailed" in runs[0].data.tags["failure"]
+    assert registry.versions() == [] and registry.alias(CHALLENGER) is None
+
+
+def test_mlflow_down_is_a_clear_error_before_anything_is_written(synth_catalogue: Settings) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: nobody listens there
+    settings = synth_catalogue.model_copy(update={"mlflow_tracking_uri": f"http://127.0.0.1:{port}"})
+    runs_before = set((pipeline.training_dir(settings) / "runs").glob("*"))
+    with pytest.raises(RegistryUnavailable, match=f"127.0.0.1:{port} is not reachable"):
+        pipeline.train(settings, SMALL_JOB, {"feature_version": "x", "split": "x", "triplets": "x"})
+    assert set((pipeline.training_dir(settings) / "runs").glob("*")) == runs_before
+
+
+def test_a_style_with_one_track_is_refused_by_name(tmp_path: Path) -> None:
+    from pipelines.catalogue.importer import import_catalogue
+    from pipelines.features.build import FeatureBuild
+    from tests.pipelines.training.synth_catalogue import SYNTH_FEATURES
+
+    for i in range(3):
+        write(tmp_path / "lib" / "plucks" / f"p{i}.wav", track("plucks", 2.0, seed=i))
+        write(tmp_path / "lib" / "hits" / f"h{i}.wav", track("hits", 2.0, seed=10 + i))
+    write(tmp_path / "lib" / "pads" / "only.wav", track("pads", 2.0, seed=20))
+    settings = Settings(data_root=tmp_path / "data", features=SYNTH_FEATURES)
+    import_catalogue(tmp_path / "lib", settings)
+    FeatureBuild(settings=settings, shards=1).run()
+    with pytest.raises(UserError, match=r"'pads' \(1 track\)"):
+        pipeline.prepare(settings, SMALL_JOB)
+    assert MODEL_NAME  # nothing else to check: nothing was trained
