@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import cpu_model  # noqa: E402
 from pipelines.audio import AudioRejected  # noqa: E402
 from pipelines.catalogue.demo import fetch_demo  # noqa: E402
 from pipelines.catalogue.manifest import read_manifest  # noqa: E402
@@ -42,16 +43,6 @@ from pipelines.features.params import FeatureParams  # noqa: E402
 from pipelines.settings import Settings  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "features.md"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def one_core(tracks: list, params: FeatureParams, full_every: int) -> tuple[list[str], dict]:
@@ -192,7 +183,7 @@ def main() -> None:
         f"Demo corpus: {len(tracks)} tracks, {sum(t.duration_s for t in tracks) / 3600:.1f} h of audio; "
         f"parameters {params.version} (N={params.n_frames}, n_mfcc={params.n_mfcc}, sr={params.sr}, "
         f"n_fft={params.n_fft}, hop={params.hop}, offset={params.offset_s:g} s).",
-        f"Machine: {_cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
         f"load average at start {load_before[0]:.2f} (the machine may be shared: figures are pessimistic).",
         "",
     ]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import sys
 import time
@@ -27,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import cpu_model
 from pipelines.catalogue.demo import fetch_demo
 from pipelines.features.build import FeatureBuild
 from pipelines.features.store import part_files
@@ -42,16 +42,6 @@ RESULTS = Path(__file__).resolve().parent / "results" / "training.md"
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -131,7 +121,7 @@ def main() -> None:
     t_score = time.perf_counter() - t
 
     lines = [
-        f"# Training benchmark ({datetime.now(UTC):%Y-%m-%d}, {_cpu_model()}, {os.cpu_count()} cores, "
+        f"# Training benchmark ({datetime.now(UTC):%Y-%m-%d}, {cpu_model()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__})",
         "",
         f"Demo corpus: {len(cat.track_ids)} tracks, {len(bank.matrix)} training windows "

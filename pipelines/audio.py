@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import BinaryIO
 
 import soundfile as sf
 
@@ -72,24 +73,29 @@ def _looks_like_audio(path: Path) -> bool:
     return head.startswith(_MAGIC) or (len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0)
 
 
-def _wav_missing_bytes(path: Path) -> int:
+def wav_shortfall(fh: BinaryIO, size: int) -> int:
     """Bytes missing from a RIFF/WAVE file's data chunk; 0 if complete or not a WAV.
 
-    libsndfile silently shortens a truncated WAV to what is on disk, so the header has to be checked here.
+    libsndfile silently shortens a truncated WAV to what is on disk, so only the header can tell.
     """
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        head = fh.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return 0
-        pos = 12
-        while pos + 8 <= size:
-            fh.seek(pos)
-            chunk_id, chunk_size = fh.read(4), int.from_bytes(fh.read(4), "little")
-            if chunk_id == b"data":
-                return max(0, pos + 8 + chunk_size - size)
-            pos += 8 + chunk_size + (chunk_size & 1)
+    fh.seek(0)
+    head = fh.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return 0
+    pos = 12
+    while pos + 8 <= size:
+        fh.seek(pos)
+        chunk = fh.read(8)
+        chunk_size = int.from_bytes(chunk[4:8], "little")
+        if chunk[:4] == b"data":
+            return max(0, pos + 8 + chunk_size - size)
+        pos += 8 + chunk_size + (chunk_size & 1)
     return 0
+
+
+def _wav_missing_bytes(path: Path, size: int) -> int:
+    with path.open("rb") as fh:
+        return wav_shortfall(fh, size)
 
 
 def probe(path: Path, max_bytes: int | None = None) -> AudioInfo:
@@ -107,7 +113,7 @@ def probe(path: Path, max_bytes: int | None = None) -> AudioInfo:
         looks_like_audio = _looks_like_audio(path)
     except OSError as exc:
         raise AudioRejected(RejectReason.UNREADABLE, f"{type(exc).__name__}: {exc.strerror or exc}") from exc
-    if looks_like_audio and (shortfall := _wav_missing_bytes(path)):
+    if looks_like_audio and (shortfall := _wav_missing_bytes(path, size)):
         raise AudioRejected(RejectReason.CORRUPT, f"WAV data chunk is {shortfall} bytes shorter than its header says")
     try:
         with sf.SoundFile(str(path)) as snd:

@@ -19,7 +19,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from pipelines.audio import AudioRejected, RejectReason
+from pipelines.audio import AudioRejected, RejectReason, wav_shortfall
 from pipelines.features.params import FeatureParams
 
 AudioSource = Path | str | bytes
@@ -48,26 +48,6 @@ def _is_audio_magic(head: bytes) -> bool:
     return head.startswith(_AUDIO_MAGIC) or mpeg_sync
 
 
-def _wav_shortfall(fh: BinaryIO, size: int) -> int:
-    """Bytes missing from a RIFF/WAVE data chunk (0 if complete or not a WAV).
-
-    libsndfile silently shortens a truncated WAV to what is there, so only the header can tell.
-    """
-    fh.seek(0)
-    head = fh.read(12)
-    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return 0
-    pos = 12
-    while pos + 8 <= size:
-        fh.seek(pos)
-        chunk = fh.read(8)
-        chunk_size = int.from_bytes(chunk[4:8], "little")
-        if chunk[:4] == b"data":
-            return max(0, pos + 8 + chunk_size - size)
-        pos += 8 + chunk_size + (chunk_size & 1)
-    return 0
-
-
 def _check_container(fh: BinaryIO, size: int, max_bytes: int | None) -> bool:
     """Cheap checks before decoding (header bytes only); returns whether the bytes look like audio."""
     if size == 0:
@@ -76,7 +56,7 @@ def _check_container(fh: BinaryIO, size: int, max_bytes: int | None) -> bool:
         raise AudioRejected(RejectReason.TOO_LARGE, f"{size} bytes exceeds the limit of {max_bytes}")
     fh.seek(0)
     looks_like_audio = _is_audio_magic(fh.read(4))
-    if looks_like_audio and (missing := _wav_shortfall(fh, size)):
+    if looks_like_audio and (missing := wav_shortfall(fh, size)):
         raise AudioRejected(RejectReason.CORRUPT, f"WAV data chunk is {missing} bytes shorter than its header says")
     fh.seek(0)
     return looks_like_audio
