@@ -110,7 +110,8 @@ def _examples(n: int, k: int) -> None:
         rec.close()
     typer.echo(
         f"same-style share of the top {k} over all {tracks} tracks: {share:.3f} "
-        f"(model {meta.model_version}, collection {meta.name}); raw-MFCC baseline: {raw:.3f}"
+        f"(model {meta.model_version}, collection {meta.name}); raw-MFCC baseline: "
+        + (f"{raw:.3f}" if raw is not None else "n/a (its feature version is not in the store)")
     )
     serving = ServingSettings()
     url = f"http://{serving.serving_host}:{serving.serving_port}"

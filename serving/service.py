@@ -421,18 +421,21 @@ class Recommender:
                 total += len(top)
         return (same / total if total else 0.0), len(ids)
 
-    def raw_baseline_agreement(self, k: int = 10) -> float:
+    def raw_baseline_agreement(self, k: int = 10) -> float | None:
         """The same number as :meth:`style_agreement` for the untrained raw MFCC vectors (exact cosine).
 
         Read from the feature store of the live collection's front end, so the two numbers describe the
-        same tracks with and without the trained branch.
+        same tracks with and without the trained branch; None when that feature version is not stored.
         """
         from pipelines.catalogue.manifest import read_manifest
         from pipelines.features.store import read_features
         from pipelines.model.embedder import l2_normalise
 
         meta = self.catalogue(fresh=True)
-        features = read_features(self.settings, FeatureParams(**meta.feature_params))
+        try:
+            features = read_features(self.settings, FeatureParams(**meta.feature_params))
+        except UserError:
+            return None
         manifest = read_manifest(self.settings.manifest_path).set_index("track_id")
         styles = manifest.loc[features.track_ids, "style"].to_numpy()
         return exact_style_agreement(l2_normalise(features.matrix), styles, np.asarray(features.sha256), k)
