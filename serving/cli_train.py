@@ -14,50 +14,45 @@ import typer
 model_app = typer.Typer(help="The model registry: show, promote, roll back.", no_args_is_help=True)
 
 
-def _epoch_bar(total_epochs: int, n_folds: int) -> Any:
-    """A progress callback for training: one bar over all folds' epochs (early stopping ends folds sooner)."""
+def _branch_bar(total: int) -> Any:
+    """A progress callback for training: one step per trained branch (holdouts train side by side)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total_epochs * n_folds, desc="training", unit="epoch", disable=None, file=sys.stderr)
-    seen: dict[int, int] = {}
+    bar = tqdm(total=total, desc="training", unit="branch", disable=None, file=sys.stderr)
 
-    def on_epoch(fold: int, rec: dict[str, float]) -> None:
-        if fold not in seen:
-            # A fold that stopped early leaves its remaining epochs: count them as done.
-            for f, e in seen.items():
-                if e < total_epochs and f != fold:
-                    bar.update(total_epochs - e)
-                    seen[f] = total_epochs
-        seen[fold] = int(rec["epoch"])
-        bar.set_postfix(fold=fold, loss=f"{rec['loss']:.3f}", val_map=f"{rec['val_map@10']:.3f}")
+    def on_branch(name: str, done: int, total: int) -> None:
+        bar.set_postfix_str(name[:40])
         bar.update(1)
 
-    on_epoch.close = bar.close  # type: ignore[attr-defined]
-    return on_epoch
+    on_branch.close = bar.close  # type: ignore[attr-defined]
+    return on_branch
 
 
 def train(
-    folds: Annotated[int, typer.Option(help="Folds of the frozen split (k).")] = 5,
-    spread: Annotated[
-        bool, typer.Option(help="Train every fold for the spread; --no-spread trains the evaluation fold only.")
+    group_by: Annotated[
+        str, typer.Option(help="What a source is for the source-disjoint views: source, album or artist.")
+    ] = "source",
+    folds: Annotated[int, typer.Option(help="k of the track-disjoint split (the secondary view).")] = 5,
+    secondary: Annotated[
+        bool, typer.Option(help="Also train the track-disjoint fold; --no-secondary skips that view.")
     ] = True,
+    workers: Annotated[int, typer.Option(help="Branches trained at once (a process and a core each).")] = 2,
     seed: Annotated[int, typer.Option(help="Training seed (same seed and data: same metrics).")] = 0,
     epochs: Annotated[int | None, typer.Option(help="Upper bound of epochs (default: the recipe's).")] = None,
     mining: Annotated[str | None, typer.Option(help="random or semi-hard (default: the recipe's).")] = None,
-    group_by: Annotated[str, typer.Option(help="Split by track, album or source.")] = "track",
     if_changed: Annotated[
         bool,
         typer.Option("--if-changed", help="Skip when a registered version was trained on exactly these inputs."),
     ] = False,
 ) -> None:
-    """Train the triplet model on the feature store, evaluate it, register it, and run the promotion gate."""
+    """Train the triplet model, evaluate it leave-one-source-out, register it, and run the promotion gate."""
     from pipelines.errors import UserError
     from pipelines.settings import get_settings
     from pipelines.training import pipeline
     from serving.cli import _bar
 
-    if group_by not in ("track", "album", "source"):
-        raise UserError(f"--group-by must be track, album or source, not {group_by!r}")
+    if group_by not in ("source", "album", "artist"):
+        raise UserError(f"--group-by must be source, album or artist, not {group_by!r}")
     overrides: dict[str, Any] = {"seed": seed}
     if epochs is not None:
         overrides["epochs"] = epochs
@@ -65,7 +60,8 @@ def train(
         overrides["mining"] = mining
     job = pipeline.TrainingJob(
         n_folds=folds,
-        spread=spread,
+        secondary=secondary,
+        workers=workers,
         group_by=group_by,  # type: ignore[arg-type]
         train=pipeline.TrainConfig.model_validate(overrides),
     )
@@ -77,10 +73,10 @@ def train(
         typer.echo(f"model version {version} was trained on these features with this recipe: not retraining")
         return
     prepared = pipeline.prepare(settings, job, progress=_bar("training windows", "window"))
-    typer.echo(f"triplets: {prepared['triplets']}")
-    bar = _epoch_bar(job.train.epochs, len(job.folds()))
+    typer.echo(f"triplets: {prepared['triplets']} ({prepared['branches']} branches to train)")
+    bar = _branch_bar(int(prepared["branches"]))
     try:
-        run_id = pipeline.train(settings, job, prepared, on_epoch=bar)
+        run_id = pipeline.train(settings, job, prepared, on_branch=bar)
     finally:
         bar.close()
     evaluated = pipeline.evaluate(settings, job, run_id)
@@ -106,11 +102,11 @@ def show() -> None:
     for mv in versions:
         marks = ",".join(a for a, v in aliases.items() if v == mv.version)
         metrics = registry.run_metrics(mv.run_id) if mv.run_id else {}
-        cat = metrics.get("evalfold/model/catalogue/p_at_10", float("nan"))
-        uns = metrics.get("evalfold/model/unseen/map_at_10", float("nan"))
+        cat = metrics.get("model/catalogue/p_at_10", float("nan"))
+        cross = metrics.get("model/cross_source/map_at_10", float("nan"))
         tags = mv.tags
         typer.echo(
-            f"v{mv.version:<4} {marks or '-':<20} catalogue p@10 {cat:.3f}  unseen mAP@10 {uns:.3f}  "
+            f"v{mv.version:<4} {marks or '-':<20} catalogue p@10 {cat:.3f}  cross-source mAP@10 {cross:.3f}  "
             f"gate: {tags.get('gate.decision', '-')}"
             + (f"  promoted {tags['promoted_at']} by {tags.get('promoted_by')}" if "promoted_at" in tags else "")
             + (f"  rolled back {tags['rolled_back_at']}" if "rolled_back_at" in tags else "")

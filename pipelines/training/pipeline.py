@@ -3,14 +3,15 @@
 Each step takes the settings and the job and returns small JSON-able values (paths, ids), so the
 ``train_triplet_model`` DAG runs one step per task and ``musicrec train`` runs them in a row.
 
-- :func:`prepare` (DAG ``build_triplets``): frozen split, training windows, the triplet dataset (Parquet).
-- :func:`train`: one MLflow run; a branch per fold (the evaluation fold's is the candidate, the others
-  give the spread), per-epoch loss and validation metrics logged; weights kept under the data root.
-- :func:`evaluate`: the fold models, baselines (a) raw (b) mean+std (c) random and (d) the current champion
-  side by side on the same folds; metrics and review artifacts logged; the candidate logged as an MLflow
-  model and registered as ``musicrec-triplet`` with alias ``challenger``.
-- :func:`gate`: promote the challenger to ``champion`` only if it beats the raw baseline and the champion
-  by the configured margin, on the frozen evaluation fold; decision and reasons as version tags.
+- :func:`prepare` (DAG ``build_triplets``): frozen splits, the plan of branches to train
+  (:mod:`pipelines.training.plan`), training windows, the triplet dataset (Parquet).
+- :func:`train`: one MLflow run; a branch per holdout (leave-one-source-out, the track-disjoint fold, and
+  ``all`` for serving), trained side by side in worker processes; per-epoch loss and validation logged.
+- :func:`evaluate`: the held-out branches and the baselines (a) raw (b) mean+std (c) random on the same
+  holdouts; metrics and review artifacts logged; the ``all`` branch logged as an MLflow model and
+  registered as ``musicrec-triplet`` with alias ``challenger``.
+- :func:`gate`: promote the challenger to ``champion`` only if, leave-one-source-out, it beats the
+  required baselines and the champion's recipe by the configured margin; decision and reasons as tags.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing as mp
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,27 +44,41 @@ from pipelines.training.evaluate import (
     style_table,
     summary,
 )
+from pipelines.training.plan import (
+    ALL,
+    PRIMARY,
+    SECONDARY,
+    Holdout,
+    file_stem,
+    make_plan,
+    plan_from_json,
+    plan_to_json,
+    primary_split,
+    single_source_styles,
+)
 from pipelines.training.split import GroupBy, check_styles, frozen_split, split_path, validation_carve
-from pipelines.training.train import TrainConfig, TrainingFailed, WindowBank, embed, train_branch
+from pipelines.training.train import TrainConfig, TrainingFailed, TrainResult, WindowBank, embed, train_branch
 from pipelines.training.triplets import TRIPLET_SCHEMA, build_triplets
 from pipelines.training.windows import build_windows
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[Iterable], Iterable]
-EpochProgress = Callable[[int, dict[str, float]], None]  # (fold, epoch record)
+BranchProgress = Callable[[str, int, int], None]  # (holdout just trained, done, total)
+METRIC_NAMES = ("p@1", "p@5", "p@10", "map@10", "r_prec")
 
 
 class GateConfig(BaseModel):
-    """When a challenger may replace the champion. Metrics are ``view/metric`` on the evaluation fold."""
+    """When a challenger may replace the champion. Metrics are ``view/metric``, leave-one-source-out."""
 
     model_config = ConfigDict(frozen=True)
 
-    metric: str = Field(default="catalogue/p@10", description="Compared with the champion's.")
+    metric: str = Field(default="cross_source/map@10", description="Compared with the champion's.")
     margin: float = Field(default=0.01, ge=0.0, description="How much better than the champion it must be.")
-    beat_raw_on: tuple[str, ...] = Field(
-        default=("catalogue/p@10", "unseen/map@10"), description="Must beat baseline (a) on each."
+    beat_on: tuple[str, ...] = Field(
+        default=("catalogue/p@10", "cross_source/map@10"), description="Must beat each required baseline on these."
     )
+    baselines: tuple[str, ...] = Field(default=("raw",), description="Baselines it must beat (raw, meanstd).")
 
 
 class TrainingJob(BaseModel):
@@ -71,21 +87,19 @@ class TrainingJob(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     train: TrainConfig = Field(default_factory=TrainConfig)
-    n_folds: int = Field(default=5, ge=2)
-    eval_fold: int = Field(default=0, ge=0, description="The frozen fold every challenger is judged on.")
+    group_by: GroupBy = Field(default="source", description="What a 'source' is: source, album or artist.")
+    max_groups: int = Field(default=24, ge=2, description="Above this many sources, k source-disjoint folds.")
+    n_folds: int = Field(default=5, ge=2, description="k of the track-disjoint split (and of many sources).")
+    eval_fold: int = Field(default=0, ge=0, description="The frozen track-disjoint fold (secondary view).")
+    secondary: bool = Field(default=True, description="Also train the track-disjoint fold (secondary view).")
     split_seed: int = 0
-    group_by: GroupBy = "track"
-    spread: bool = Field(default=True, description="Train every fold for the spread (else the eval fold only).")
+    workers: int = Field(default=2, ge=1, description="Branches trained at once (one process and core each).")
     gate: GateConfig = Field(default_factory=GateConfig)
-
-    def folds(self) -> list[int]:
-        """Folds to train, the evaluation fold first."""
-        rest = [f for f in range(self.n_folds) if f != self.eval_fold] if self.spread else []
-        return [self.eval_fold, *rest]
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:10]
+        """The recipe and protocol; ``workers`` changes how fast, not what, so it is left out."""
+        return hashlib.sha256(self.model_dump_json(exclude={"workers"}).encode()).hexdigest()[:10]
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,11 @@ class Catalogue:
     tracks: pd.DataFrame  # track_id, style, source, album, artist, path, sha256, duration_s
     feature_version: str
     n_mfcc: int
+
+    def groups(self, group_by: GroupBy) -> list[str]:
+        """Each track's source under ``group_by`` (a track with none is its own)."""
+        col = self.tracks[group_by] if group_by in self.tracks else pd.Series([None] * len(self.tracks))
+        return [str(g) if isinstance(g, str) and g else f"track:{t}" for g, t in zip(col, self.track_ids, strict=True)]
 
 
 def training_dir(settings: Settings) -> Path:
@@ -123,9 +142,16 @@ def inputs_fingerprint(cat: Catalogue, job: TrainingJob) -> str:
     Registered versions carry it as a tag, so a scheduled or repeated run can tell that retraining would
     reproduce a model the registry already has (training is seeded and deterministic).
     """
-    digest = hashlib.sha256(f"{job.key}|{cat.feature_version}".encode())
-    for row in cat.tracks.sort_values("track_id").itertuples(index=False):
-        digest.update(f"|{row.track_id}:{row.sha256}:{row.style}:{row.source}".encode())
+    digest = hashlib.sha256(f"{job.key}|{catalogue_fingerprint(cat, job.group_by)}".encode())
+    return digest.hexdigest()[:16]
+
+
+def catalogue_fingerprint(cat: Catalogue, group_by: GroupBy) -> str:
+    """The evaluation's ground: features, tracks, labels and sources. Equal fingerprints: comparable metrics."""
+    digest = hashlib.sha256(f"{cat.feature_version}|{group_by}".encode())
+    rows = sorted(zip(cat.track_ids, cat.tracks["sha256"], cat.tracks["style"], cat.groups(group_by), strict=True))
+    for row in rows:
+        digest.update("|{}:{}:{}:{}".format(*row).encode())
     return digest.hexdigest()[:16]
 
 
@@ -147,34 +173,51 @@ def _write_parquet(df: pd.DataFrame, schema: pa.Schema, path: Path) -> None:
 
 
 def _windows(settings: Settings, cat: Catalogue, job: TrainingJob, progress: Progress | None):
-    from pipelines.features.params import FeatureParams  # noqa: F401  (the settings carry them)
-
     kwargs = {"progress": progress} if progress else {}
     return build_windows(
         cat.tracks, settings.features, job.train.window_offsets_s, training_dir(settings) / "windows", **kwargs
     )
 
 
+def _training_side(cat: Catalogue, job: TrainingJob, holdout: Holdout) -> pd.DataFrame:
+    """The tracks a holdout's branch learns from: track_id, style, and its source under ``group_by``."""
+    side = pd.DataFrame({"track_id": cat.track_ids, "style": cat.tracks["style"], "source": cat.groups(job.group_by)})
+    return side[~side["track_id"].isin(set(holdout.tracks))].reset_index(drop=True)
+
+
+def _carve(side: pd.DataFrame, cfg: TrainConfig, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return validation_carve(side, cfg.val_fraction, seed, by=cfg.val_by)
+
+
 def prepare(settings: Settings, job: TrainingJob, progress: Progress | None = None) -> dict[str, str]:
-    """Freeze the split, compute training windows, write the triplet dataset; returns their paths."""
+    """Freeze the splits, plan the branches, compute training windows, write the triplet dataset."""
     cat = load_catalogue(settings)
     check_styles(cat.tracks)
+    if single := single_source_styles(cat.tracks.assign(**{job.group_by: cat.groups(job.group_by)}), job.group_by):
+        log.warning(
+            "style(s) %s come from a single %s: their numbers may measure the %s, not the style; "
+            "add tracks of other %ss (albums, artists) of them",
+            ", ".join(single),
+            job.group_by,
+            job.group_by,
+            job.group_by,
+        )
     root = training_dir(settings)
-    split = frozen_split(
-        cat.tracks,
-        split_path(root, job.group_by, job.n_folds, job.split_seed),
-        job.n_folds,
-        job.split_seed,
-        job.group_by,
-    )
+    tracks = cat.tracks.assign(**{job.group_by: cat.groups(job.group_by)})
+    primary, primary_file = primary_split(tracks, root, job.group_by, job.max_groups, job.n_folds, job.split_seed)
+    secondary = None
+    if job.secondary:
+        path = split_path(root, "track", job.n_folds, job.split_seed)
+        secondary = frozen_split(cat.tracks, path, job.n_folds, job.split_seed, "track")
+    plan = make_plan(primary, secondary, job.eval_fold)
     windows = _windows(settings, cat, job, progress)
     offsets: dict[str, list[float]] = {t: [0.0] for t in cat.track_ids}
     for t, o in zip(windows.track_ids, windows.offsets, strict=True):
         offsets[t].append(float(o))
     cfg = job.train
     parts = []
-    for fold in job.folds():
-        fit, _val = validation_carve(split[split["fold"] != fold], cfg.val_fraction, cfg.seed + fold)
+    for i, holdout in enumerate(plan):
+        fit, _val = _carve(_training_side(cat, job, holdout), cfg, cfg.seed + i)
         check_styles(fit, 1)
         parts.append(
             build_triplets(
@@ -183,27 +226,27 @@ def prepare(settings: Settings, job: TrainingJob, progress: Progress | None = No
                 n_batches=cfg.epochs * cfg.batches_per_epoch,
                 tracks_per_style=cfg.tracks_per_style,
                 triplets_per_batch=cfg.triplets_per_batch,
-                seed=cfg.seed + 1000 * fold,
+                seed=cfg.seed + 1000 * i,
                 strategy=cfg.mining,
-                fold=fold,
+                holdout=holdout.name,
+                positives=cfg.positives,
             )
         )
     triplets = pd.concat(parts, ignore_index=True)
     path = root / "triplets" / f"triplets-{cat.feature_version}-{job.key}.parquet"
     _write_parquet(triplets, TRIPLET_SCHEMA, path)
-    log.info("triplet dataset: %d triplets over %d folds at %s", len(triplets), len(parts), path)
-    split_file = split_path(root, job.group_by, job.n_folds, job.split_seed)
+    plan_file = root / "plans" / f"plan-{cat.feature_version}-{job.key}.json"
+    plan_file.parent.mkdir(parents=True, exist_ok=True)
+    plan_file.write_text(json.dumps(plan_to_json(plan)))
+    log.info("triplet dataset: %d triplets for %d branches at %s", len(triplets), len(plan), path)
     return {
-        "split": str(split_file),
+        "plan": str(plan_file),
+        "split": str(primary_file),
         "triplets": str(path),
         "feature_version": cat.feature_version,
         "tracks": str(len(cat.track_ids)),
+        "branches": str(len(plan)),
     }
-
-
-def _bank(settings: Settings, cat: Catalogue, job: TrainingJob) -> WindowBank:
-    w = _windows(settings, cat, job, None)
-    return WindowBank.build(cat.track_ids, cat.matrix, w.track_ids, w.offsets, w.matrix)
 
 
 def _sha(path: Path) -> str:
@@ -214,8 +257,52 @@ def run_dir(settings: Settings, run_id: str) -> Path:
     return training_dir(settings) / "runs" / run_id
 
 
-def train(settings: Settings, job: TrainingJob, prepared: dict[str, str], on_epoch: EpochProgress | None = None) -> str:
-    """Train a branch per fold in one MLflow run; returns the run id. A failure marks the run FAILED."""
+# Worker processes are forked with the window bank already in memory (copy-on-write, never pickled).
+_SHARED: dict[str, object] = {}
+
+
+def _train_one(args: tuple[int, Holdout, TrainConfig]) -> tuple[str, dict, pd.DataFrame, int]:
+    i, holdout, cfg = args
+    cat: Catalogue = _SHARED["cat"]  # type: ignore[assignment]
+    job: TrainingJob = _SHARED["job"]  # type: ignore[assignment]
+    triplets: pd.DataFrame = _SHARED["triplets"]  # type: ignore[assignment]
+    fit, val = _carve(_training_side(cat, job, holdout), cfg, cfg.seed + i)
+    mine = triplets[triplets["holdout"] == holdout.name]
+    result: TrainResult = train_branch(cfg.model_copy(update={"seed": cfg.seed + i}), _SHARED["bank"], fit, val, mine)  # type: ignore[arg-type]
+    return holdout.name, result.model.state_dict(), result.history, result.best_epoch
+
+
+def _train_branches(
+    job: TrainingJob, cfg: TrainConfig, plan: list[Holdout], on_branch: BranchProgress | None
+) -> Iterable[tuple[str, dict, pd.DataFrame, int]]:
+    """Train every holdout's branch, ``job.workers`` at a time; results as they finish (any order).
+
+    Each branch is seeded by its place in the plan and uses ``cfg.threads`` threads, so the weights do not
+    depend on how many workers there are.
+    """
+    tasks = [(i, h, cfg) for i, h in enumerate(plan)]
+    workers = min(job.workers, len(tasks))
+    if workers <= 1:
+        results: Iterable = map(_train_one, tasks)
+        pool = None
+    else:
+        pool = mp.get_context("fork").Pool(workers)
+        results = pool.imap_unordered(_train_one, tasks)
+    try:
+        for done, item in enumerate(results, 1):
+            if on_branch is not None:
+                on_branch(item[0], done, len(tasks))
+            yield item
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+
+def train(
+    settings: Settings, job: TrainingJob, prepared: dict[str, str], on_branch: BranchProgress | None = None
+) -> str:
+    """Train a branch per holdout in one MLflow run; returns the run id. A failure marks the run FAILED."""
     import torch
 
     from pipelines.registry import Registry
@@ -225,9 +312,10 @@ def train(settings: Settings, job: TrainingJob, prepared: dict[str, str], on_epo
     cat = load_catalogue(settings)
     if cat.feature_version != prepared["feature_version"]:
         raise UserError("the feature store changed since the triplets were built; run the preparation again")
-    split = pd.read_parquet(prepared["split"])
-    split = split[split["track_id"].isin(cat.track_ids)]
-    triplets = pd.read_parquet(prepared["triplets"])
+    plan = plan_from_json(json.loads(Path(prepared["plan"]).read_text()))
+    missing = {t for h in plan for t in h.tracks} - set(cat.track_ids)
+    if missing:
+        raise UserError(f"{len(missing)} planned tracks left the feature store; run the preparation again")
     cfg = job.train
     encoder = cfg.encoder.model_copy(
         update={"n_frames": settings.features.n_frames, "n_mfcc": settings.features.n_mfcc}
@@ -240,9 +328,10 @@ def train(settings: Settings, job: TrainingJob, prepared: dict[str, str], on_epo
         "split_sha256": _sha(Path(prepared["split"])),
         "triplets_file": Path(prepared["triplets"]).name,
         "n_tracks": len(cat.track_ids),
+        "branches": len(plan),
+        "group_by": job.group_by,
         "n_folds": job.n_folds,
         "eval_fold": job.eval_fold,
-        "group_by": job.group_by,
         "gate": job.gate.model_dump_json(),
         **{k: v for k, v in cfg.model_dump(exclude={"encoder"}).items()},
         **{f"encoder.{k}": v for k, v in encoder.model_dump().items()},
@@ -251,23 +340,18 @@ def train(settings: Settings, job: TrainingJob, prepared: dict[str, str], on_epo
     out = run_dir(settings, run_id)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        bank = _bank(settings, cat, job)
-        for fold in job.folds():
-            fit, val = validation_carve(split[split["fold"] != fold], cfg.val_fraction, cfg.seed + fold)
-            prefix = "" if fold == job.eval_fold else f"fold{fold}/"
-
-            def log_epoch(rec: dict[str, float], fold: int = fold, prefix: str = prefix) -> None:
+        w = _windows(settings, cat, job, None)
+        bank = WindowBank.build(cat.track_ids, cat.matrix, w.track_ids, w.offsets, w.matrix)
+        _SHARED.update(cat=cat, job=job, bank=bank, triplets=pd.read_parquet(prepared["triplets"]))
+        for name, state, history, best_epoch in _train_branches(job, cfg, plan, on_branch):
+            prefix = "" if name == ALL else f"{name}/"
+            for rec in history.to_dict("records"):
                 registry.log_metrics(
                     run_id, {prefix + k: v for k, v in rec.items() if k != "epoch"}, step=int(rec["epoch"])
                 )
-                if on_epoch is not None:
-                    on_epoch(fold, rec)
-
-            fold_cfg = cfg.model_copy(update={"seed": cfg.seed + fold})
-            result = train_branch(fold_cfg, bank, fit, val, triplets[triplets["fold"] == fold], log_epoch)
-            torch.save(result.model.state_dict(), out / f"fold-{fold}.pt")
-            result.history.assign(fold=fold, best_epoch=result.best_epoch).to_csv(
-                out / f"history-{fold}.csv", index=False
+            torch.save(state, out / f"branch-{file_stem(name)}.pt")
+            history.assign(holdout=name, best_epoch=best_epoch).to_csv(
+                out / f"history-{file_stem(name)}.csv", index=False
             )
         (out / "encoder.json").write_text(encoder.model_dump_json())
         (out / "prepared.json").write_text(json.dumps(prepared))
@@ -277,38 +361,71 @@ def train(settings: Settings, job: TrainingJob, prepared: dict[str, str], on_epo
         if isinstance(exc, TrainingFailed):
             log.error("training failed, nothing registered: %s", exc)
         raise
+    finally:
+        _SHARED.clear()
     return run_id
 
 
-def _load_fold_models(out: Path) -> tuple[dict[int, object], object]:
+def load_branches(out: Path, plan: list[Holdout]) -> tuple[dict[str, object], object]:
+    """The trained branch of every holdout of a run, by holdout name, in eval mode."""
     import torch
 
     from pipelines.model.encoder import Encoder, EncoderConfig
 
     config = EncoderConfig.model_validate_json((out / "encoder.json").read_text())
     models = {}
-    for path in sorted(out.glob("fold-*.pt")):
+    for holdout in plan:
         model = Encoder(config)
-        model.load_state_dict(torch.load(path, weights_only=True))
-        models[int(path.stem.split("-")[1])] = model.eval()
+        model.load_state_dict(torch.load(out / f"branch-{file_stem(holdout.name)}.pt", weights_only=True))
+        models[holdout.name] = model.eval()
     return models, config
 
 
-def _champion_embeddings(settings: Settings, cat: Catalogue) -> tuple[str | None, np.ndarray | None, str]:
-    """The current champion's embeddings of the catalogue, when it can read the current features."""
-    from pipelines.registry import CHAMPION, Registry, load_embedder
+def _champion_metrics(settings: Settings, fingerprint: str) -> tuple[str | None, dict[str, float], str]:
+    """The champion's own source-disjoint metrics, when they were measured on this very catalogue.
 
-    version = Registry(settings).alias(CHAMPION)
+    The served champion was trained on every track, so it cannot be judged leave-one-source-out now; its
+    recipe was, when it was evaluated, and those numbers are comparable if the catalogue is the same.
+    """
+    from pipelines.registry import CHAMPION, Registry
+
+    registry = Registry(settings)
+    version = registry.alias(CHAMPION)
     if version is None:
-        return None, None, "no champion yet"
-    embedder = load_embedder(settings, version)
-    if embedder.feature_version != cat.feature_version:
-        return version, None, f"champion v{version} expects features {embedder.feature_version}"
-    return version, embedder.embed(cat.matrix), ""
+        return None, {}, "no champion yet"
+    mv = registry.version(version)
+    if mv.tags.get("catalogue") != fingerprint:
+        return version, {}, f"champion v{version} was evaluated on another catalogue or feature version"
+    found = registry.run_metrics(mv.run_id)
+    metrics = {f"champion/{k.removeprefix('model/')}": v for k, v in found.items() if k.startswith("model/")}
+    return version, metrics, ""
+
+
+def _champion_rows(metrics: dict[str, float], folds: int) -> pd.DataFrame:
+    """The champion's carried-over metrics as rows of the evaluation table (see :func:`summary`)."""
+    rows = []
+    for view in sorted({k.split("/")[1] for k in metrics}):
+        row: dict[str, object] = {"model": "champion", "view": view, "folds": folds}
+        for m in METRIC_NAMES:
+            key = f"champion/{view}/{m.replace('@', '_at_')}"
+            row[m] = metrics.get(key, np.nan)
+            row[f"{m}_sd"] = metrics.get(f"{key}_sd", np.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _metrics(table: pd.DataFrame, prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for _, row in table.iterrows():
+        for m in METRIC_NAMES:
+            out[f"{prefix}{row['model']}/{row['view']}/{m}"] = row[m]
+            if row["folds"] > 1:
+                out[f"{prefix}{row['model']}/{row['view']}/{m}_sd"] = row[f"{m}_sd"]
+    return out
 
 
 def evaluate(settings: Settings, job: TrainingJob, run_id: str, register: bool = True) -> dict[str, str]:
-    """Score fold models, baselines and the champion; log everything; register the challenger.
+    """Score the held-out branches and the baselines; log everything; register the ``all`` branch.
 
     ``register=False`` (recipe comparisons) logs the evaluation and finishes the run, registering nothing.
     """
@@ -319,79 +436,81 @@ def evaluate(settings: Settings, job: TrainingJob, run_id: str, register: bool =
     out = run_dir(settings, run_id)
     try:
         prepared = json.loads((out / "prepared.json").read_text())
+        plan = plan_from_json(json.loads(Path(prepared["plan"]).read_text()))
         cat = load_catalogue(settings)
-        split = pd.read_parquet(prepared["split"]).set_index("track_id").reindex(cat.track_ids)
-        folds = split["fold"].to_numpy()
+        models, config = load_branches(out, plan)
         styles = list(cat.tracks["style"])
-        models, config = _load_fold_models(out)
-        fold_embeddings = {f: embed(m, cat.matrix) for f, m in models.items()}
-        embedders: dict[str, dict[int, np.ndarray]] = {"model": fold_embeddings}
-        for name in BASELINES:
-            e = baseline_embeddings(name, cat.matrix, cat.n_mfcc, seed=job.train.seed)
-            embedders[name] = dict.fromkeys(models, e)
-        champ_version, champ_emb, champ_note = _champion_embeddings(settings, cat)
-        if champ_emb is not None:
-            embedders["champion"] = {job.eval_fold: champ_emb}
-        per_query = evaluate_models(embedders, cat.matrix, cat.track_ids, styles, folds)
-        table = summary(per_query)
-        on_eval = per_query[per_query["fold"] == job.eval_fold]
-        eval_table = summary(on_eval)
-        metrics: dict[str, float] = {}
-        for _, row in table.iterrows():
-            for m in ("p@1", "p@5", "p@10", "map@10", "r_prec"):
-                metrics[f"{row['model']}/{row['view']}/{m}"] = row[m]
-                if row["folds"] > 1:
-                    metrics[f"{row['model']}/{row['view']}/{m}_sd"] = row[f"{m}_sd"]
-        for _, row in eval_table.iterrows():
-            for m in ("p@1", "p@5", "p@10", "map@10", "r_prec"):
-                metrics[f"evalfold/{row['model']}/{row['view']}/{m}"] = row[m]
+        sources = cat.groups(job.group_by)
+        base = {b: baseline_embeddings(b, cat.matrix, cat.n_mfcc, seed=job.train.seed) for b in BASELINES}
+        tables: dict[str, pd.DataFrame] = {}
+        for protocol in (PRIMARY, SECONDARY):
+            holdouts = [h for h in plan if h.protocol == protocol]
+            if not holdouts:
+                continue
+            fold_of = np.full(len(cat.track_ids), "", dtype=object)
+            pos = {t: i for i, t in enumerate(cat.track_ids)}
+            for h in holdouts:
+                fold_of[[pos[t] for t in h.tracks]] = h.name
+            embedders: dict[str, dict[str, np.ndarray]] = {
+                "model": {h.name: embed(models[h.name], cat.matrix) for h in holdouts}
+            }
+            for name, e in base.items():
+                embedders[name] = {h.name: e for h in holdouts}
+            tables[protocol] = evaluate_models(embedders, cat.matrix, cat.track_ids, styles, fold_of, sources)
+        primary = tables[PRIMARY]
+        table = summary(primary)
+        fingerprint = catalogue_fingerprint(cat, job.group_by)
+        champ_version, champ_metrics, champ_note = _champion_metrics(settings, fingerprint)
+        metrics = _metrics(table) | champ_metrics
+        if champ_metrics:
+            table = pd.concat([table, _champion_rows(champ_metrics, int(table["folds"].max()))], ignore_index=True)
+        if SECONDARY in tables:
+            metrics |= _metrics(summary(tables[SECONDARY]), f"{SECONDARY}/")
         registry.log_metrics(run_id, metrics)
 
         art = out / "artifacts"
         art.mkdir(exist_ok=True)
-        histories = {int(p.stem.split("-")[1]): pd.read_csv(p) for p in sorted(out.glob("history-*.csv"))}
-        histories = {
-            job.eval_fold: histories[job.eval_fold],
-            **{k: v for k, v in histories.items() if k != job.eval_fold},
-        }
-        best = int(histories[job.eval_fold]["best_epoch"].iloc[0])
-        artifacts.loss_curves(histories, art, best)
-        styles_df = style_table(per_query, "model")
-        artifacts.style_csv(styles_df, art)
-        for view in ("catalogue", "unseen"):
-            artifacts.confusion(per_query[per_query["fold"] == job.eval_fold], "model", view, art)
-        held = folds == job.eval_fold
-        artifacts.projection(
-            fold_embeddings[job.eval_fold][held],
-            [s for s, h in zip(styles, held, strict=True) if h],
-            art,
-            f"evaluation fold {job.eval_fold}: model embeddings (PCA)",
+        histories = {h.name: pd.read_csv(out / f"history-{file_stem(h.name)}.csv") for h in plan}
+        artifacts.loss_curves(histories, art, int(histories[ALL]["best_epoch"].iloc[0]))
+        per_style = pd.concat(
+            [style_table(primary, m).assign(model=m) for m in ("model", *BASELINES)], ignore_index=True
         )
-        eval_ids = [t for t, h in zip(cat.track_ids, held, strict=True) if h]
-        examples = [eval_ids[i] for i in np.linspace(0, len(eval_ids) - 1, min(4, len(eval_ids))).astype(int)]
-        artifacts.example_queries(fold_embeddings[job.eval_fold], cat.track_ids, styles, examples, art)
-        (art / "evaluation.md").write_text(
-            f"# Evaluation ({len(models)} folds, mean ± sd)\n\n{format_table(table)}\n\n"
-            f"# Evaluation fold {job.eval_fold} only (the gate's numbers)\n\n{format_table(eval_table)}\n"
+        artifacts.style_csv(per_style[["model", *[c for c in per_style.columns if c != "model"]]], art)
+        fold_summary(primary).to_csv(art / "per_source.csv", index=False, float_format="%.4f")
+        for view in ("catalogue", "cross_source"):
+            artifacts.confusion(primary, "model", view, art)
+        served = embed(models[ALL], cat.matrix)
+        artifacts.projection(served, styles, art, "the served branch (trained on every track), PCA")
+        picks = np.linspace(0, len(cat.track_ids) - 1, min(4, len(cat.track_ids))).astype(int)
+        artifacts.example_queries(served, cat.track_ids, styles, [cat.track_ids[i] for i in picks], art)
+        text = (
+            f"# Leave-one-{job.group_by}-out ({table['folds'].max()} holdouts, mean ± sd over them; the gate's view)"
+            f"\n\n{format_table(table)}\n"
         )
+        if SECONDARY in tables:
+            second = summary(tables[SECONDARY])
+            second.to_csv(art / "evaluation_track.csv", index=False, float_format="%.4f")
+            text += f"\n# Track-disjoint fold {job.eval_fold} (secondary; not used by the gate)\n\n"
+            text += format_table(second) + "\n"
+        (art / "evaluation.md").write_text(text)
         table.to_csv(art / "evaluation.csv", index=False, float_format="%.4f")
-        eval_table.to_csv(art / "evaluation_fold.csv", index=False, float_format="%.4f")
-        pq.write_table(pa.Table.from_pandas(per_query, preserve_index=False), art / "per_query.parquet")
+        all_tables = pd.concat([t.assign(protocol=p) for p, t in tables.items()], ignore_index=True)
+        pq.write_table(pa.Table.from_pandas(all_tables, preserve_index=False), art / "per_query.parquet")
         registry.log_artifacts(run_id, art, "review")
 
         registry.set_run_tags(run_id, {"champion_at_evaluation": champ_version or "", "champion_note": champ_note})
         if not register:
             registry.end_run(run_id)
             return {"run_id": run_id, "version": ""}
-        candidate = models[job.eval_fold]
-        model_uri = registry.log_model(run_id, candidate, cat.feature_version, cat.matrix[:2])
+        model_uri = registry.log_model(run_id, models[ALL], cat.feature_version, cat.matrix[:2])
         tags = {
             "feature_version": cat.feature_version,
             "dim": str(config.dim),
             "encoder": config.model_dump_json(),
             "run_id": run_id,
             "split_file": Path(prepared["split"]).name,
-            "eval_fold": str(job.eval_fold),
+            "group_by": job.group_by,
+            "catalogue": fingerprint,
             "inputs": inputs_fingerprint(cat, job),
         }
         version = registry.register(run_id, model_uri, tags)
@@ -415,19 +534,20 @@ class Decision:
 
 
 def decide(metrics: dict[str, float], gate: GateConfig) -> tuple[bool, list[str]]:
-    """The gate's rule on evaluation-fold metrics (keys ``evalfold/<model>/<view>/<metric>``)."""
+    """The gate's rule on leave-one-source-out metrics (keys ``<model>/<view>/<metric>``, as logged)."""
     ok, reasons = True, []
 
     def get(model: str, key: str) -> float:
-        return float(metrics.get(f"evalfold/{model}/{key}".replace("@", "_at_"), np.nan))
+        return float(metrics.get(f"{model}/{key}".replace("@", "_at_"), np.nan))
 
-    for key in gate.beat_raw_on:
-        mine, raw = get("model", key), get("raw", key)
-        if not mine > raw:
-            ok = False
-            reasons.append(f"{key} {mine:.3f} does not beat raw {raw:.3f}")
-        else:
-            reasons.append(f"{key} {mine:.3f} beats raw {raw:.3f}")
+    for baseline in gate.baselines:
+        for key in gate.beat_on:
+            mine, theirs = get("model", key), get(baseline, key)
+            if not mine > theirs:
+                ok = False
+                reasons.append(f"{key} {mine:.3f} does not beat {baseline} {theirs:.3f}")
+            else:
+                reasons.append(f"{key} {mine:.3f} beats {baseline} {theirs:.3f}")
     champ = get("champion", gate.metric)
     mine = get("model", gate.metric)
     if np.isnan(champ):

@@ -9,6 +9,10 @@ album are their own group), ``source`` keeps every source (package, label, uploa
 source-disjoint views that show whether a model learnt the style or the recording. A style whose groups
 cannot fill two sides is reported, not silently mixed.
 
+Leave-one-group-out (``n_folds=0``): a fold per source (or album), so every source is held out in turn and
+its tracks are judged by a model that has never heard it. This is the primary view the gate uses: a new
+source is what a user's own library looks like.
+
 The file is frozen: a later run reads it back, keeps every assignment, and places only tracks it has
 never seen (by a hash of the track id and the seed, so that is reproducible too).
 """
@@ -29,7 +33,7 @@ from pipelines.errors import UserError
 
 log = logging.getLogger(__name__)
 
-GroupBy = Literal["track", "album", "source"]
+GroupBy = Literal["track", "album", "artist", "source"]
 
 SPLIT_SCHEMA = pa.schema(
     [
@@ -79,11 +83,13 @@ def make_split(tracks: pd.DataFrame, n_folds: int = 5, seed: int = 0, group_by: 
 
     ``tracks`` needs ``track_id`` and ``style`` (and ``album``/``source`` for those groupings).
     """
-    if n_folds < 2:
-        raise UserError(f"n_folds must be at least 2, got {n_folds}")
+    if n_folds == 1 or n_folds < 0:
+        raise UserError(f"n_folds must be at least 2 (or 0: one fold per {group_by}), got {n_folds}")
     check_styles(tracks)
     tracks = tracks.sort_values("track_id").reset_index(drop=True)
     groups = _groups(tracks, group_by)
+    if n_folds == 0:
+        return _leave_one_group_out(tracks, groups, group_by, seed)
     rng = np.random.default_rng(seed)
     fold_of_group: dict[str, int] = {}
     for style in sorted(tracks["style"].unique()):
@@ -119,8 +125,30 @@ def make_split(tracks: pd.DataFrame, n_folds: int = 5, seed: int = 0, group_by: 
     )
 
 
+def _leave_one_group_out(tracks: pd.DataFrame, groups: pd.Series, group_by: GroupBy, seed: int) -> pd.DataFrame:
+    """A fold per group, numbered in the groups' sorted order (so the numbering is stable)."""
+    if group_by == "track":
+        raise UserError("one fold per track is not supported; leave-one-out needs --group-by source or album")
+    fold_of = {g: i for i, g in enumerate(sorted(groups.unique()))}
+    for style, g in groups.groupby(tracks["style"]):
+        if g.nunique() < 2:
+            log.warning("style %r has a single %s: held out, no other %s of it can be found", style, group_by, group_by)
+    return pd.DataFrame(
+        {
+            "track_id": tracks["track_id"],
+            "style": tracks["style"],
+            "group": groups,
+            "fold": [fold_of[g] for g in groups],
+            "group_by": group_by,
+            "n_folds": 0,
+            "seed": seed,
+        }
+    )
+
+
 def split_path(root: Path, group_by: GroupBy, n_folds: int, seed: int) -> Path:
-    return root / f"split-{group_by}-k{n_folds}-s{seed}.parquet"
+    k = f"k{n_folds}" if n_folds else "loo"
+    return root / f"split-{group_by}-{k}-s{seed}.parquet"
 
 
 def frozen_split(
@@ -146,9 +174,11 @@ def frozen_split(
     if len(new):
         groups = _groups(new, group_by)
         known = dict(zip(stored["group"], stored["fold"], strict=False))
-        folds = [
-            known.get(g, _stable_fold(g, seed, n_folds)) for g in groups
-        ]  # a new track of a known album joins its album's side
+        if n_folds == 0:  # leave-one-out: a new group gets a new fold of its own
+            for g in sorted(set(groups) - set(known)):
+                known[g] = max(known.values(), default=-1) + 1
+        # A new track of a known album joins its album's side.
+        folds = [known[g] if g in known else _stable_fold(g, seed, n_folds) for g in groups]
         added = pd.DataFrame(
             {
                 "track_id": new["track_id"].to_numpy(),
@@ -170,15 +200,28 @@ def frozen_split(
     return current.reset_index(drop=True)
 
 
-def validation_carve(train: pd.DataFrame, frac: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def validation_carve(
+    train: pd.DataFrame, frac: float, seed: int, by: Literal["track", "source"] = "track"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split training rows into (fit, validation), stratified by style, for early stopping.
 
-    Styles with fewer than four training tracks keep all of them for fitting (two are needed for a
-    positive pair, and validation of a style needs one more plus a same-style candidate).
+    ``by="track"``: a share ``frac`` of each style's tracks. Styles with fewer than four training tracks
+    keep all of them for fitting (two are needed for a positive pair, and validation of a style needs one
+    more plus a same-style candidate).
+
+    ``by="source"`` (needs a ``source`` column): each style with at least three sources on the training
+    side lends its smallest source to validation, so early stopping rewards finding a style in a source
+    the branch is not fitted on (the source-disjoint view) rather than memorising recordings.
     """
     rng = np.random.default_rng(seed)
     val_ids: list[str] = []
     for _style, rows in train.groupby("style", sort=True):
+        if by == "source":
+            sizes = rows.groupby("source").size().sort_index()
+            if len(sizes) >= 3:
+                smallest = sizes.index[int(np.argmin(sizes.to_numpy()))]
+                val_ids += list(rows.loc[rows["source"] == smallest, "track_id"])
+            continue
         ids = sorted(rows["track_id"])
         if len(ids) < 4:
             continue

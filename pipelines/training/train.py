@@ -10,6 +10,12 @@ pair against every other-style member of the pool; ``semi-hard`` re-chooses each
 being trained, after ``mine_after_epochs`` epochs of the dataset's random negatives (a random model has
 nothing to mine); ``random`` uses the listed triplets as they are.
 
+Channel augmentation (``augment_channel``): each training window gets a random constant added to each
+MFCC over all its frames, ``augment_channel`` standard deviations of that coefficient. An equaliser, a
+microphone or a mastering chain multiplies the spectrum, which is an additive constant in the cepstrum:
+exactly the recording fingerprint a model must not rely on to tell styles apart. Deltas are unchanged by
+it, as they should be.
+
 An epoch is ``batches_per_epoch`` batches; after each, the validation tracks (carved from the training
 side, never the evaluation fold) are ranked against the training tracks by their first-N-frames vectors,
 and the weights with the best validation mAP@10 are kept. Training stops once that has not improved for
@@ -55,6 +61,13 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(default=1e-4, ge=0)
     margin: float = Field(default=0.2, gt=0)
     mining: Literal["random", "semi-hard", "batch-all"] = "batch-all"
+    positives: Literal["any", "other-source"] = Field(
+        default="any", description="other-source: a positive from another source of the style when there is one."
+    )
+    val_by: Literal["track", "source"] = Field(
+        default="track", description="Validation tracks for early stopping: a share of tracks, or whole sources."
+    )
+    augment_channel: float = Field(default=0.0, ge=0.0, description="Random cepstral offset per window, in sds.")
     mine_after_epochs: int = Field(default=2, ge=0)
     patience_epochs: int = Field(default=8, ge=1)
     min_epochs: int = Field(default=8, ge=1)
@@ -114,15 +127,19 @@ def embed(model: Encoder, vectors: np.ndarray, batch: int = 256) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, model.config.dim), np.float32)
 
 
-def _validate(model: Encoder, bank: WindowBank, fit: pd.DataFrame, val: pd.DataFrame) -> dict[str, float]:
+def _validate(
+    model: Encoder, bank: WindowBank, fit: pd.DataFrame, val: pd.DataFrame, by: str = "track"
+) -> dict[str, float]:
+    """Validation tracks ranked against the fit tracks (and, by track, the other validation tracks)."""
     if not len(val):
         return {"val_map@10": float("nan"), "val_p@10": float("nan")}
-    both = pd.concat([fit, val], ignore_index=True)
+    # By source, the validation sources' own tracks are no candidates: finding them measures the source.
+    both = pd.concat([fit, val], ignore_index=True) if by == "track" else fit
     vectors = bank.matrix[[bank.row[(t, 0.0)] for t in both["track_id"]]]
     e = embed(model, vectors)
-    nv = len(val)
+    q = embed(model, bank.matrix[[bank.row[(t, 0.0)] for t in val["track_id"]]])
     table = retrieval_table(
-        e[-nv:], list(val["track_id"]), list(val["style"]), e, list(both["track_id"]), list(both["style"])
+        q, list(val["track_id"]), list(val["style"]), e, list(both["track_id"]), list(both["style"])
     )
     s = summarise(table)
     return {"val_map@10": s["map@10"], "val_p@10": s["p@10"]}
@@ -164,6 +181,8 @@ def _train(
     fit_ids = set(fit["track_id"])
     fit_rows = [i for (t, _o), i in bank.row.items() if t in fit_ids]
     model.fit_scaler(torch.from_numpy(bank.matrix[sorted(fit_rows)]))
+    n_mfcc = config.encoder.n_mfcc
+    coef_sd = bank.matrix[sorted(fit_rows)].reshape(-1, n_mfcc).std(0) if config.augment_channel else None
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n_batches = int(triplets["batch"].max()) + 1 if len(triplets) else 0
     if n_batches == 0:
@@ -189,7 +208,11 @@ def _train(
                 | set(zip(rows["negative"], rows["negative_offset"].astype(float), strict=True))
             )
             slot = {k: i for i, k in enumerate(keys)}
-            emb = model(torch.from_numpy(bank.matrix[[bank.row[k] for k in keys]]))
+            x = bank.matrix[[bank.row[k] for k in keys]]
+            if coef_sd is not None:
+                shift = rng.standard_normal((len(keys), 1, n_mfcc)) * coef_sd * config.augment_channel
+                x = (x.reshape(len(keys), -1, n_mfcc) + shift.astype(np.float32)).reshape(len(keys), -1)
+            emb = model(torch.from_numpy(x))
             dist = pairwise_cosine_distance(emb)
             a = np.array([slot[k] for k in zip(rows["anchor"], rows["anchor_offset"].astype(float), strict=True)])
             p = np.array([slot[k] for k in zip(rows["positive"], rows["positive_offset"].astype(float), strict=True)])
@@ -215,7 +238,7 @@ def _train(
             losses.append(loss.item())
             active.append(share)
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "active": float(np.mean(active))}
-        record |= _validate(model, bank, fit, val)
+        record |= _validate(model, bank, fit, val, config.val_by)
         record["lr"] = float(schedule.get_last_lr()[0])
         history.append(record)
         if on_epoch is not None:

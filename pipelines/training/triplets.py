@@ -22,6 +22,12 @@ Mining:
   this way with the model being trained (:func:`semi_hard_negatives`), so the file's negatives are the
   random starting point and its ``strategy`` column says which miner training applies.
 
+Positives (``positives``): ``any`` other track of the style, or ``other-source``: a track of the same style
+from a different source whenever the pool has one (the pool then draws each style's tracks round-robin
+over its sources, so a small source is not drowned by a big one). Pulling a style's sources together is
+what teaches the branch the style rather than the recording (issue 5/5); a style with a single source
+falls back to same-source pairs.
+
 ``triplets_per_batch`` applies to ``random`` and ``semi-hard``; ``batch-all`` batches hold every pair.
 """
 
@@ -38,10 +44,11 @@ from pipelines.errors import UserError
 
 Strategy = Literal["random", "semi-hard", "batch-all"]
 STRATEGIES = ("random", "semi-hard", "batch-all")
+Positives = Literal["any", "other-source"]
 
 TRIPLET_SCHEMA = pa.schema(
     [
-        ("fold", pa.int32()),  # the evaluation fold these triplets leave out (their tracks are all others)
+        ("holdout", pa.string()),  # the branch these triplets train (its held-out tracks are never in them)
         ("batch", pa.int32()),
         ("anchor", pa.string()),
         ("positive", pa.string()),
@@ -66,11 +73,13 @@ def build_triplets(
     triplets_per_batch: int = 256,
     seed: int = 0,
     strategy: Strategy = "random",
-    fold: int = 0,
+    holdout: str = "all",
+    positives: Positives = "any",
 ) -> pd.DataFrame:
-    """A balanced, reproducible triplet dataset over ``tracks`` (track_id, style).
+    """A balanced, reproducible triplet dataset over ``tracks`` (track_id, style[, source]).
 
     ``offsets[track_id]`` lists the window offsets available for a track (missing: only 0.0).
+    ``positives="other-source"`` needs a ``source`` column.
     """
     if strategy not in STRATEGIES:
         raise UserError(f"unknown mining strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
@@ -81,11 +90,14 @@ def build_triplets(
     rng = np.random.default_rng(seed)
     style_of = dict(zip(tracks["track_id"], tracks["style"], strict=True))
     per_style = max(1, triplets_per_batch // len(anchor_styles))
+    cross = positives == "other-source"
+    source_of = dict(zip(tracks["track_id"], tracks["source"].astype(str), strict=True)) if cross else {}
     out: list[pd.DataFrame] = []
     for b in range(n_batches):
-        pool: dict[str, np.ndarray] = {
-            s: rng.choice(ids, min(tracks_per_style, len(ids)), replace=False) for s, ids in by_style.items()
-        }
+        if cross:
+            pool = {s: _draw_over_sources(ids, source_of, tracks_per_style, rng) for s, ids in by_style.items()}
+        else:
+            pool = {s: rng.choice(ids, min(tracks_per_style, len(ids)), replace=False) for s, ids in by_style.items()}
         off = {
             t: float(rng.choice(np.asarray(offsets.get(t, (0.0,)), dtype=np.float32)))
             for ids in pool.values()
@@ -99,11 +111,16 @@ def build_triplets(
             if strategy == "batch-all":  # every ordered pair of the style's pool members
                 a_idx, p_idx = (x.ravel() for x in np.meshgrid(np.arange(len(same)), np.arange(len(same))))
                 keep = a_idx != p_idx
+                if cross:
+                    keep &= _cross_source_pairs(same, source_of)[a_idx, p_idx]
                 a_idx, p_idx = a_idx[keep], p_idx[keep]
             else:
                 a_idx = rng.integers(len(same), size=per_style)
                 # A positive is another member of the anchor's style: shift by 1..len-1 places.
                 p_idx = (a_idx + rng.integers(1, len(same), size=per_style)) % len(same)
+                if cross:
+                    allowed = _cross_source_pairs(same, source_of)
+                    p_idx = np.array([rng.choice(np.flatnonzero(allowed[i])) for i in a_idx], dtype=np.int64)
             rows_a.append(same[a_idx])
             rows_p.append(same[p_idx])
             rows_n.append(rng.choice(others, len(a_idx)))
@@ -113,7 +130,7 @@ def build_triplets(
         out.append(
             pd.DataFrame(
                 {
-                    "fold": fold,
+                    "holdout": holdout,
                     "batch": b,
                     "anchor": a,
                     "positive": p,
@@ -130,6 +147,29 @@ def build_triplets(
             )
         )
     return pd.concat(out, ignore_index=True)
+
+
+def _draw_over_sources(ids: np.ndarray, source_of: Mapping[str, str], k: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to ``k`` distinct tracks, dealt round-robin over their sources in a random order."""
+    by_source: dict[str, list[str]] = {}
+    for t in rng.permutation(ids):
+        by_source.setdefault(source_of[t], []).append(str(t))
+    queues = [by_source[s] for s in rng.permutation(sorted(by_source))]
+    picked: list[str] = []
+    while len(picked) < min(k, len(ids)):
+        for q in queues:
+            if q and len(picked) < k:
+                picked.append(q.pop())
+    return np.array(picked)
+
+
+def _cross_source_pairs(members: np.ndarray, source_of: Mapping[str, str]) -> np.ndarray:
+    """``allowed[a, p]``: p may be a's positive: another source when the pool has one, else any other track."""
+    src = np.array([source_of[t] for t in members])
+    other = src[:, None] != src[None, :]
+    fallback = ~np.eye(len(members), dtype=bool)
+    has_other = other.any(1, keepdims=True)
+    return np.where(has_other, other, fallback)
 
 
 def semi_hard_negatives(

@@ -62,15 +62,15 @@ def test_dag_trains_a_model_that_beats_raw_and_announces_the_champion(
     assert registry.alias(CHAMPION) == registry.alias(CHALLENGER) == "1"
     version = registry.version("1")
     metrics = registry.run_metrics(version.run_id)
-    # the trained model beats the untrained method (raw concatenated MFCCs + cosine) in both views
-    assert metrics["model/catalogue/p_at_10"] > metrics["raw/catalogue/p_at_10"] + 0.1
-    assert metrics["model/unseen/map_at_10"] > metrics["raw/unseen/map_at_10"] + 0.1
+    # leave-one-album-out, the trained model beats the untrained method (raw concatenated MFCCs + cosine)
+    assert metrics["model/catalogue/p_at_10"] > metrics["raw/catalogue/p_at_10"] + 0.05
+    assert metrics["model/cross_source/map_at_10"] > metrics["raw/cross_source/map_at_10"] + 0.1
     assert version.tags["gate.decision"] == "promoted"
     events = _champion_events()
     assert len(events) == events_before + 1 and events[-1] == {"version": "1"}
 
     # The same recipe again is no better than the champion: registered as challenger, not announced.
-    again = dag.test(run_conf={"job": SMALL_JOB.model_copy(update={"spread": False}).model_dump(mode="json")})
+    again = dag.test(run_conf={"job": SMALL_JOB.model_copy(update={"secondary": False}).model_dump(mode="json")})
     states = _states(again)
     assert again.state == "success", states
     assert states["gate"] == "success" and states["announce_champion"] == "skipped"

@@ -46,10 +46,10 @@ def test_train_show_promote_rollback(catalogue: Settings, tmp_path: Path) -> Non
     _error(_musicrec(["model", "rollback"], catalogue, uri), "no champion to roll back")
     _error(_musicrec(["train", "--group-by", "genre"], catalogue, uri), "--group-by must be")
 
-    args = ["train", "--folds", "3", "--no-spread", "--epochs", "4"]
+    args = ["train", "--folds", "3", "--no-secondary", "--epochs", "4"]
     first = _musicrec(args, catalogue, uri)
     assert first.returncode == 0, first.stderr[-3000:]
-    for row in ("| model |", "| raw |", "| meanstd |", "| random |"):
+    for row in ("| model |", "| raw |", "| meanstd |", "| random |", "Leave-one-source-out"):
         assert row in first.stdout
     assert "version 1: PROMOTED to champion" in first.stdout and "beats raw" in first.stdout
 

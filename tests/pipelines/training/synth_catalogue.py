@@ -18,6 +18,7 @@ SYNTH_FEATURES = FeatureParams(n_frames=64)
 
 SMALL_JOB = TrainingJob(
     n_folds=3,
+    workers=2,
     train=TrainConfig(
         encoder=EncoderConfig(frame_layers=(32,), head_layers=(32,), dim=16),
         epochs=6,
@@ -31,9 +32,9 @@ SMALL_JOB = TrainingJob(
 )
 
 
-def build_synthetic_catalogue(root: Path, per_style: int = 8) -> Settings:
-    """Three synthetic styles imported as a folder-per-style library, features built."""
-    style_library(root / "library", per_style=per_style, seconds=4.0)
+def build_synthetic_catalogue(root: Path, per_style: int = 8, sources: int = 2) -> Settings:
+    """Three synthetic styles from ``sources`` albums each, imported as a folder-per-style library, features built."""
+    style_library(root / "library", per_style=per_style, seconds=4.0, sources=sources)
     settings = Settings(data_root=root / "data", features=SYNTH_FEATURES)
     import_catalogue(root / "library", settings)
     FeatureBuild(settings=settings, shards=1).run()

@@ -49,11 +49,30 @@ def track(style: str, seconds: float, seed: int, sr: int = SR) -> np.ndarray:
     return (gain * out / (np.abs(out).max() + 1e-9)).astype(np.float32)
 
 
-def style_library(root: Path, per_style: int = 8, seconds: float = 4.0) -> dict[str, list[Path]]:
-    """``root/<style>/<style>_<i>.wav`` for the three styles: a folder-per-style catalogue to import."""
+def recording(signal: np.ndarray, source_seed: int) -> np.ndarray:
+    """The source's own recording chain: a fixed short filter (an EQ) and level, the same for all its tracks."""
+    rng = np.random.default_rng(10_000 + source_seed)
+    taps = np.r_[1.0, rng.uniform(-0.9, 0.9, 3)]
+    out = np.convolve(signal, taps)[: len(signal)]
+    return (out / (np.abs(out).max() + 1e-9) * np.abs(signal).max()).astype(np.float32)
+
+
+def style_library(root: Path, per_style: int = 8, seconds: float = 4.0, sources: int = 1) -> dict[str, list[Path]]:
+    """A folder-per-style catalogue to import: ``root/<style>/<style>_<i>.wav`` for the three styles.
+
+    With ``sources > 1`` each style's tracks are dealt over that many albums (``root/<style>/<album>/``,
+    which the importer records as the track's source), each with its own recording chain: a catalogue
+    where a model can tell sources apart, for the source-disjoint views.
+    """
     out: dict[str, list[Path]] = {}
     for k, style in enumerate(STYLES):
-        out[style] = [
-            write(root / style / f"{style}_{i}.wav", track(style, seconds, seed=1000 * k + i)) for i in range(per_style)
-        ]
+        out[style] = []
+        for i in range(per_style):
+            audio = track(style, seconds, seed=1000 * k + i)
+            folder = root / style
+            if sources > 1:
+                j = i % sources
+                audio = recording(audio, 10 * k + j)
+                folder = folder / f"{style}-album{j}"
+            out[style].append(write(folder / f"{style}_{i}.wav", audio))
     return out

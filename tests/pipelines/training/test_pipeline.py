@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def _run(settings: Settings, job: pipeline.TrainingJob) -> tuple[dict, pipeline.
 
 
 def _model_metrics(registry: Registry, run_id: str) -> dict[str, float]:
-    return {k: v for k, v in registry.run_metrics(run_id).items() if k.startswith(("model/", "evalfold/model/"))}
+    return {k: v for k, v in registry.run_metrics(run_id).items() if k.startswith(("model/", "track/model/"))}
 
 
 def test_train_register_gate_promote_rollback(synth_settings: Settings) -> None:
@@ -50,38 +51,47 @@ def test_train_register_gate_promote_rollback(synth_settings: Settings) -> None:
     other = SMALL_JOB.model_copy(update={"split_seed": SMALL_JOB.split_seed + 1})
     assert pipeline.trained_version(settings, other) is None
 
-    # The first model ever is promoted because it beats the raw baseline; the reasons say so.
-    assert d1.promoted and first["version"] == "1"
+    # The first model ever is promoted because, leave-one-source-out, it beats the raw baseline.
+    assert d1.promoted and first["version"] == "1", d1.reasons
     assert resolve_alias(settings, CHAMPION) == "1" == resolve_alias(settings, CHALLENGER)
     v1 = registry.version("1")
     assert v1.tags["gate.decision"] == "promoted" and "beats raw" in v1.tags["gate.reasons"]
     assert v1.tags["feature_version"] == read_features(settings).version
     metrics = registry.run_metrics(first["run_id"])
-    for key in ("catalogue/p_at_10", "unseen/map_at_10"):
+    for key in ("catalogue/p_at_10", "cross_source/map_at_10"):
         assert metrics[f"model/{key}"] > metrics[f"raw/{key}"]
         assert f"model/{key}_sd" in metrics and f"meanstd/{key}" in metrics and f"random/{key}" in metrics
+        assert f"track/model/{key}" in metrics  # the secondary, track-disjoint view is logged beside it
     run = registry.client.get_run(first["run_id"])
     assert run.info.status == "FINISHED"
-    assert run.data.params["split_file"].startswith("split-track-k3") and run.data.params["feature_version"]
+    # Six albums (two per style): a branch per album left out, the track-disjoint fold, and the served one.
+    assert run.data.params["split_file"] == "split-source-loo-s0.parquet" and run.data.params["branches"] == "8"
     assert "loss" in metrics and len(registry.client.get_metric_history(first["run_id"], "loss")) >= 3
     review = {f.path for f in registry.client.list_artifacts(first["run_id"], "review")}
     assert {
         "review/loss_curves.png",
         "review/per_style.csv",
         "review/confusion_catalogue.png",
+        "review/confusion_cross_source.png",
+        "review/per_source.csv",
         "review/projection.png",
         "review/example_queries.md",
         "review/evaluation.md",
         "review/summary.md",
     } <= review
 
-    # The registered model embeds like the trained fold model, from the raw front-end vector.
+    per_source = (pipeline.run_dir(settings, first["run_id"]) / "artifacts" / "per_source.csv").read_text()
+    assert "source:plucks-album0" in per_source and "source:hits-album1" in per_source
+
+    # The registered model is the branch trained on every track, embedding from the raw front-end vector.
     fm = read_features(settings)
     embedder = load_embedder(settings, "1")
     out = embedder.embed(fm.matrix)
     assert out.shape == (len(fm.track_ids), 16) and embedder.feature_version == fm.version
-    fold_model, _ = pipeline._load_fold_models(pipeline.run_dir(settings, first["run_id"]))
-    np.testing.assert_allclose(out, pipeline.embed(fold_model[0], fm.matrix), atol=1e-5)
+    prepared = pipeline.prepare(settings, SMALL_JOB)
+    plan = pipeline.plan_from_json(json.loads(Path(prepared["plan"]).read_text()))
+    branches, _ = pipeline.load_branches(pipeline.run_dir(settings, first["run_id"]), plan)
+    np.testing.assert_allclose(out, pipeline.embed(branches["all"], fm.matrix), atol=1e-5)
 
     # Same seed, same data: same metrics. Not better than the champion by the margin: not promoted.
     second, d2 = _run(settings, SMALL_JOB)
@@ -90,8 +100,9 @@ def test_train_register_gate_promote_rollback(synth_settings: Settings) -> None:
     assert registry.alias(CHAMPION) == "1" and registry.alias(CHALLENGER) == "2"
     v2 = registry.version("2")
     assert v2.tags["gate.decision"] == "rejected" and "does not beat champion" in v2.tags["gate.reasons"]
+    # The champion's recipe was judged on this very catalogue: its numbers are carried over for the gate.
     champ_metrics = registry.run_metrics(second["run_id"])
-    assert champ_metrics["evalfold/champion/catalogue/p_at_10"] == champ_metrics["evalfold/model/catalogue/p_at_10"]
+    assert champ_metrics["champion/cross_source/map_at_10"] == champ_metrics["model/cross_source/map_at_10"]
 
     # By hand: promote 2, then roll back to 1, with audit tags.
     assert registry.set_champion("2", by="manual:test", reason="review") == "1"
@@ -107,7 +118,7 @@ def test_train_register_gate_promote_rollback(synth_settings: Settings) -> None:
 
 
 def test_nan_loss_fails_the_run_and_registers_nothing(synth_settings: Settings) -> None:
-    job = SMALL_JOB.model_copy(update={"train": SMALL_JOB.train.model_copy(update={"lr": 1e30}), "spread": False})
+    job = SMALL_JOB.model_copy(update={"train": SMALL_JOB.train.model_copy(update={"lr": 1e30}), "secondary": False})
     prepared = pipeline.prepare(synth_settings, job)
     with pytest.raises(TrainingFailed, match="nan"):
         pipeline.train(synth_settings, job, prepared)

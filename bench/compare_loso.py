@@ -1,0 +1,141 @@
+"""Compare training recipes leave-one-source-out: does the branch learn the style or the recording?
+
+For each recipe and each source in turn, a branch is trained without that source (the real
+``train_branch`` on the real triplet builder), the whole catalogue is embedded with it, and the held-out
+source's tracks are scored (:mod:`pipelines.training.evaluate`): ``catalogue`` (every other track is a
+candidate) and ``cross_source`` (only other sources' tracks are). The baselines (raw MFCC, MFCC
+mean+std, random) are scored on the same folds. Numbers are the mean over sources (every source weighs
+the same) with the standard deviation over sources as the spread.
+
+Run: ``.venv/bin/python bench/compare_loso.py --data-root DATA [--only NAME ...] [--workers 2]``. DATA
+needs the extended demo corpus's feature store (``MUSICREC_DEMO_EXTENDED=true musicrec features build``).
+Results go to stdout and are appended to bench/results/loso_comparison.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipelines.model.encoder import EncoderConfig
+from pipelines.settings import Settings
+from pipelines.training import pipeline
+from pipelines.training.evaluate import BASELINES, baseline_embeddings, evaluate_models, summary
+from pipelines.training.split import make_split, validation_carve
+from pipelines.training.train import TrainConfig, embed, train_branch
+from pipelines.training.triplets import build_triplets
+
+RESULTS = Path(__file__).resolve().parent / "results" / "loso_comparison.md"
+BASE = TrainConfig()
+CROSS = BASE.model_copy(update={"positives": "other-source"})
+SMALL = EncoderConfig(frame_layers=(32,), head_layers=(32,), dim=16, dropout=0.3)
+
+RECIPES: dict[str, tuple[str, TrainConfig]] = {
+    "default": ("the track-disjoint winner of 3/4", BASE),
+    "cross-pos": ("positives from another source of the style, pools balanced over sources", CROSS),
+    "cross-pos+aug": ("+ channel augmentation 0.5 sd", CROSS.model_copy(update={"augment_channel": 0.5})),
+    "cross-pos+aug1": ("+ channel augmentation 1.0 sd", CROSS.model_copy(update={"augment_channel": 1.0})),
+    "cross-pos+valsrc": ("+ early stopping on held-out sources", CROSS.model_copy(update={"val_by": "source"})),
+    "cross-pos+aug+small": (
+        "+ augmentation 0.5, per-frame 32, head 32, dim 16, dropout 0.3, weight decay 1e-2",
+        CROSS.model_copy(update={"augment_channel": 0.5, "encoder": SMALL, "weight_decay": 1e-2}),
+    ),
+    "cross-pos+aug+valsrc": (
+        "+ augmentation 0.5 and early stopping on held-out sources",
+        CROSS.model_copy(update={"augment_channel": 0.5, "val_by": "source"}),
+    ),
+}
+
+_STATE: dict[str, object] = {}
+
+
+def _train_fold(args: tuple[str, int]) -> tuple[int, np.ndarray, float]:
+    name, fold = args
+    cfg: TrainConfig = RECIPES[name][1]
+    split: pd.DataFrame = _STATE["split"]  # type: ignore[assignment]
+    bank = _STATE["bank"]
+    cat = _STATE["cat"]
+    offsets = bank.offsets()  # type: ignore[attr-defined]
+    start = time.perf_counter()
+    side = split[split["fold"] != fold]
+    fit, val = validation_carve(side, cfg.val_fraction, cfg.seed + fold, by=cfg.val_by)
+    trip = build_triplets(
+        fit,
+        offsets,
+        n_batches=cfg.epochs * cfg.batches_per_epoch,
+        tracks_per_style=cfg.tracks_per_style,
+        triplets_per_batch=cfg.triplets_per_batch,
+        seed=cfg.seed + 1000 * fold,
+        strategy=cfg.mining,
+        holdout=str(fold),
+        positives=cfg.positives,
+    )
+    result = train_branch(cfg.model_copy(update={"seed": cfg.seed + fold}), bank, fit, val, trip)  # type: ignore[arg-type]
+    return fold, embed(result.model, cat.matrix), time.perf_counter() - start  # type: ignore[attr-defined]
+
+
+def _row(name: str, table: pd.DataFrame, seconds: float) -> str:
+    cells = []
+    for view, metric in [(v, m) for v in ("catalogue", "cross_source") for m in ("p@10", "map@10")]:
+        r = table[(table["model"] == name) & (table["view"] == view)]
+        cells.append(f"{float(r[metric].iloc[0]):.3f} ± {float(r[metric + '_sd'].iloc[0]):.3f}")
+    return f"| {name} | " + " | ".join(cells) + f" | {seconds:.0f} |"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-root", type=Path, required=True)
+    ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--workers", type=int, default=1)
+    args = ap.parse_args()
+    settings = Settings(data_root=args.data_root)
+    cat = pipeline.load_catalogue(settings)
+    tracks = cat.tracks
+    split = make_split(tracks, n_folds=0, group_by="source").merge(tracks[["track_id", "source"]], on="track_id")
+    bank = pipeline._bank(settings, cat, pipeline.TrainingJob())
+    _STATE.update(split=split, bank=bank, cat=cat)
+    folds_of = split.set_index("track_id").reindex(cat.track_ids)["fold"].to_numpy()
+    sources = list(tracks["source"].astype(str))
+    styles = list(tracks["style"])
+    base = {b: dict.fromkeys(sorted(set(folds_of)), baseline_embeddings(b, cat.matrix, cat.n_mfcc)) for b in BASELINES}
+    per_query = evaluate_models(base, cat.matrix, cat.track_ids, styles, folds_of, sources)
+    lines = [
+        f"## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {len(cat.track_ids)} tracks, {len(set(folds_of))} sources",
+        "",
+        "| recipe | catalogue p@10 | catalogue mAP@10 | cross-source p@10 | cross-source mAP@10 | s/fold |",
+        "|---|---|---|---|---|---|",
+    ]
+    table = summary(per_query)
+    lines += [_row(b, table, 0) for b in BASELINES]
+    print("\n".join(lines), flush=True)
+    names = args.only or list(RECIPES)
+    ctx = mp.get_context("fork")
+    for name in names:
+        jobs = [(name, int(f)) for f in sorted(set(folds_of))]
+        with ctx.Pool(args.workers) as pool:
+            done = pool.map(_train_fold, jobs)
+        emb = {fold: e for fold, e in (d[:2] for d in done)}
+        pq = evaluate_models({name: emb}, cat.matrix, cat.track_ids, styles, folds_of, sources)
+        per_query = pd.concat([per_query, pq], ignore_index=True)
+        t = summary(pq)
+        line = _row(name, t, float(np.mean([d[2] for d in done])))
+        lines.append(line)
+        print(line, f"  <- {RECIPES[name][0]}", flush=True)
+        per_query.to_parquet(Path("/tmp") / "loso_per_query.parquet")
+    RESULTS.parent.mkdir(exist_ok=True)
+    notes = "\n".join(f"- `{n}`: {RECIPES[n][0]}" for n in names)
+    with RESULTS.open("a") as f:
+        f.write("\n".join(lines) + "\n\n" + notes + "\n\n")
+
+
+if __name__ == "__main__":
+    main()
