@@ -84,3 +84,41 @@ def test_validation_carve_is_stratified_and_keeps_small_styles_whole() -> None:
     fit, val = validation_carve(split, 0.2, seed=0)
     assert set(fit["track_id"]).isdisjoint(val["track_id"])
     assert len(val[val["style"] == "a"]) == 4 and len(val[val["style"] == "b"]) == 0
+
+
+def test_leave_one_source_out_gives_each_source_its_own_fold(tmp_path: Path) -> None:
+    tracks = _tracks({"a": 6, "b": 4})  # sources a-pkg0, a-pkg1, b-pkg0, b-pkg1
+    split = make_split(tracks, n_folds=0, group_by="source")
+    assert split.groupby("fold")["group"].nunique().eq(1).all()
+    assert sorted(split.drop_duplicates("group")["group"]) == ["g:a-pkg0", "g:a-pkg1", "g:b-pkg0", "g:b-pkg1"]
+    assert set(split["fold"]) == {0, 1, 2, 3}
+    with pytest.raises(UserError, match="one fold per track"):
+        make_split(tracks, n_folds=0, group_by="track")
+
+    # Frozen: a new track of a known source joins its fold, a new source gets a fold of its own.
+    path = tmp_path / "split.parquet"
+    first = frozen_split(tracks, path, n_folds=0, group_by="source")
+    more = pd.concat(
+        [
+            tracks,
+            pd.DataFrame(
+                [
+                    {"track_id": "a.new", "style": "a", "source": "a-pkg1", "album": None},
+                    {"track_id": "b.new", "style": "b", "source": "b-pkg9", "album": None},
+                ]
+            ),
+        ]
+    )
+    grown = frozen_split(more, path, n_folds=0, group_by="source").set_index("track_id")["fold"]
+    assert grown["a.new"] == grown["a.01"] and grown["b.new"] == 4
+    assert grown.drop(["a.new", "b.new"]).to_dict() == first.set_index("track_id")["fold"].to_dict()
+
+
+def test_validation_by_source_lends_the_smallest_source_of_styles_with_three() -> None:
+    rows = [("a", "a-big", 6), ("a", "a-mid", 3), ("a", "a-tiny", 2), ("b", "b-one", 5), ("b", "b-two", 2)]
+    train = pd.DataFrame(
+        [{"track_id": f"{src}.{i}", "style": s, "source": src} for s, src, n in rows for i in range(n)]
+    )
+    fit, val = validation_carve(train, 0.2, seed=0, by="source")
+    assert set(val["source"]) == {"a-tiny"}  # b has two sources: both stay for fitting
+    assert not set(fit["source"]) & set(val["source"]) and len(fit) + len(val) == len(train)

@@ -109,3 +109,16 @@ def test_nan_loss_fails_the_run() -> None:
     bank, fit, val, trip = _setup(cfg)
     with pytest.raises(TrainingFailed, match="nan"):
         train_branch(cfg, bank, fit, val, trip)
+
+
+def test_channel_augmentation_is_seeded_and_still_learns() -> None:
+    cfg = _config(augment_channel=0.5)
+    bank, fit, val, trip = _setup(cfg)
+    a = train_branch(cfg, bank, fit, val, trip)
+    b = train_branch(cfg, bank, fit, val, trip)
+    plain = train_branch(_config(), bank, fit, val, trip)
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k])
+    assert any(not torch.equal(v, plain.model.state_dict()[k]) for k, v in a.model.state_dict().items())
+    tracks, _ = _data()
+    assert _val_map(a.model, bank, tracks) > 0.8  # three styles: chance is about 0.35

@@ -71,3 +71,23 @@ def test_batch_all_lists_every_pair_of_each_pool() -> None:
     assert (per_batch["big"] == 20).all() and (per_batch["mid"] == 20).all() and (per_batch["small"] == 2).all()
     assert not t.duplicated(["batch", "anchor", "positive"]).any()
     assert (t["anchor"] != t["positive"]).all() and (t["anchor_style"] != t["negative_style"]).all()
+
+
+def test_other_source_positives_cross_sources_and_pools_cover_small_sources() -> None:
+    rows = [("x", "x-big", 20), ("x", "x-small", 2), ("y", "y-only", 6), ("z", "z-one", 5), ("z", "z-two", 5)]
+    tracks = pd.DataFrame(
+        [{"track_id": f"{src}{i}", "style": s, "source": src} for s, src, n in rows for i in range(n)]
+    )
+    source = dict(zip(tracks["track_id"], tracks["source"], strict=True))
+    for strategy in ("batch-all", "random"):
+        t = build_triplets(
+            tracks, {}, n_batches=30, tracks_per_style=4, seed=3, strategy=strategy, positives="other-source"
+        )
+        a, p = t["anchor"].map(source), t["positive"].map(source)
+        multi = t["anchor_style"] != "y"  # y has one source: same-source positives are all it has
+        assert (a[multi] != p[multi]).all() and (a[~multi] == p[~multi]).all() and (~multi).any()
+        # Round-robin over sources: the 2-track source of x is in every batch's pool, not 2 in 22 of the time.
+        small = t[(t["anchor"].map(source) == "x-small") | (t["positive"].map(source) == "x-small")]
+        assert small["batch"].nunique() == 30
+    plain = build_triplets(tracks, {}, n_batches=30, tracks_per_style=4, seed=3, strategy="batch-all")
+    assert (plain["anchor"].map(source) == plain["positive"].map(source)).any()
