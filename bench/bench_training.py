@@ -58,7 +58,7 @@ def main() -> None:
     job = pipeline.TrainingJob(train=TrainConfig(epochs=args.epochs, min_epochs=args.epochs))
     cat = pipeline.load_catalogue(settings)
     t_windows = time.perf_counter()
-    bank = pipeline._bank(settings, cat, job)
+    bank = pipeline.window_bank(settings, cat, job)
     t_windows = time.perf_counter() - t_windows
     elapsed = time.perf_counter() - t0
     print(f"catalogue: {len(cat.track_ids)} tracks, {len(bank.matrix)} training vectors ({elapsed:.0f} s)")

@@ -53,6 +53,19 @@ RECIPES: dict[str, tuple[str, TrainConfig]] = {
         "+ augmentation 0.5 and early stopping on held-out sources",
         CROSS.model_copy(update={"augment_channel": 0.5, "val_by": "source"}),
     ),
+    "cross-pos+small": (
+        "per-frame 32, head 32, dim 16, dropout 0.3, weight decay 1e-2",
+        CROSS.model_copy(update={"encoder": SMALL, "weight_decay": 1e-2}),
+    ),
+    "cross-pos+small+valsrc": (
+        "small, early stopping on held-out sources",
+        CROSS.model_copy(update={"encoder": SMALL, "weight_decay": 1e-2, "val_by": "source"}),
+    ),
+    "cross-pos+first-60s": (
+        "windows only up to 60 s into the track",
+        CROSS.model_copy(update={"window_offsets_s": (10.0, 20.0, 30.0, 40.0, 50.0, 60.0)}),
+    ),
+    "cross-pos+lr3e-4": ("learning rate 3e-4", CROSS.model_copy(update={"lr": 3e-4})),
 }
 
 _STATE: dict[str, object] = {}
@@ -64,7 +77,8 @@ def _train_fold(args: tuple[str, int]) -> tuple[int, np.ndarray, float]:
     split: pd.DataFrame = _STATE["split"]  # type: ignore[assignment]
     bank = _STATE["bank"]
     cat = _STATE["cat"]
-    offsets = bank.offsets()  # type: ignore[attr-defined]
+    keep = {0.0, *cfg.window_offsets_s}
+    offsets = {t: [o for o in os if o in keep] for t, os in bank.offsets().items()}  # type: ignore[attr-defined]
     start = time.perf_counter()
     side = split[split["fold"] != fold]
     fit, val = validation_carve(side, cfg.val_fraction, cfg.seed + fold, by=cfg.val_by)
@@ -101,7 +115,7 @@ def main() -> None:
     cat = pipeline.load_catalogue(settings)
     tracks = cat.tracks
     split = make_split(tracks, n_folds=0, group_by="source").merge(tracks[["track_id", "source"]], on="track_id")
-    bank = pipeline._bank(settings, cat, pipeline.TrainingJob())
+    bank = pipeline.window_bank(settings, cat, pipeline.TrainingJob())
     _STATE.update(split=split, bank=bank, cat=cat)
     folds_of = split.set_index("track_id").reindex(cat.track_ids)["fold"].to_numpy()
     sources = list(tracks["source"].astype(str))
@@ -117,6 +131,9 @@ def main() -> None:
     table = summary(per_query)
     lines += [_row(b, table, 0) for b in BASELINES]
     print("\n".join(lines), flush=True)
+    RESULTS.parent.mkdir(exist_ok=True)
+    with RESULTS.open("a") as f:
+        f.write("\n".join(lines) + "\n")
     names = args.only or list(RECIPES)
     ctx = mp.get_context("fork")
     for name in names:
@@ -128,13 +145,12 @@ def main() -> None:
         per_query = pd.concat([per_query, pq], ignore_index=True)
         t = summary(pq)
         line = _row(name, t, float(np.mean([d[2] for d in done])))
-        lines.append(line)
         print(line, f"  <- {RECIPES[name][0]}", flush=True)
-        per_query.to_parquet(Path("/tmp") / "loso_per_query.parquet")
-    RESULTS.parent.mkdir(exist_ok=True)
+        with RESULTS.open("a") as f:
+            f.write(line + "\n")
     notes = "\n".join(f"- `{n}`: {RECIPES[n][0]}" for n in names)
     with RESULTS.open("a") as f:
-        f.write("\n".join(lines) + "\n\n" + notes + "\n\n")
+        f.write("\n" + notes + "\n\n")
 
 
 if __name__ == "__main__":

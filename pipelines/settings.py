@@ -34,7 +34,11 @@ class Settings(BaseSettings):
     milvus_uri: str = Field(default="", description="Empty: a Milvus Lite file under the data root.")
     max_audio_bytes: int = Field(default=512 * 1024 * 1024, description="Larger files are rejected.")
     decode_timeout_s: float = Field(default=30.0, description="A file whose decode takes longer is quarantined.")
-    demo_extended: bool = Field(default=False, description="Demo corpus: add the extra sources per style.")
+    demo_extended: bool = Field(
+        default=True,
+        description="Demo corpus: the extra sources per style (every style from >= 2 soundtracks); false: the six "
+        "original packages, one soundtrack per style (two for metal).",
+    )
     features: FeatureParams = Field(default_factory=FeatureParams, description="MUSICREC_FEATURES__N_MFCC=...")
 
     @model_validator(mode="after")

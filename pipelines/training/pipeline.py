@@ -179,6 +179,12 @@ def _windows(settings: Settings, cat: Catalogue, job: TrainingJob, progress: Pro
     )
 
 
+def window_bank(settings: Settings, cat: Catalogue, job: TrainingJob) -> WindowBank:
+    """Every training vector (first N frames and the later windows) of the catalogue, by (track, offset)."""
+    w = _windows(settings, cat, job, None)
+    return WindowBank.build(cat.track_ids, cat.matrix, w.track_ids, w.offsets, w.matrix)
+
+
 def _training_side(cat: Catalogue, job: TrainingJob, holdout: Holdout) -> pd.DataFrame:
     """The tracks a holdout's branch learns from: track_id, style, and its source under ``group_by``."""
     side = pd.DataFrame({"track_id": cat.track_ids, "style": cat.tracks["style"], "source": cat.groups(job.group_by)})
@@ -340,8 +346,7 @@ def train(
     out = run_dir(settings, run_id)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        w = _windows(settings, cat, job, None)
-        bank = WindowBank.build(cat.track_ids, cat.matrix, w.track_ids, w.offsets, w.matrix)
+        bank = window_bank(settings, cat, job)
         _SHARED.update(cat=cat, job=job, bank=bank, triplets=pd.read_parquet(prepared["triplets"]))
         for name, state, history, best_epoch in _train_branches(job, cfg, plan, on_branch):
             prefix = "" if name == ALL else f"{name}/"
@@ -483,10 +488,8 @@ def evaluate(settings: Settings, job: TrainingJob, run_id: str, register: bool =
         artifacts.projection(served, styles, art, "the served branch (trained on every track), PCA")
         picks = np.linspace(0, len(cat.track_ids) - 1, min(4, len(cat.track_ids))).astype(int)
         artifacts.example_queries(served, cat.track_ids, styles, [cat.track_ids[i] for i in picks], art)
-        text = (
-            f"# Leave-one-{job.group_by}-out ({table['folds'].max()} holdouts, mean ± sd over them; the gate's view)"
-            f"\n\n{format_table(table)}\n"
-        )
+        text = f"# {_primary_title(Path(prepared['split']).name, job.group_by, int(table['folds'].max()))}"
+        text += f"\n\n{format_table(table)}\n"
         if SECONDARY in tables:
             second = summary(tables[SECONDARY])
             second.to_csv(art / "evaluation_track.csv", index=False, float_format="%.4f")
@@ -519,6 +522,18 @@ def evaluate(settings: Settings, job: TrainingJob, run_id: str, register: bool =
         registry.end_run(run_id, failed=True)
         raise
     return {"run_id": run_id, "version": version}
+
+
+def _primary_title(split_file: str, group_by: str, holdouts: int) -> str:
+    """What the primary table measures, from the split it was made with (see ``plan.primary_split``)."""
+    if split_file.startswith("split-track"):
+        return (
+            f"{holdouts} folds by track: the catalogue is one {group_by}, so these numbers measure the "
+            f"{group_by} as much as the style (the gate's view)"
+        )
+    if "-loo-" in split_file:
+        return f"Leave-one-{group_by}-out ({holdouts} holdouts, mean ± sd over them; the gate's view)"
+    return f"{holdouts} folds that keep each {group_by} on one side (mean ± sd; the gate's view)"
 
 
 @dataclass(frozen=True)

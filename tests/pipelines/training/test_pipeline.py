@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipelines.errors import UserError
@@ -154,3 +155,25 @@ def test_a_style_with_one_track_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"'pads' \(1 track\)"):
         pipeline.prepare(settings, SMALL_JOB)
     assert MODEL_NAME  # nothing else to check: nothing was trained
+
+
+def test_one_source_per_style_is_warned_and_one_source_overall_falls_back_to_tracks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.pipelines.training.synth_catalogue import build_synthetic_catalogue
+
+    settings = build_synthetic_catalogue(tmp_path, per_style=6, sources=1)  # a folder per style, no albums
+    with caplog.at_level("WARNING", logger="pipelines.training"):
+        prepared = pipeline.prepare(settings, SMALL_JOB)
+    text = caplog.text
+    assert "style(s) hits, pads, plucks come from a single source" in text and "not the style" in text
+    assert "falls back to 3 folds by track" in text
+    assert Path(prepared["split"]).name == "split-track-k3-s0.parquet"
+    plan = pipeline.plan_from_json(json.loads(Path(prepared["plan"]).read_text()))
+    assert [h.name for h in plan][:2] == ["all", "source:fold0"] and len(plan) == 5
+    # Held-out tracks never feed their own branch's triplets.
+    triplets = pd.read_parquet(prepared["triplets"])
+    for h in plan:
+        mine = triplets[triplets["holdout"] == h.name]
+        used = set(mine["anchor"]) | set(mine["positive"]) | set(mine["negative"])
+        assert len(mine) and not used & set(h.tracks)
