@@ -66,6 +66,18 @@ RECIPES: dict[str, tuple[str, TrainConfig]] = {
         CROSS.model_copy(update={"window_offsets_s": (10.0, 20.0, 30.0, 40.0, 50.0, 60.0)}),
     ),
     "cross-pos+lr3e-4": ("learning rate 3e-4", CROSS.model_copy(update={"lr": 3e-4})),
+    "cross-pos+stats0.5": (
+        "+ the fixed mean+std statistics appended to the output, half of the cosine",
+        CROSS.model_copy(update={"encoder": EncoderConfig(stats_weight=0.5)}),
+    ),
+    "cross-pos+stats0.7": (
+        "+ the fixed mean+std statistics appended to the output, 0.7 of the cosine",
+        CROSS.model_copy(update={"encoder": EncoderConfig(stats_weight=0.7)}),
+    ),
+    "cross-pos-seed1": (
+        "cross-pos with another seed: the noise level of these numbers",
+        CROSS.model_copy(update={"seed": 1}),
+    ),
 }
 
 _STATE: dict[str, object] = {}
@@ -110,6 +122,7 @@ def main() -> None:
     ap.add_argument("--data-root", type=Path, required=True)
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--save", type=Path, default=None, help="Keep each recipe's per-fold embeddings here (.npz).")
     args = ap.parse_args()
     settings = Settings(data_root=args.data_root)
     cat = pipeline.load_catalogue(settings)
@@ -141,6 +154,9 @@ def main() -> None:
         with ctx.Pool(args.workers) as pool:
             done = pool.map(_train_fold, jobs)
         emb = {fold: e for fold, e in (d[:2] for d in done)}
+        if args.save:
+            args.save.mkdir(parents=True, exist_ok=True)
+            np.savez(args.save / f"{name}.npz", **{str(f): e for f, e in emb.items()})
         pq = evaluate_models({name: emb}, cat.matrix, cat.track_ids, styles, folds_of, sources)
         per_query = pd.concat([per_query, pq], ignore_index=True)
         t = summary(pq)

@@ -1,12 +1,13 @@
 """train_triplet_model: the feature store in, a registered challenger (and maybe a new champion) out.
 
-Step two of the method: build the triplet dataset, train the feed-forward branch, evaluate it beside the
-raw-MFCC, mean+std, random and champion baselines, and let the gate decide on promotion. Runs weekly and
+Step two of the method: build the triplet dataset, train the feed-forward branch (once per held-out
+source, once on every track for serving), evaluate it leave-one-source-out beside the raw-MFCC, mean+std
+and random baselines and the champion's recipe, and let the gate decide on promotion. Runs weekly and
 whenever the feature store changes. A promotion announces the champion Asset, on which the catalogue
 refresh is scheduled; a run that does not promote announces nothing.
 
 The run parameter ``job`` overrides fields of :class:`pipelines.training.pipeline.TrainingJob`, e.g.
-``airflow dags trigger train_triplet_model -c '{"job": {"spread": false, "train": {"epochs": 10}}}'``.
+``airflow dags trigger train_triplet_model -c '{"job": {"secondary": false, "train": {"epochs": 10}}}'``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,12 @@ does everything else itself, so a stored model can never be fed differently-norm
 3. ``frames``: the same small MLP applied to every frame (with ``context`` neighbouring frames stacked),
    then pooled over the N frames (mean, or mean and standard deviation); ``flat``: one MLP over the whole
    standardised vector (the naive branch, kept for comparison);
-4. a head MLP and a linear projection to ``dim``, L2-normalised so cosine distance is ``1 - dot``.
+4. a head MLP and a linear projection to ``dim``, L2-normalised so cosine distance is ``1 - dot``;
+5. optionally (``stats_weight`` w > 0) the unit vector of the input's own per-coefficient mean and standard
+   deviation over the N frames (no weights) is appended, the two parts scaled by sqrt(1 - w) and sqrt(w):
+   the output is still unit length, and its cosine is ``(1 - w) cos(learned) + w cos(statistics)``. The
+   statistics place a track near others of its recording; the learned part, trained with them in place,
+   adds what the statistics miss (the style across recordings). See docs/training.md for the measurement.
 
 Everything is one forward pass with no recurrence: the method's feed-forward branch. Why per-frame layers
 and pooling: a flat layer ties each weight to one absolute frame position, so a track whose texture starts
@@ -44,6 +49,14 @@ class EncoderConfig(BaseModel):
     head_layers: tuple[int, ...] = Field(default=(64,), description="Widths after pooling (or of flat).")
     dim: int = Field(default=32, ge=2, description="Embedding size.")
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    stats_weight: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Share of the cosine given to the fixed mean+std statistics."
+    )
+
+    @property
+    def out_dim(self) -> int:
+        """Size of the output: ``dim``, plus the ``2 * n_mfcc`` statistics when they are appended."""
+        return self.dim + (2 * self.n_mfcc if self.stats_weight else 0)
 
     @property
     def input_dim(self) -> int:
@@ -133,4 +146,10 @@ class Encoder(nn.Module):
                 z = h.amax(1)
             else:
                 z = torch.cat([h.mean(1), h.std(1)], dim=1)
-        return F.normalize(self.out(self.head(z)), dim=1)
+        learned = F.normalize(self.out(self.head(z)), dim=1)
+        if not c.stats_weight:
+            return learned
+        raw = x.float().reshape(x.shape[0], c.n_frames, c.n_mfcc)
+        stats = F.normalize(torch.cat([raw.mean(1), raw.std(1, correction=0)], dim=1), dim=1)
+        w = c.stats_weight
+        return torch.cat([learned * (1.0 - w) ** 0.5, stats * w**0.5], dim=1)

@@ -508,7 +508,7 @@ def evaluate(settings: Settings, job: TrainingJob, run_id: str, register: bool =
         model_uri = registry.log_model(run_id, models[ALL], cat.feature_version, cat.matrix[:2])
         tags = {
             "feature_version": cat.feature_version,
-            "dim": str(config.dim),
+            "dim": str(config.out_dim),
             "encoder": config.model_dump_json(),
             "run_id": run_id,
             "split_file": Path(prepared["split"]).name,

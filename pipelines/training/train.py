@@ -124,7 +124,7 @@ def embed(model: Encoder, vectors: np.ndarray, batch: int = 256) -> np.ndarray:
     with torch.no_grad():
         for i in range(0, len(vectors), batch):
             out.append(model(torch.from_numpy(np.array(vectors[i : i + batch], np.float32))).numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.config.dim), np.float32)
+    return np.concatenate(out) if out else np.zeros((0, model.config.out_dim), np.float32)
 
 
 def _validate(

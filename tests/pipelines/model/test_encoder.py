@@ -80,3 +80,21 @@ def test_bad_input_shape_and_even_context_are_refused() -> None:
         model(torch.zeros(2, 59))
     with pytest.raises(ValueError, match="odd"):
         Encoder(EncoderConfig(**SMALL, context=2))
+
+
+def test_statistics_path_keeps_unit_length_and_splits_the_cosine() -> None:
+    from pipelines.training.evaluate import baseline_embeddings
+
+    cfg = EncoderConfig(n_frames=12, n_mfcc=5, frame_layers=(8,), head_layers=(8,), dim=4, stats_weight=0.3)
+    model = Encoder(cfg).eval()
+    x = torch.randn(6, 60) * 5
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (6, cfg.out_dim) == (6, 4 + 10)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(6))
+    # The appended part is the mean+std baseline's own embedding, scaled by sqrt(w).
+    stats = out[:, 4:].numpy() / 0.3**0.5
+    np.testing.assert_allclose(stats, baseline_embeddings("meanstd", x.numpy(), 5), atol=1e-5)
+    cos = (out @ out.T).numpy()
+    learned = out[:, :4].numpy() / 0.7**0.5
+    np.testing.assert_allclose(cos, 0.7 * learned @ learned.T + 0.3 * stats @ stats.T, atol=1e-5)
