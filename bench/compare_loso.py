@@ -68,10 +68,14 @@ RECIPES: dict[str, tuple[str, TrainConfig]] = {
     "cross-pos+lr3e-4": ("learning rate 3e-4", CROSS.model_copy(update={"lr": 3e-4})),
     "cross-pos+stats0.5": (
         "+ the fixed mean+std statistics appended to the output, half of the cosine",
-        CROSS.model_copy(update={"encoder": EncoderConfig(stats_weight=0.5)}),
+        CROSS.model_copy(update={"encoder": EncoderConfig(stats_weight=0.5), "stats_in_training": True}),
     ),
     "cross-pos+stats0.7": (
         "+ the fixed mean+std statistics appended to the output, 0.7 of the cosine",
+        CROSS.model_copy(update={"encoder": EncoderConfig(stats_weight=0.7), "stats_in_training": True}),
+    ),
+    "cross-pos+stats0.7-after": (
+        "the learned part trained alone (cross-pos); the statistics appended to the output at 0.7 afterwards",
         CROSS.model_copy(update={"encoder": EncoderConfig(stats_weight=0.7)}),
     ),
     "cross-pos-seed1": (

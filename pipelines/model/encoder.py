@@ -99,6 +99,9 @@ class Encoder(nn.Module):
         if config.context % 2 == 0:
             raise ValueError(f"context must be odd, got {config.context}")
         self.config = config
+        # Training may leave the statistics out of the output (see TrainConfig.stats_in_training); the
+        # stored model always has them on. A plain attribute, not weights: serving never changes it.
+        self.with_stats = True
         c = config
         stat_shape = (c.channels,) if c.kind == "frames" else (c.n_frames * c.channels,)
         # Standardisation statistics: part of the state dict, set from training windows by fit_scaler().
@@ -147,7 +150,7 @@ class Encoder(nn.Module):
             else:
                 z = torch.cat([h.mean(1), h.std(1)], dim=1)
         learned = F.normalize(self.out(self.head(z)), dim=1)
-        if not c.stats_weight:
+        if not c.stats_weight or not self.with_stats:
             return learned
         raw = x.float().reshape(x.shape[0], c.n_frames, c.n_mfcc)
         stats = F.normalize(torch.cat([raw.mean(1), raw.std(1, correction=0)], dim=1), dim=1)

@@ -67,6 +67,10 @@ class TrainConfig(BaseModel):
     val_by: Literal["track", "source"] = Field(
         default="track", description="Validation tracks for early stopping: a share of tracks, or whole sources."
     )
+    stats_in_training: bool = Field(
+        default=False,
+        description="With encoder.stats_weight > 0: train on the whole output (True) or on the learned part only.",
+    )
     augment_channel: float = Field(default=0.0, ge=0.0, description="Random cepstral offset per window, in sds.")
     mine_after_epochs: int = Field(default=2, ge=0)
     patience_epochs: int = Field(default=8, ge=1)
@@ -178,6 +182,7 @@ def _train(
     on_epoch: EpochCallback | None,
 ) -> TrainResult:
     model = Encoder(config.encoder)
+    model.with_stats = config.stats_in_training
     fit_ids = set(fit["track_id"])
     fit_rows = [i for (t, _o), i in bank.row.items() if t in fit_ids]
     model.fit_scaler(torch.from_numpy(bank.matrix[sorted(fit_rows)]))
@@ -254,6 +259,7 @@ def _train(
             stopped_early = epoch + 1 < epochs
             break
     model.load_state_dict(best[1])
+    model.with_stats = True
     model.eval()
     log.info("trained %d epochs, kept epoch %d (val mAP@10 %.3f)", len(history), best[2], best[0])
     return TrainResult(model=model, history=pd.DataFrame(history), best_epoch=best[2], stopped_early=stopped_early)

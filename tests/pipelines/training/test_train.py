@@ -122,3 +122,19 @@ def test_channel_augmentation_is_seeded_and_still_learns() -> None:
     assert any(not torch.equal(v, plain.model.state_dict()[k]) for k, v in a.model.state_dict().items())
     tracks, _ = _data()
     assert _val_map(a.model, bank, tracks) > 0.8  # three styles: chance is about 0.35
+
+
+def test_statistics_appended_after_training_leave_the_learned_part_as_trained_alone() -> None:
+    plain_cfg = _config()
+    bank, fit, val, trip = _setup(plain_cfg)
+    plain = train_branch(plain_cfg, bank, fit, val, trip)
+    with_stats = _config(encoder=plain_cfg.encoder.model_copy(update={"stats_weight": 0.7}))
+    after = train_branch(with_stats, bank, fit, val, trip)
+    for k, v in plain.model.state_dict().items():
+        assert torch.equal(v, after.model.state_dict()[k])
+    e = embed(after.model, bank.matrix)
+    assert e.shape[1] == with_stats.encoder.out_dim and after.model.with_stats
+    np.testing.assert_allclose(e[:, :8] / 0.3**0.5, embed(plain.model, bank.matrix), atol=1e-5)
+    # Trained with the statistics in the output, the learned part comes out different.
+    during = train_branch(with_stats.model_copy(update={"stats_in_training": True}), bank, fit, val, trip)
+    assert any(not torch.equal(v, during.model.state_dict()[k]) for k, v in plain.model.state_dict().items())
