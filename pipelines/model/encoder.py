@@ -50,7 +50,7 @@ class EncoderConfig(BaseModel):
     dim: int = Field(default=32, ge=2, description="Embedding size.")
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     stats_weight: float = Field(
-        default=0.0, ge=0.0, le=1.0, description="Share of the cosine given to the fixed mean+std statistics."
+        default=0.7, ge=0.0, le=1.0, description="Share of the cosine given to the fixed mean+std statistics."
     )
 
     @property

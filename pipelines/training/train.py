@@ -62,7 +62,8 @@ class TrainConfig(BaseModel):
     margin: float = Field(default=0.2, gt=0)
     mining: Literal["random", "semi-hard", "batch-all"] = "batch-all"
     positives: Literal["any", "other-source"] = Field(
-        default="any", description="other-source: a positive from another source of the style when there is one."
+        default="other-source",
+        description="other-source: a positive from another source of the style when there is one.",
     )
     val_by: Literal["track", "source"] = Field(
         default="track", description="Validation tracks for early stopping: a share of tracks, or whole sources."

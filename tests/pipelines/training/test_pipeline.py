@@ -88,7 +88,9 @@ def test_train_register_gate_promote_rollback(synth_settings: Settings) -> None:
     fm = read_features(settings)
     embedder = load_embedder(settings, "1")
     out = embedder.embed(fm.matrix)
-    assert out.shape == (len(fm.track_ids), 16) and embedder.feature_version == fm.version
+    # 16 learned values and the 2 x 20 mean+std statistics appended after training.
+    assert out.shape == (len(fm.track_ids), 16 + 40) == (len(fm.track_ids), embedder.dim)
+    assert embedder.feature_version == fm.version
     prepared = pipeline.prepare(settings, SMALL_JOB)
     plan = pipeline.plan_from_json(json.loads(Path(prepared["plan"]).read_text()))
     branches, _ = pipeline.load_branches(pipeline.run_dir(settings, first["run_id"]), plan)

@@ -31,7 +31,9 @@ def _data(per_style: int = 10, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]
 
 def _config(**kw: object) -> TrainConfig:
     base = {
-        "encoder": EncoderConfig(n_frames=N_FRAMES, n_mfcc=N_MFCC, frame_layers=(16,), head_layers=(16,), dim=8),
+        "encoder": EncoderConfig(
+            n_frames=N_FRAMES, n_mfcc=N_MFCC, frame_layers=(16,), head_layers=(16,), dim=8, stats_weight=0.0
+        ),
         "epochs": 8,
         "batches_per_epoch": 8,
         "tracks_per_style": 5,
