@@ -7,7 +7,9 @@ candidate) and ``cross_source`` (only other sources' tracks are). The baselines 
 mean+std, random) are scored on the same folds. Numbers are the mean over sources (every source weighs
 the same) with the standard deviation over sources as the spread.
 
-Run: ``.venv/bin/python bench/compare_loso.py --data-root DATA [--only NAME ...] [--workers 2]``. DATA
+Run: ``.venv/bin/python bench/compare_loso.py --data-root DATA [--only NAME ...] [--workers 2] [--save DIR]``;
+``--analyse NAME ... --save DIR`` appends the statistics to saved embeddings (as the default recipe does
+after training) and compares them with mean+std source by source, without training. DATA
 needs the extended demo corpus's feature store (``MUSICREC_DEMO_EXTENDED=true musicrec features build``).
 Results go to stdout and are appended to bench/results/loso_comparison.md.
 """
@@ -122,20 +124,54 @@ def _row(name: str, table: pd.DataFrame, seconds: float) -> str:
     return f"| {name} | " + " | ".join(cells) + f" | {seconds:.0f} |"
 
 
+def analyse(cat: pipeline.Catalogue, folds: np.ndarray, names: list[str], saved: Path, weight: float) -> None:
+    """Saved embeddings of ``names`` with the mean+std statistics appended at ``weight`` (as the default
+    recipe does after training), paired against mean+std per source: mean difference ± standard error."""
+    from pipelines.model.embedder import l2_normalise
+
+    sources, styles = list(cat.tracks["source"].astype(str)), list(cat.tracks["style"])
+    ms = baseline_embeddings("meanstd", cat.matrix, cat.n_mfcc)
+    embedders: dict[str, dict[int, np.ndarray]] = {"meanstd": dict.fromkeys(sorted(set(folds)), ms)}
+    for name in names:
+        e = np.load(saved / f"{name}.npz")
+        embedders[name] = {
+            int(f): l2_normalise(np.concatenate([np.sqrt(1 - weight) * e[f], np.sqrt(weight) * ms], 1)) for f in e
+        }
+    per_query = evaluate_models(embedders, cat.matrix, cat.track_ids, styles, folds, sources)
+    print(summary(per_query).round(3).to_string())
+    per_fold = fold_summary(per_query)
+    for view in ("catalogue", "cross_source"):
+        for metric in ("p@10", "map@10"):
+            table = per_fold[per_fold["view"] == view].pivot(index="fold", columns="model", values=metric)
+            for name in names:
+                d = table[name] - table["meanstd"]
+                print(
+                    f"{name} {view} {metric}: model - meanstd {d.mean():+.3f} ± {d.std(ddof=1) / np.sqrt(len(d)):.3f}"
+                    f" (se), wins {int((d > 0).sum())}, ties {int((d == 0).sum())} of {len(d)}"
+                )
+    table = per_fold[per_fold["view"] == "cross_source"].pivot(index="fold", columns="model", values="map@10")
+    print(table.round(3).to_string())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", type=Path, required=True)
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--save", type=Path, default=None, help="Keep each recipe's per-fold embeddings here (.npz).")
+    ap.add_argument("--analyse", nargs="*", default=None, help="Saved recipes (--save) to analyse, no training.")
+    ap.add_argument("--weight", type=float, default=0.7, help="Statistics weight for --analyse.")
     args = ap.parse_args()
     settings = Settings(data_root=args.data_root)
     cat = pipeline.load_catalogue(settings)
     tracks = cat.tracks
     split = make_split(tracks, n_folds=0, group_by="source").merge(tracks[["track_id", "source"]], on="track_id")
+    folds_of = split.set_index("track_id").reindex(cat.track_ids)["fold"].to_numpy()
+    if args.analyse:
+        analyse(cat, folds_of, args.analyse, args.save, args.weight)
+        return
     bank = pipeline.window_bank(settings, cat, pipeline.TrainingJob())
     _STATE.update(split=split, bank=bank, cat=cat)
-    folds_of = split.set_index("track_id").reindex(cat.track_ids)["fold"].to_numpy()
     sources = list(tracks["source"].astype(str))
     styles = list(tracks["style"])
     base = {b: dict.fromkeys(sorted(set(folds_of)), baseline_embeddings(b, cat.matrix, cat.n_mfcc)) for b in BASELINES}
