@@ -11,7 +11,8 @@ Run: ``.venv/bin/python bench/compare_loso.py --data-root DATA [--only NAME ...]
 ``--analyse NAME ... --save DIR`` appends the statistics to saved embeddings (as the default recipe does
 after training) and compares them with mean+std source by source, without training. DATA
 needs the extended demo corpus's feature store (``MUSICREC_DEMO_EXTENDED=true musicrec features build``).
-Results go to stdout and are appended to bench/results/loso_comparison.md.
+Results go to stdout, are appended to bench/results/loso_comparison.md, and each recipe is an MLflow run
+(``loso:<recipe>``, tag ``comparison``) in DATA's tracking store.
 """
 
 from __future__ import annotations
@@ -124,6 +125,26 @@ def _row(name: str, table: pd.DataFrame, seconds: float) -> str:
     return f"| {name} | " + " | ".join(cells) + f" | {seconds:.0f} |"
 
 
+def _log_run(settings: Settings, name: str, stamp: str, table: pd.DataFrame, base: pd.DataFrame, wins: int) -> None:
+    """One MLflow run per recipe (tag ``comparison=<stamp>``): its recipe as parameters, its numbers and the
+    baselines' as metrics, so the comparison can be reviewed beside the training runs."""
+    from pipelines.registry import Registry
+
+    registry = Registry(settings)
+    cfg = RECIPES[name][1]
+    params = {k: v for k, v in cfg.model_dump(exclude={"encoder"}).items()}
+    params |= {f"encoder.{k}": v for k, v in cfg.encoder.model_dump().items()}
+    run_id = registry.start_run(params, {"comparison": stamp, "recipe": RECIPES[name][0]}, name=f"loso:{name}")
+    metrics = {"sources_beating_meanstd": float(wins)}
+    for t in (table, base):
+        for _, row in t.iterrows():
+            for m in ("p@10", "map@10"):
+                metrics[f"{row['model'] if row['model'] != name else 'model'}/{row['view']}/{m}"] = row[m]
+                metrics[f"{row['model'] if row['model'] != name else 'model'}/{row['view']}/{m}_sd"] = row[f"{m}_sd"]
+    registry.log_metrics(run_id, metrics)
+    registry.end_run(run_id)
+
+
 def analyse(cat: pipeline.Catalogue, folds: np.ndarray, names: list[str], saved: Path, weight: float) -> None:
     """Saved embeddings of ``names`` with the mean+std statistics appended at ``weight`` (as the default
     recipe does after training), paired against mean+std per source: mean difference ± standard error."""
@@ -176,8 +197,9 @@ def main() -> None:
     styles = list(tracks["style"])
     base = {b: dict.fromkeys(sorted(set(folds_of)), baseline_embeddings(b, cat.matrix, cat.n_mfcc)) for b in BASELINES}
     per_query = evaluate_models(base, cat.matrix, cat.track_ids, styles, folds_of, sources)
+    stamp = f"{datetime.now(UTC):%Y-%m-%d %H:%M}"
     lines = [
-        f"## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {len(cat.track_ids)} tracks, {len(set(folds_of))} sources",
+        f"## {stamp} UTC, {len(cat.track_ids)} tracks, {len(set(folds_of))} sources",
         "",
         "| recipe | catalogue p@10 | catalogue mAP@10 | cross-source p@10 | cross-source mAP@10 | s/fold "
         "| sources where cross-source mAP@10 beats mean+std |",
@@ -207,6 +229,7 @@ def main() -> None:
         )
         wins = int((per_source[name] > per_source["meanstd"]).sum())
         line = _row(name, t, float(np.mean([d[2] for d in done]))) + f" {wins} of {len(per_source)} |"
+        _log_run(settings, name, stamp, t, summary(per_query[per_query["model"].isin(BASELINES)]), wins)
         print(line, f"  <- {RECIPES[name][0]}", flush=True)
         with RESULTS.open("a") as f:
             f.write(line + "\n")

@@ -31,8 +31,9 @@ def _bar(desc: str, unit: str = "file") -> Any:
     from tqdm import tqdm
 
     def wrap(items: Iterable[Any]) -> Iterable[Any]:
-        items = list(items)
-        return tqdm(items, desc=desc, unit=unit, disable=None, file=sys.stderr)
+        if not hasattr(items, "__len__"):  # a generator: its length is needed for the bar
+            items = list(items)
+        return tqdm(items, total=len(items), desc=desc, unit=unit, disable=None, file=sys.stderr)  # type: ignore[arg-type]
 
     return wrap
 

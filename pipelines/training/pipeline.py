@@ -174,9 +174,8 @@ def _write_parquet(df: pd.DataFrame, schema: pa.Schema, path: Path) -> None:
 
 def _windows(settings: Settings, cat: Catalogue, job: TrainingJob, progress: Progress | None):
     kwargs = {"progress": progress} if progress else {}
-    return build_windows(
-        cat.tracks, settings.features, job.train.window_offsets_s, training_dir(settings) / "windows", **kwargs
-    )
+    root = training_dir(settings) / "windows"
+    return build_windows(cat.tracks, settings.features, job.train.window_offsets_s, root, workers=job.workers, **kwargs)
 
 
 def window_bank(settings: Settings, cat: Catalogue, job: TrainingJob) -> WindowBank:

@@ -12,6 +12,7 @@ run decodes nothing; a window that would run past the end of its track, or is si
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,23 @@ def window_vector(path: str | Path, params: FeatureParams, offset_s: float) -> n
     return tv.vector
 
 
+class _Sized:
+    """An iterator with a known length, so a progress bar can advance as results arrive."""
+
+    def __init__(self, items: Iterable, n: int) -> None:
+        self.items, self.n = items, n
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _window(job: tuple[str, FeatureParams, float]) -> np.ndarray | None:
+    return window_vector(*job)
+
+
 def windows_path(root: Path, params: FeatureParams) -> Path:
     return root / f"version={params.version}" / "windows.parquet"
 
@@ -94,11 +112,12 @@ def build_windows(
     offsets_s: Sequence[float],
     root: Path,
     progress: Progress = _no_progress,
+    workers: int = 1,
 ) -> Windows:
     """Windows at ``offsets_s`` (seconds, > 0) of every track in ``tracks`` (track_id, path, sha256, duration_s).
 
-    Computes only (sha256, offset) pairs not cached yet; the cache file is replaced atomically. Offsets
-    past a track's known duration are not attempted.
+    Computes only (sha256, offset) pairs not cached yet, ``workers`` decodes at a time (forked processes);
+    the cache file is replaced atomically. Offsets past a track's known duration are not attempted.
     """
     from pipelines.features.store import write_atomic
 
@@ -115,8 +134,16 @@ def build_windows(
     ]
     if todo:
         rows, vectors = [], []
-        for track_id, sha, audio_path, offset in progress(todo):
-            vec = window_vector(audio_path, params, offset)
+        jobs = [(audio_path, params, offset) for _t, _s, audio_path, offset in todo]
+        pool = mp.get_context("fork").Pool(workers) if workers > 1 and len(todo) > 1 else None
+        results = pool.imap(_window, jobs, chunksize=4) if pool else map(_window, jobs)
+        try:
+            computed = list(progress(_Sized(results, len(jobs))))
+        finally:
+            if pool is not None:
+                pool.close()
+                pool.join()
+        for (track_id, sha, _path, offset), vec in zip(todo, computed, strict=True):
             # An absent window is stored as a row of NaN so it is not attempted again.
             rows.append({"track_id": track_id, "sha256": sha, "offset_s": offset})
             vectors.append(vec if vec is not None else np.full(params.dim, np.nan, np.float32))

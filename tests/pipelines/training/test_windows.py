@@ -53,3 +53,12 @@ def test_windows_are_cached_and_missing_ones_skipped(tmp_path: Path) -> None:
     changed = tracks.assign(sha256=["sha-new", "sha-pads"])
     assert "plucks" in build_windows(changed, PARAMS, (2.0,), root).track_ids
     assert path.stat().st_mtime_ns != mtime
+
+
+def test_windows_computed_by_two_workers_equal_one(tmp_path: Path) -> None:
+    tracks = _library(tmp_path)
+    one = build_windows(tracks, PARAMS, (0.5, 1.0, 1.5), tmp_path / "one", workers=1)
+    two = build_windows(tracks, PARAMS, (0.5, 1.0, 1.5), tmp_path / "two", workers=2)
+    assert one.track_ids == two.track_ids and len(one.track_ids) >= 4
+    np.testing.assert_array_equal(one.matrix, two.matrix)
+    np.testing.assert_array_equal(one.offsets, two.offsets)
