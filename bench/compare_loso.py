@@ -35,7 +35,7 @@ from pipelines.training import pipeline
 from pipelines.training.evaluate import BASELINES, baseline_embeddings, evaluate_models, fold_summary, summary
 from pipelines.training.split import make_split, validation_carve
 from pipelines.training.train import TrainConfig, embed, train_branch
-from pipelines.training.triplets import build_triplets
+from pipelines.training.triplets import triplets_for
 
 RESULTS = Path(__file__).resolve().parent / "results" / "loso_comparison.md"
 BASE = TrainConfig(positives="any", encoder=EncoderConfig(stats_weight=0.0))  # the recipe of 3/4
@@ -102,17 +102,7 @@ def _train_fold(args: tuple[str, int]) -> tuple[int, np.ndarray, float]:
     start = time.perf_counter()
     side = split[split["fold"] != fold]
     fit, val = validation_carve(side, cfg.val_fraction, cfg.seed + fold, by=cfg.val_by)
-    trip = build_triplets(
-        fit,
-        offsets,
-        n_batches=cfg.epochs * cfg.batches_per_epoch,
-        tracks_per_style=cfg.tracks_per_style,
-        triplets_per_batch=cfg.triplets_per_batch,
-        seed=cfg.seed + 1000 * fold,
-        strategy=cfg.mining,
-        holdout=str(fold),
-        positives=cfg.positives,
-    )
+    trip = triplets_for(fit, offsets, cfg, fold, str(fold))
     result = train_branch(cfg.model_copy(update={"seed": cfg.seed + fold}), bank, fit, val, trip)  # type: ignore[arg-type]
     return fold, embed(result.model, cat.matrix), time.perf_counter() - start  # type: ignore[attr-defined]
 

@@ -58,7 +58,7 @@ from pipelines.training.plan import (
 )
 from pipelines.training.split import GroupBy, check_styles, frozen_split, split_path, validation_carve
 from pipelines.training.train import TrainConfig, TrainingFailed, TrainResult, WindowBank, embed, train_branch
-from pipelines.training.triplets import TRIPLET_SCHEMA, build_triplets
+from pipelines.training.triplets import TRIPLET_SCHEMA, triplets_for
 from pipelines.training.windows import build_windows
 
 log = logging.getLogger(__name__)
@@ -224,19 +224,7 @@ def prepare(settings: Settings, job: TrainingJob, progress: Progress | None = No
     for i, holdout in enumerate(plan):
         fit, _val = _carve(_training_side(cat, job, holdout), cfg, cfg.seed + i)
         check_styles(fit, 1)
-        parts.append(
-            build_triplets(
-                fit,
-                offsets,
-                n_batches=cfg.epochs * cfg.batches_per_epoch,
-                tracks_per_style=cfg.tracks_per_style,
-                triplets_per_batch=cfg.triplets_per_batch,
-                seed=cfg.seed + 1000 * i,
-                strategy=cfg.mining,
-                holdout=holdout.name,
-                positives=cfg.positives,
-            )
-        )
+        parts.append(triplets_for(fit, offsets, cfg, i, holdout.name))
     triplets = pd.concat(parts, ignore_index=True)
     path = root / "triplets" / f"triplets-{cat.feature_version}-{job.key}.parquet"
     _write_parquet(triplets, TRIPLET_SCHEMA, path)

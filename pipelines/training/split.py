@@ -112,12 +112,18 @@ def make_split(tracks: pd.DataFrame, n_folds: int = 5, seed: int = 0, group_by: 
         used = {fold_of_group[g] for g in names}
         if len(used) < 2:
             log.warning("style %r has a single %s: it cannot appear on both sides of the split", style, group_by)
+    return _split_frame(tracks, groups, fold_of_group, group_by, n_folds, seed)
+
+
+def _split_frame(
+    tracks: pd.DataFrame, groups: pd.Series, fold_of: dict[str, int], group_by: GroupBy, n_folds: int, seed: int
+) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "track_id": tracks["track_id"],
             "style": tracks["style"],
             "group": groups,
-            "fold": [fold_of_group[g] for g in groups],
+            "fold": [fold_of[g] for g in groups],
             "group_by": group_by,
             "n_folds": n_folds,
             "seed": seed,
@@ -133,17 +139,7 @@ def _leave_one_group_out(tracks: pd.DataFrame, groups: pd.Series, group_by: Grou
     for style, g in groups.groupby(tracks["style"]):
         if g.nunique() < 2:
             log.warning("style %r has a single %s: held out, no other %s of it can be found", style, group_by, group_by)
-    return pd.DataFrame(
-        {
-            "track_id": tracks["track_id"],
-            "style": tracks["style"],
-            "group": groups,
-            "fold": [fold_of[g] for g in groups],
-            "group_by": group_by,
-            "n_folds": 0,
-            "seed": seed,
-        }
-    )
+    return _split_frame(tracks, groups, fold_of, group_by, 0, seed)
 
 
 def split_path(root: Path, group_by: GroupBy, n_folds: int, seed: int) -> Path:

@@ -34,13 +34,16 @@ falls back to same-source pairs.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from pipelines.errors import UserError
+
+if TYPE_CHECKING:
+    from pipelines.training.train import TrainConfig
 
 Strategy = Literal["random", "semi-hard", "batch-all"]
 STRATEGIES = ("random", "semi-hard", "batch-all")
@@ -147,6 +150,23 @@ def build_triplets(
             )
         )
     return pd.concat(out, ignore_index=True)
+
+
+def triplets_for(
+    fit: pd.DataFrame, offsets: Mapping[str, Sequence[float]], cfg: TrainConfig, index: int, holdout: str
+) -> pd.DataFrame:
+    """The triplets of one branch of a training job: ``cfg``'s recipe, seeded by the branch's ``index``."""
+    return build_triplets(
+        fit,
+        offsets,
+        n_batches=cfg.epochs * cfg.batches_per_epoch,
+        tracks_per_style=cfg.tracks_per_style,
+        triplets_per_batch=cfg.triplets_per_batch,
+        seed=cfg.seed + 1000 * index,
+        strategy=cfg.mining,
+        holdout=holdout,
+        positives=cfg.positives,
+    )
 
 
 def _draw_over_sources(ids: np.ndarray, source_of: Mapping[str, str], k: int, rng: np.random.Generator) -> np.ndarray:
