@@ -15,3 +15,6 @@ MANIFEST = Asset(name="musicrec_manifest", uri="musicrec://catalogue/manifest")
 # Each event's ``extra`` says which version changed and how many rows it holds.
 FEATURES = Asset(name="musicrec_features", uri="musicrec://features")
 CHAMPION = Asset(name="musicrec_champion", uri="musicrec://model/champion")  # new champion (train_triplet_model)
+
+# The collection behind the alias ``tracks`` (Milvus), announced by `refresh_catalogue` after every switch.
+CATALOGUE_INDEX = Asset(name="musicrec_catalogue_index", uri="musicrec://index/tracks")

@@ -11,12 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import Asset, Param, dag, task
-from assets import CHAMPION  # announced by train_triplet_model on promotion; DAG folder is on sys.path
-
-# The collection behind ``tracks`` (Milvus), announced after every successful switch. (Belongs in
-# assets.py with the others once a consumer exists.)
-CATALOGUE_INDEX = Asset(name="musicrec_catalogue_index", uri="musicrec://index/tracks")
+from airflow.sdk import Param, dag, task
+from assets import CATALOGUE_INDEX, CHAMPION  # the DAG folder is on sys.path when Airflow parses it
 
 
 @dag(

@@ -14,13 +14,12 @@ pytestmark = pytest.mark.integration
 
 
 def test_refresh_catalogue_shape(dag_bag: Any) -> None:
-    import refresh_catalogue as module
-    from assets import CHAMPION
+    from assets import CATALOGUE_INDEX, CHAMPION
 
     dag = dag_bag.dags["refresh_catalogue"]
     assert set(dag.task_ids) == {"resolve_model", "refresh"}
     assert dag.get_task("refresh").upstream_task_ids == {"resolve_model"}
-    assert dag.get_task("refresh").outlets == [module.CATALOGUE_INDEX]
+    assert dag.get_task("refresh").outlets == [CATALOGUE_INDEX]
     assert dag.get_task("refresh").retries == 2  # safe: a re-run finishes a half-built collection
     assert CHAMPION in dag.timetable.asset_condition.objects  # runs when a model is promoted
     assert dag.max_active_runs == 1
