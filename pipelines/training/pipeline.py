@@ -250,17 +250,22 @@ def run_dir(settings: Settings, run_id: str) -> Path:
     return training_dir(settings) / "runs" / run_id
 
 
-# Worker processes are forked with the window bank already in memory (copy-on-write, never pickled).
+# What every branch needs, set once per worker process by _init_worker (and in this process for one
+# worker). Workers are spawned, not forked: a fork of a process that has threads running (Airflow,
+# MLflow, torch) can inherit a held lock and hang.
 _SHARED: dict[str, object] = {}
+
+
+def _init_worker(shared: dict[str, object]) -> None:
+    _SHARED.update(shared)
 
 
 def _train_one(args: tuple[int, Holdout, TrainConfig]) -> tuple[str, dict, pd.DataFrame, int]:
     i, holdout, cfg = args
     cat: Catalogue = _SHARED["cat"]  # type: ignore[assignment]
     job: TrainingJob = _SHARED["job"]  # type: ignore[assignment]
-    triplets: pd.DataFrame = _SHARED["triplets"]  # type: ignore[assignment]
     fit, val = _carve(_training_side(cat, job, holdout), cfg, cfg.seed + i)
-    mine = triplets[triplets["holdout"] == holdout.name]
+    mine = pd.read_parquet(_SHARED["triplets"], filters=[("holdout", "==", holdout.name)])  # type: ignore[arg-type]
     result: TrainResult = train_branch(cfg.model_copy(update={"seed": cfg.seed + i}), _SHARED["bank"], fit, val, mine)  # type: ignore[arg-type]
     return holdout.name, result.model.state_dict(), result.history, result.best_epoch
 
@@ -279,7 +284,7 @@ def _train_branches(
         results: Iterable = map(_train_one, tasks)
         pool = None
     else:
-        pool = mp.get_context("fork").Pool(workers)
+        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(dict(_SHARED),))
         results = pool.imap_unordered(_train_one, tasks)
     try:
         for done, item in enumerate(results, 1):
@@ -334,7 +339,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     try:
         bank = window_bank(settings, cat, job)
-        _SHARED.update(cat=cat, job=job, bank=bank, triplets=pd.read_parquet(prepared["triplets"]))
+        _SHARED.update(cat=cat, job=job, bank=bank, triplets=prepared["triplets"])
         for name, state, history, best_epoch in _train_branches(job, cfg, plan, on_branch):
             prefix = "" if name == ALL else f"{name}/"
             for rec in history.to_dict("records"):

@@ -135,7 +135,8 @@ def build_windows(
     if todo:
         rows, vectors = [], []
         jobs = [(audio_path, params, offset) for _t, _s, audio_path, offset in todo]
-        pool = mp.get_context("fork").Pool(workers) if workers > 1 and len(todo) > 1 else None
+        # Spawned, not forked: the caller may have threads (Airflow, MLflow) whose locks a fork inherits.
+        pool = mp.get_context("spawn").Pool(workers) if workers > 1 and len(todo) > 1 else None
         results = pool.imap(_window, jobs, chunksize=4) if pool else map(_window, jobs)
         try:
             computed = list(progress(_Sized(results, len(jobs))))
