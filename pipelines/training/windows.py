@@ -116,7 +116,7 @@ def build_windows(
 ) -> Windows:
     """Windows at ``offsets_s`` (seconds, > 0) of every track in ``tracks`` (track_id, path, sha256, duration_s).
 
-    Computes only (sha256, offset) pairs not cached yet, ``workers`` decodes at a time (forked processes);
+    Computes only (sha256, offset) pairs not cached yet, ``workers`` decodes at a time (spawned processes);
     the cache file is replaced atomically. Offsets past a track's known duration are not attempted.
     """
     from pipelines.features.store import write_atomic
