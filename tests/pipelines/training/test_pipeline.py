@@ -179,3 +179,19 @@ def test_one_source_per_style_is_warned_and_one_source_overall_falls_back_to_tra
         mine = triplets[triplets["holdout"] == h.name]
         used = set(mine["anchor"]) | set(mine["positive"]) | set(mine["negative"])
         assert len(mine) and not used & set(h.tracks)
+
+
+def test_branches_are_the_same_trained_in_one_process_or_two(synth_settings: Settings) -> None:
+    import torch
+
+    quick = SMALL_JOB.train.model_copy(update={"epochs": 2, "min_epochs": 1})
+    runs = {}
+    for workers in (1, 2):
+        job = SMALL_JOB.model_copy(update={"workers": workers, "secondary": False, "train": quick})
+        run_id = pipeline.train(synth_settings, job, pipeline.prepare(synth_settings, job))
+        runs[workers] = pipeline.run_dir(synth_settings, run_id)
+    files = sorted(p.name for p in runs[1].glob("branch-*.pt"))
+    assert len(files) == 7 and files == sorted(p.name for p in runs[2].glob("branch-*.pt"))
+    for name in files:
+        one, two = (torch.load(runs[w] / name, weights_only=True) for w in (1, 2))
+        assert all(torch.equal(one[k], two[k]) for k in one)
