@@ -121,16 +121,10 @@ def _log_run(settings: Settings, name: str, stamp: str, table: pd.DataFrame, bas
     from pipelines.registry import Registry
 
     registry = Registry(settings)
-    cfg = RECIPES[name][1]
-    params = {k: v for k, v in cfg.model_dump(exclude={"encoder"}).items()}
-    params |= {f"encoder.{k}": v for k, v in cfg.encoder.model_dump().items()}
+    params = pipeline.recipe_params(RECIPES[name][1])
     run_id = registry.start_run(params, {"comparison": stamp, "recipe": RECIPES[name][0]}, name=f"loso:{name}")
     metrics = {"sources_beating_meanstd": float(wins)}
-    for t in (table, base):
-        for _, row in t.iterrows():
-            for m in ("p@10", "map@10"):
-                metrics[f"{row['model'] if row['model'] != name else 'model'}/{row['view']}/{m}"] = row[m]
-                metrics[f"{row['model'] if row['model'] != name else 'model'}/{row['view']}/{m}_sd"] = row[f"{m}_sd"]
+    metrics |= pipeline.table_metrics(table.assign(model="model")) | pipeline.table_metrics(base)
     registry.log_metrics(run_id, metrics)
     registry.end_run(run_id)
 

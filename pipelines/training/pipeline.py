@@ -44,6 +44,7 @@ from pipelines.training.evaluate import (
     style_table,
     summary,
 )
+from pipelines.training.metrics import METRICS
 from pipelines.training.plan import (
     ALL,
     PRIMARY,
@@ -65,7 +66,6 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[Iterable], Iterable]
 BranchProgress = Callable[[str, int, int], None]  # (holdout just trained, done, total)
-METRIC_NAMES = ("p@1", "p@5", "p@10", "map@10", "r_prec")
 
 
 class GateConfig(BaseModel):
@@ -198,7 +198,8 @@ def prepare(settings: Settings, job: TrainingJob, progress: Progress | None = No
     """Freeze the splits, plan the branches, compute training windows, write the triplet dataset."""
     cat = load_catalogue(settings)
     check_styles(cat.tracks)
-    if single := single_source_styles(cat.tracks.assign(**{job.group_by: cat.groups(job.group_by)}), job.group_by):
+    tracks = cat.tracks.assign(**{job.group_by: cat.groups(job.group_by)})
+    if single := single_source_styles(tracks, job.group_by):
         log.warning(
             "style(s) %s come from a single %s: their numbers may measure the %s, not the style; "
             "add tracks of other %ss (albums, artists) of them",
@@ -208,7 +209,6 @@ def prepare(settings: Settings, job: TrainingJob, progress: Progress | None = No
             job.group_by,
         )
     root = training_dir(settings)
-    tracks = cat.tracks.assign(**{job.group_by: cat.groups(job.group_by)})
     primary, primary_file = primary_split(tracks, root, job.group_by, job.max_groups, job.n_folds, job.split_seed)
     secondary = None
     if job.secondary:
@@ -240,6 +240,12 @@ def prepare(settings: Settings, job: TrainingJob, progress: Progress | None = No
         "tracks": str(len(cat.track_ids)),
         "branches": str(len(plan)),
     }
+
+
+def recipe_params(cfg: TrainConfig) -> dict[str, object]:
+    """A training recipe as flat MLflow parameters (the encoder's fields as ``encoder.<field>``)."""
+    params: dict[str, object] = dict(cfg.model_dump(exclude={"encoder"}))
+    return params | {f"encoder.{k}": v for k, v in cfg.encoder.model_dump().items()}
 
 
 def _sha(path: Path) -> str:
@@ -331,8 +337,7 @@ def train(
         "n_folds": job.n_folds,
         "eval_fold": job.eval_fold,
         "gate": job.gate.model_dump_json(),
-        **{k: v for k, v in cfg.model_dump(exclude={"encoder"}).items()},
-        **{f"encoder.{k}": v for k, v in encoder.model_dump().items()},
+        **recipe_params(cfg),
     }
     run_id = registry.start_run(params, {"feature_version": cat.feature_version, "job": job.key}, name="train")
     out = run_dir(settings, run_id)
@@ -403,7 +408,7 @@ def _champion_rows(metrics: dict[str, float], folds: int) -> pd.DataFrame:
     rows = []
     for view in sorted({k.split("/")[1] for k in metrics}):
         row: dict[str, object] = {"model": "champion", "view": view, "folds": folds}
-        for m in METRIC_NAMES:
+        for m in METRICS:
             key = f"champion/{view}/{m.replace('@', '_at_')}"
             row[m] = metrics.get(key, np.nan)
             row[f"{m}_sd"] = metrics.get(f"{key}_sd", np.nan)
@@ -411,10 +416,11 @@ def _champion_rows(metrics: dict[str, float], folds: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _metrics(table: pd.DataFrame, prefix: str = "") -> dict[str, float]:
+def table_metrics(table: pd.DataFrame, prefix: str = "") -> dict[str, float]:
+    """A :func:`summary` table as MLflow metrics ``<prefix><model>/<view>/<metric>`` (and ``_sd`` over folds)."""
     out: dict[str, float] = {}
     for _, row in table.iterrows():
-        for m in METRIC_NAMES:
+        for m in METRICS:
             out[f"{prefix}{row['model']}/{row['view']}/{m}"] = row[m]
             if row["folds"] > 1:
                 out[f"{prefix}{row['model']}/{row['view']}/{m}_sd"] = row[f"{m}_sd"]
@@ -439,13 +445,13 @@ def evaluate(settings: Settings, job: TrainingJob, run_id: str, register: bool =
         styles = list(cat.tracks["style"])
         sources = cat.groups(job.group_by)
         base = {b: baseline_embeddings(b, cat.matrix, cat.n_mfcc, seed=job.train.seed) for b in BASELINES}
+        pos = {t: i for i, t in enumerate(cat.track_ids)}
         tables: dict[str, pd.DataFrame] = {}
         for protocol in (PRIMARY, SECONDARY):
             holdouts = [h for h in plan if h.protocol == protocol]
             if not holdouts:
                 continue
             fold_of = np.full(len(cat.track_ids), "", dtype=object)
-            pos = {t: i for i, t in enumerate(cat.track_ids)}
             for h in holdouts:
                 fold_of[[pos[t] for t in h.tracks]] = h.name
             embedders: dict[str, dict[str, np.ndarray]] = {
@@ -458,11 +464,12 @@ def evaluate(settings: Settings, job: TrainingJob, run_id: str, register: bool =
         table = summary(primary)
         fingerprint = catalogue_fingerprint(cat, job.group_by)
         champ_version, champ_metrics, champ_note = _champion_metrics(settings, fingerprint)
-        metrics = _metrics(table) | champ_metrics
+        metrics = table_metrics(table) | champ_metrics
         if champ_metrics:
             table = pd.concat([table, _champion_rows(champ_metrics, int(table["folds"].max()))], ignore_index=True)
-        if SECONDARY in tables:
-            metrics |= _metrics(summary(tables[SECONDARY]), f"{SECONDARY}/")
+        second = summary(tables[SECONDARY]) if SECONDARY in tables else None
+        if second is not None:
+            metrics |= table_metrics(second, f"{SECONDARY}/")
         registry.log_metrics(run_id, metrics)
 
         art = out / "artifacts"
@@ -482,8 +489,7 @@ def evaluate(settings: Settings, job: TrainingJob, run_id: str, register: bool =
         artifacts.example_queries(served, cat.track_ids, styles, [cat.track_ids[i] for i in picks], art)
         text = f"# {_primary_title(Path(prepared['split']).name, job.group_by, int(table['folds'].max()))}"
         text += f"\n\n{format_table(table)}\n"
-        if SECONDARY in tables:
-            second = summary(tables[SECONDARY])
+        if second is not None:
             second.to_csv(art / "evaluation_track.csv", index=False, float_format="%.4f")
             text += f"\n# Track-disjoint fold {job.eval_fold} (secondary; not used by the gate)\n\n"
             text += format_table(second) + "\n"

@@ -17,6 +17,7 @@ the same holdouts.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -66,10 +67,11 @@ def primary_split(
 
 
 def single_source_styles(tracks: pd.DataFrame, group_by: GroupBy) -> list[str]:
-    """Styles whose tracks all come from one source (album, artist): their numbers measure that source."""
-    if group_by not in tracks:
-        return sorted(tracks["style"].unique())
-    counts = tracks.assign(g=tracks[group_by].fillna("")).groupby("style")["g"].nunique()
+    """Styles whose tracks all come from one source (album, artist): their numbers measure that source.
+
+    ``tracks[group_by]`` must be filled, as for :func:`primary_split`.
+    """
+    counts = tracks.groupby("style")[group_by].nunique()
     return sorted(counts[counts < 2].index)
 
 
@@ -96,7 +98,5 @@ def plan_from_json(items: list[dict]) -> list[Holdout]:
 
 def file_stem(name: str) -> str:
     """A holdout name as a file name (sources may contain any character)."""
-    import hashlib
-
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
     return f"{safe[:60]}-{hashlib.sha256(name.encode()).hexdigest()[:6]}"

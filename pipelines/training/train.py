@@ -138,13 +138,17 @@ def _validate(
     """Validation tracks ranked against the fit tracks (and, by track, the other validation tracks)."""
     if not len(val):
         return {"val_map@10": float("nan"), "val_p@10": float("nan")}
+    both = pd.concat([fit, val], ignore_index=True)
+    e = embed(model, bank.matrix[[bank.row[(t, 0.0)] for t in both["track_id"]]])
     # By source, the validation sources' own tracks are no candidates: finding them measures the source.
-    both = pd.concat([fit, val], ignore_index=True) if by == "track" else fit
-    vectors = bank.matrix[[bank.row[(t, 0.0)] for t in both["track_id"]]]
-    e = embed(model, vectors)
-    q = embed(model, bank.matrix[[bank.row[(t, 0.0)] for t in val["track_id"]]])
+    cand = both if by == "track" else fit
     table = retrieval_table(
-        q, list(val["track_id"]), list(val["style"]), e, list(both["track_id"]), list(both["style"])
+        e[len(fit) :],
+        list(val["track_id"]),
+        list(val["style"]),
+        e[: len(cand)],
+        list(cand["track_id"]),
+        list(cand["style"]),
     )
     s = summarise(table)
     return {"val_map@10": s["map@10"], "val_p@10": s["p@10"]}
@@ -185,10 +189,10 @@ def _train(
     model = Encoder(config.encoder)
     model.with_stats = config.stats_in_training
     fit_ids = set(fit["track_id"])
-    fit_rows = [i for (t, _o), i in bank.row.items() if t in fit_ids]
-    model.fit_scaler(torch.from_numpy(bank.matrix[sorted(fit_rows)]))
+    fit_vectors = bank.matrix[sorted(i for (t, _o), i in bank.row.items() if t in fit_ids)]
+    model.fit_scaler(torch.from_numpy(fit_vectors))
     n_mfcc = config.encoder.n_mfcc
-    coef_sd = bank.matrix[sorted(fit_rows)].reshape(-1, n_mfcc).std(0) if config.augment_channel else None
+    coef_sd = fit_vectors.reshape(-1, n_mfcc).std(0) if config.augment_channel else None
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n_batches = int(triplets["batch"].max()) + 1 if len(triplets) else 0
     if n_batches == 0:

@@ -16,26 +16,11 @@ from pipelines.features.frontend import track_vector
 from pipelines.features.quarantine import read_quarantine
 from pipelines.features.store import part_files, read_features
 from pipelines.settings import Settings
+from tests.dags.airflow_db import asset_events, task_instances
 from tests.pipelines.features.library import good_files
 from tests.synth import noise, write
 
 pytestmark = pytest.mark.integration
-
-
-def _task_instances(run: Any) -> dict[str, list[Any]]:
-    from airflow.models import TaskInstance
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        tis = session.scalars(
-            select(TaskInstance).where(TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id)
-        ).all()
-        session.expunge_all()
-    by_task: dict[str, list[Any]] = {}
-    for ti in sorted(tis, key=lambda t: t.map_index):
-        by_task.setdefault(ti.task_id, []).append(ti)
-    return by_task
 
 
 def _xcom(run: Any, task_id: str, map_index: int = -1) -> Any:
@@ -57,24 +42,14 @@ def _xcom(run: Any, task_id: str, map_index: int = -1) -> Any:
 
 
 def _feature_events() -> list[dict]:
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
     from assets import FEATURES
-    from sqlalchemy import select
 
-    with create_session() as session:
-        return list(
-            session.scalars(
-                select(AssetEvent.extra)
-                .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-                .where(AssetModel.name == FEATURES.name)
-            ).all()
-        )
+    return asset_events(FEATURES.name)
 
 
 def _run(dag: Any, shards: int = 0, **kw: Any) -> Any:
     run = dag.test(run_conf={"shards": shards}, **kw)
-    assert run.state == "success", _task_instances(run)
+    assert run.state == "success", task_instances(run)
     return run
 
 
@@ -93,7 +68,7 @@ def test_dag_embeds_a_library_and_a_second_run_computes_nothing(
 
     dag = dag_bag.dags["ingest_catalogue"]
     first = _run(dag, shards=2)
-    tis = _task_instances(first)
+    tis = task_instances(first)
     assert [ti.state for ti in tis["compute"]] == ["success", "success"]
     assert tis["publish"][0].state == "success"
     features = read_features(settings)
@@ -111,7 +86,7 @@ def test_dag_embeds_a_library_and_a_second_run_computes_nothing(
 
     parts = {p: p.stat().st_mtime_ns for p in part_files(settings, settings.features)}
     second = _run(dag)
-    tis = _task_instances(second)
+    tis = task_instances(second)
     assert _xcom(second, "plan")["todo"] == 0
     assert [ti.state for ti in tis["compute"]] == ["skipped"]  # nothing to map over
     assert tis["merge"][0].state == "success" and tis["publish"][0].state == "skipped"
@@ -131,7 +106,7 @@ def test_mapped_shards_run_in_parallel_tasks(
     import_catalogue(lib, settings)
 
     run = _run(dag_bag.dags["ingest_catalogue"], shards=3, use_executor=True)
-    tis = _task_instances(run)["compute"]
+    tis = task_instances(run)["compute"]
     assert len(tis) == 3 and {ti.state for ti in tis} == {"success"}
     assert len({ti.pid for ti in tis}) == 3, "each shard ran in its own task process"
     assert max(ti.start_date for ti in tis) < min(ti.end_date for ti in tis), "all three shards overlapped"

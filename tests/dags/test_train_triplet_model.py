@@ -8,37 +8,20 @@ from typing import Any
 import pytest
 
 from pipelines.registry import CHALLENGER, CHAMPION, Registry
+from tests.dags.airflow_db import asset_events, task_instances
 from tests.pipelines.training.synth_catalogue import SMALL_JOB, SYNTH_FEATURES, build_synthetic_catalogue
 
 pytestmark = pytest.mark.integration
 
 
 def _states(run: Any) -> dict[str, str]:
-    from airflow.models import TaskInstance
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        tis = session.scalars(
-            select(TaskInstance).where(TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id)
-        ).all()
-        return {ti.task_id: ti.state for ti in tis}
+    return {task: tis[0].state for task, tis in task_instances(run).items()}  # no mapped tasks here
 
 
 def _champion_events() -> list[dict]:
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
     from assets import CHAMPION as CHAMPION_ASSET
-    from sqlalchemy import select
 
-    with create_session() as session:
-        return list(
-            session.scalars(
-                select(AssetEvent.extra)
-                .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-                .where(AssetModel.name == CHAMPION_ASSET.name)
-            ).all()
-        )
+    return asset_events(CHAMPION_ASSET.name)
 
 
 def test_dag_trains_a_model_that_beats_raw_and_announces_the_champion(

@@ -15,7 +15,7 @@ import pandas as pd
 
 from pipelines.model.embedder import l2_normalise
 from pipelines.training.evaluate import baseline_embeddings, evaluate_models, summary
-from pipelines.training.pipeline import GateConfig, _metrics, decide
+from pipelines.training.pipeline import GateConfig, decide, table_metrics
 
 STYLES, SOURCES_PER_STYLE, TRACKS = 4, 3, 6
 
@@ -54,7 +54,7 @@ def _gate_metrics(ids: list[str], styles: list[str], sources: list[str], x: np.n
         "raw": dict.fromkeys(held_sources, baseline_embeddings("raw", x, 20)),
     }
     per_query = evaluate_models(embedders, x, ids, styles, folds, sources)
-    return {k.replace("@", "_at_"): v for k, v in _metrics(summary(per_query)).items()}
+    return {k.replace("@", "_at_"): v for k, v in table_metrics(summary(per_query)).items()}
 
 
 def is_loso(folds: np.ndarray) -> bool:
