@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing as mp
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines import parallel
 from pipelines.catalogue.manifest import read_manifest
 from pipelines.errors import UserError
 from pipelines.settings import Settings
@@ -258,7 +258,7 @@ def run_dir(settings: Settings, run_id: str) -> Path:
 
 # What every branch needs, set once per worker process by _init_worker (and in this process for one
 # worker). Workers are spawned, not forked: a fork of a process that has threads running (Airflow,
-# MLflow, torch) can inherit a held lock and hang.
+# MLflow, torch) can inherit a held lock and hang; pipelines.parallel says why they also run anywhere.
 _SHARED: dict[str, object] = {}
 
 
@@ -285,22 +285,11 @@ def _train_branches(
     depend on how many workers there are.
     """
     tasks = [(i, h, cfg) for i, h in enumerate(plan)]
-    workers = min(job.workers, len(tasks))
-    if workers <= 1:
-        results: Iterable = map(_train_one, tasks)
-        pool = None
-    else:
-        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(dict(_SHARED),))
-        results = pool.imap_unordered(_train_one, tasks)
-    try:
-        for done, item in enumerate(results, 1):
-            if on_branch is not None:
-                on_branch(item[0], done, len(tasks))
-            yield item
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+    results = parallel.imap_unordered(_train_one, tasks, job.workers, _init_worker, (dict(_SHARED),))
+    for done, item in enumerate(results, 1):
+        if on_branch is not None:
+            on_branch(item[0], done, len(tasks))
+        yield item
 
 
 def train(

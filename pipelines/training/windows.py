@@ -12,7 +12,6 @@ run decodes nothing; a window that would run past the end of its track, or is si
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
+from pipelines import parallel
 from pipelines.audio import AudioRejected
 from pipelines.features import frontend
 from pipelines.features.params import FeatureParams
@@ -136,14 +136,7 @@ def build_windows(
         rows, vectors = [], []
         jobs = [(audio_path, params, offset) for _t, _s, audio_path, offset in todo]
         # Spawned, not forked: the caller may have threads (Airflow, MLflow) whose locks a fork inherits.
-        pool = mp.get_context("spawn").Pool(workers) if workers > 1 and len(todo) > 1 else None
-        results = pool.imap(_window, jobs, chunksize=4) if pool else map(_window, jobs)
-        try:
-            computed = list(progress(_Sized(results, len(jobs))))
-        finally:
-            if pool is not None:
-                pool.close()
-                pool.join()
+        computed = list(progress(_Sized(parallel.imap(_window, jobs, workers, chunk=4), len(jobs))))
         for (track_id, sha, _path, offset), vec in zip(todo, computed, strict=True):
             # An absent window is stored as a row of NaN so it is not attempted again.
             rows.append({"track_id": track_id, "sha256": sha, "offset_s": offset})

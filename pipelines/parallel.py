@@ -1,0 +1,115 @@
+"""Worker processes that behave the same under a terminal, pytest, and any Airflow executor.
+
+Spawned multiprocessing workers normally re-run the parent's ``__main__`` script. Inside an Airflow task
+that script is the ``airflow`` entry point, and Airflow 3 blocks the ORM there
+(``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=airflow-db-not-allowed:///``), so every worker died at start-up and
+``multiprocessing.Pool`` replaced it forever. Here workers import only the module that holds the work,
+a worker that dies fails the whole call at once (``BrokenProcessPool``) instead of hanging, and workers die
+with their parent, so a killed task leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import multiprocessing as mp
+import signal
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
+    """Runs first in every worker: ask the kernel to SIGKILL it when its parent dies (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+@contextlib.contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """While workers start, hide the parent's ``__main__`` script so they do not re-run it."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None) if main is not None else None
+    if path is None or getattr(main, "__spec__", None) is not None:
+        yield  # run as `python -m ...` (imported by name, harmless) or interactively: nothing to hide
+        return
+    del main.__file__  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        main.__file__ = path  # type: ignore[union-attr]
+
+
+def imap_unordered(
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    workers: int,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> Iterator[R]:
+    """``fn`` over ``items`` in up to ``workers`` spawned processes; results as they finish.
+
+    With one worker (or one item) everything runs here, in order, after ``initializer``. ``fn`` and
+    ``initializer`` must be importable module-level functions. Leaving the loop early, an exception in
+    ``fn`` or a dead worker stops every worker before the error propagates.
+    """
+    workers = max(1, min(workers, len(items)))
+    if workers == 1:
+        if initializer is not None:
+            initializer(*initargs)
+        yield from map(fn, items)
+        return
+    pool = ProcessPoolExecutor(
+        workers, mp_context=mp.get_context("spawn"), initializer=_die_with_parent, initargs=(initializer, initargs)
+    )
+    try:
+        with _main_script_hidden():  # a spawn-context pool starts its workers as work is submitted
+            pending: set[Future[R]] = {pool.submit(fn, item) for item in items}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+    finally:
+        _stop(pool)
+
+
+def imap(fn: Callable[[T], R], items: Sequence[T], workers: int, chunk: int = 1) -> Iterator[R]:
+    """``fn`` over ``items`` in spawned workers, results in input order (see :func:`imap_unordered`)."""
+    chunks = [list(items[i : i + chunk]) for i in range(0, len(items), max(1, chunk))]
+    indexed = list(enumerate(chunks))
+    results: dict[int, list[R]] = {}
+    next_out = 0
+    for i, out in imap_unordered(_apply_chunk, [(fn, c, i) for i, c in indexed], workers):
+        results[i] = out
+        while next_out in results:
+            yield from results.pop(next_out)
+            next_out += 1
+
+
+def _apply_chunk(job: tuple[Callable[[Any], Any], Iterable[Any], int]) -> tuple[int, list[Any]]:
+    fn, chunk, i = job
+    return i, [fn(x) for x in chunk]
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool now: queued work is cancelled and running workers are terminated, not awaited."""
+    processes = list(getattr(pool, "_processes", {}).values())  # private, but there is no public handle
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in processes:
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
