@@ -10,12 +10,28 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import platformdirs
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines.features.params import FeatureParams
+
+
+class StackPorts(BaseModel):
+    """Where `musicrec stack` runs its services: a folder and loopback ports (defaults avoid the usual ones)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dir: Path = Field(default=Path(".stack"), description="Services' data, logs and pid files.")
+    postgres: int = 5433
+    redis: int = 6380
+    mlflow: int = 5500
+    milvus: int = 19530
+    airflow: int = 8280
+    api: int = 8300
+    celery_workers: int = Field(default=2, ge=1, le=8)
 
 
 class Settings(BaseSettings):
@@ -40,6 +56,18 @@ class Settings(BaseSettings):
         "original packages, one soundtrack per style (two for metal).",
     )
     features: FeatureParams = Field(default_factory=FeatureParams, description="MUSICREC_FEATURES__N_MFCC=...")
+    training_job: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Defaults for scheduled training runs: TrainingJob fields as JSON, e.g. "
+        '\'{"train": {"epochs": 12}}\'; a DAG run\'s `job` parameter overrides them.',
+    )
+    airflow_api_url: str = Field(
+        default="", description="Airflow api-server base URL; set, imports announce the manifest Asset there."
+    )
+    airflow_username: str = Field(default="", description="Airflow user for the API (simple auth manager).")
+    airflow_password: str = Field(default="", description="That user's password.")
+    alert_webhook_url: str = Field(default="", description="Failed DAG tasks are POSTed here as JSON, if set.")
+    stack: StackPorts = Field(default_factory=lambda: StackPorts(), description="`musicrec stack`: MUSICREC_STACK__*.")
 
     @model_validator(mode="after")
     def _fill_derived(self) -> Settings:

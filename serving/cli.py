@@ -91,7 +91,12 @@ def catalogue_show() -> None:
 
 # Each feature area keeps its commands in its own module with a ``register(app)`` function; listing a
 # module here is all it takes to add its commands.
-_COMMAND_MODULES: tuple[str, ...] = ("serving.cli_serve", "serving.cli_features", "serving.cli_train")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "serving.cli_serve",
+    "serving.cli_features",
+    "serving.cli_train",
+    "serving.cli_stack",
+)
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 
