@@ -20,6 +20,7 @@ import contextlib
 import getpass
 import json
 import logging
+import sqlite3
 import tempfile
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -88,7 +89,13 @@ class Registry:
 
         self.settings = settings
         self.uri = settings.mlflow_tracking_uri
-        relocate(settings, EXPERIMENT_NAME)
+        try:
+            relocate(settings, EXPERIMENT_NAME)
+        except (OSError, sqlite3.Error) as exc:
+            raise RegistryUnavailable(
+                f"the MLflow store in {settings.data_root} could not be pointed at this data root "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
     # --- availability -------------------------------------------------------------------------------

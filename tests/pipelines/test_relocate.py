@@ -16,7 +16,15 @@ import pytest
 import torch
 
 from pipelines.model.encoder import Encoder, EncoderConfig
-from pipelines.registry import CHAMPION, EXPERIMENT_NAME, MODEL_NAME, Registry, load_embedder, resolve_alias
+from pipelines.registry import (
+    CHAMPION,
+    EXPERIMENT_NAME,
+    MODEL_NAME,
+    Registry,
+    RegistryUnavailable,
+    load_embedder,
+    resolve_alias,
+)
 from pipelines.relocate import MARKER, read_marker, relocate, rewrite_root, uri_to_path
 from pipelines.settings import Settings
 
@@ -177,3 +185,14 @@ def test_only_whole_path_prefixes_are_rewritten(tmp_path: Path) -> None:
         got = [r[0] for r in con.execute("SELECT location FROM t ORDER BY id")]
     con.close()
     assert got == list(values.values())
+
+
+def test_a_store_that_cannot_be_rewritten_is_a_clear_error_and_stays_as_it_was(tmp_path: Path) -> None:
+    root = tmp_path / "B"
+    root.mkdir()
+    (root / "mlflow.db").write_bytes(b"not a database, e.g. a copy cut short" * 100)
+    (root / MARKER).write_text(f'{{"root": "{tmp_path / "A"}"}}')
+    before = _digest(root)
+    with pytest.raises(RegistryUnavailable, match="could not be pointed at this data root"):
+        Registry(_settings(root))
+    assert _digest(root) == before
