@@ -20,6 +20,7 @@ import contextlib
 import getpass
 import json
 import logging
+import sqlite3
 import tempfile
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ import numpy as np
 
 from pipelines.errors import UserError
 from pipelines.model.embedder import Embedder
+from pipelines.relocate import ARTIFACTS_DIR, embedded_store, relocate, write_marker
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,13 +78,24 @@ def _tracking(uri: str) -> Iterator[None]:
 
 
 class Registry:
-    """Runs, models and aliases of ``musicrec-triplet`` in the MLflow that ``settings`` names."""
+    """Runs, models and aliases of ``musicrec-triplet`` in the MLflow that ``settings`` names.
+
+    Opening the embedded store of a data root that was copied or moved first points its recorded paths
+    into the current root (see :mod:`pipelines.relocate`), before MLflow reads or writes anything.
+    """
 
     def __init__(self, settings: Settings) -> None:
         from mlflow import MlflowClient
 
         self.settings = settings
         self.uri = settings.mlflow_tracking_uri
+        try:
+            relocate(settings, EXPERIMENT_NAME)
+        except (OSError, sqlite3.Error) as exc:
+            raise RegistryUnavailable(
+                f"the MLflow store in {settings.data_root} could not be pointed at this data root "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
     # --- availability -------------------------------------------------------------------------------
@@ -115,8 +128,11 @@ class Registry:
         location = None
         if self.uri.startswith("sqlite:"):
             # Default artifact root is ./mlruns of the current directory: keep artifacts under the data root.
-            location = (self.settings.data_root / "mlartifacts").as_uri()
-        return self.client.create_experiment(EXPERIMENT_NAME, artifact_location=location)
+            location = (self.settings.data_root / ARTIFACTS_DIR).as_uri()
+        experiment_id = self.client.create_experiment(EXPERIMENT_NAME, artifact_location=location)
+        if embedded_store(self.settings) is not None:
+            write_marker(self.settings.data_root)  # the paths MLflow records from now on are for this root
+        return experiment_id
 
     def start_run(self, params: Mapping[str, Any], tags: Mapping[str, str], name: str | None = None) -> str:
         from mlflow.entities import Param
