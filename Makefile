@@ -1,10 +1,11 @@
 # The two commands a newcomer needs: `make run` (set up + the main job) and `make test`.
 PYTHON ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-fast lint format bench lock clean
+.PHONY: run test test-fast lint format bench lock clean stack-deps stack-up stack-down stack-status
 
 # Create the virtual environment and install the locked dependency set (re-runs when the lock changes).
 $(STAMP): requirements.lock pyproject.toml
@@ -23,12 +24,28 @@ run: $(STAMP)
 	$(BIN)/musicrec catalogue refresh --model-version champion
 	$(BIN)/musicrec recommend --examples 3
 
-test: $(STAMP)
+test: $(STAMP) stack-deps
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow"
+
+# The local service stack (`musicrec stack`): Debian's PostgreSQL 15 and Redis, everything else from the lock.
+stack-deps:
+	@if [ ! -x /usr/lib/postgresql/15/bin/postgres ] || ! command -v redis-server >/dev/null; then \
+	  echo "installing postgresql-15 and redis-server (apt-get)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql-15 redis-server >/dev/null; \
+	fi
+
+stack-up: $(STAMP) stack-deps
+	$(BIN)/musicrec stack up
+
+stack-down: $(STAMP)
+	$(BIN)/musicrec stack down
+
+stack-status: $(STAMP)
+	$(BIN)/musicrec stack status
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -46,4 +63,4 @@ lock:
 	  /tmp/musicrec-lock/bin/pip freeze | grep -v '^-e'; } > requirements.lock
 
 clean:
-	rm -rf $(VENV) data
+	rm -rf $(VENV) data .stack

@@ -7,16 +7,22 @@ of :class:`pipelines.training.pipeline.TrainingJob`.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import Param, dag, task
+from common import default_args
+
+from pipelines.training.config import job_schema
 
 
 @dag(
     dag_id="build_triplets",
     schedule=None,
     catchup=False,
-    params={"job": Param({}, type="object", description="Overrides of TrainingJob (JSON).")},
+    dagrun_timeout=timedelta(hours=3),
+    default_args=default_args(timedelta(hours=2), retries=1),
+    params={"job": Param({}, description="Overrides of TrainingJob (JSON).", **job_schema())},
     tags=["musicrec", "training"],
     doc_md=__doc__,
 )
@@ -24,9 +30,11 @@ def build_triplets() -> None:
     @task
     def build(params: dict[str, Any] | None = None) -> dict:
         from pipelines.settings import get_settings
-        from pipelines.training.pipeline import TrainingJob, prepare
+        from pipelines.training.config import scheduled_job
+        from pipelines.training.pipeline import prepare
 
-        return prepare(get_settings(), TrainingJob.model_validate((params or {}).get("job") or {}))
+        settings = get_settings()
+        return prepare(settings, scheduled_job(settings, (params or {}).get("job")))
 
     build()
 

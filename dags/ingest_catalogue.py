@@ -17,6 +17,7 @@ from typing import Any
 from airflow.sdk import Param, TriggerRule, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 from assets import FEATURES, MANIFEST  # the DAG folder is on sys.path when Airflow parses it
+from common import default_args
 
 
 @dag(
@@ -24,12 +25,14 @@ from assets import FEATURES, MANIFEST  # the DAG folder is on sys.path when Airf
     schedule=[MANIFEST],
     catchup=False,
     max_active_runs=1,
+    dagrun_timeout=timedelta(hours=12),
+    default_args=default_args(timedelta(hours=2)),
     params={"shards": Param(0, type="integer", minimum=0, description="Shards to split the work in; 0: one per core.")},
     tags=["musicrec", "features"],
     doc_md=__doc__,
 )
 def ingest_catalogue() -> None:
-    @task
+    @task(retries=0)  # a missing or broken manifest stays so on a retry
     def read_manifest() -> dict:
         from pipelines.features.build import check_manifest
         from pipelines.settings import get_settings
@@ -51,7 +54,7 @@ def ingest_catalogue() -> None:
 
     # A failing file never fails its shard (it is quarantined); a shard fails when its worker cannot start,
     # which a retry may get past.
-    @task(max_active_tis_per_dagrun=16, retries=1, retry_delay=timedelta(seconds=30))
+    @task(max_active_tis_per_dagrun=16, execution_timeout=timedelta(hours=6))
     def compute(shard: str) -> dict:
         from dataclasses import asdict
 

@@ -1,42 +1,66 @@
-"""refresh_catalogue: a new champion model in, a verified Milvus collection behind the alias ``tracks`` out.
+"""refresh_catalogue: the champion model and the feature store in, a verified Milvus collection behind ``tracks`` out.
 
-Runs whenever the champion Asset changes (a model was promoted), or by hand with the run parameter
-``model_version`` (``champion``, ``raw`` for the untrained baseline, or a registry version). The version
-is resolved once, in its own task, so a retry of the refresh embeds with the same model even if the
-champion moves meanwhile. The refresh embeds the feature store, verifies the new collection and only
-then moves ``tracks``; it is safe to retry: a re-run finds its half-built collection and finishes it.
+Runs when a model is promoted (champion Asset) and when the feature store changes (features Asset), so
+newly imported tracks reach the index under an unchanged champion without a retrain; or by hand with the
+run parameter ``model_version`` (``champion``, ``raw`` for the untrained baseline, or a registry version).
+The version is resolved once, in its own task that fails at once for a version the registry does not
+have, so a retry of the refresh embeds with the same model even if the champion moves meanwhile. The
+refresh embeds what is missing, verifies the collection and only then moves ``tracks``; a re-run finds
+its half-built collection and finishes it.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import Param, dag, task
-from assets import CATALOGUE_INDEX, CHAMPION  # the DAG folder is on sys.path when Airflow parses it
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from assets import CATALOGUE_INDEX, CHAMPION, FEATURES  # the DAG folder is on sys.path when Airflow parses it
+from common import default_args
 
 
 @dag(
     dag_id="refresh_catalogue",
-    schedule=[CHAMPION],
+    schedule=CHAMPION | FEATURES,
     catchup=False,
     max_active_runs=1,
+    dagrun_timeout=timedelta(hours=4),
+    default_args=default_args(timedelta(hours=3)),
     params={
         "model_version": Param(
-            "champion", type="string", description="'champion' (registry alias), 'raw' or a model version."
+            "champion",
+            type="string",
+            pattern=r"^(champion|challenger|raw|[1-9][0-9]{0,8})$",
+            description="'champion' or 'challenger' (registry aliases), 'raw' (baseline) or a version number.",
         )
     },
     tags=["musicrec", "index"],
     doc_md=__doc__,
 )
 def refresh_catalogue() -> None:
-    @task
+    @task(retries=0)  # an unknown version stays unknown: fail now, not after the retries
     def resolve_model(params: dict[str, Any] | None = None) -> str:
-        from pipelines.index.models import resolve_model_version
+        from pipelines.errors import UserError
+        from pipelines.index.models import CHAMPION as CHAMPION_ALIAS
+        from pipelines.index.models import check_model_version, resolve_model_version
+        from pipelines.registry import RegistryUnavailable
         from pipelines.settings import get_settings
 
-        return resolve_model_version(get_settings(), str((params or {}).get("model_version", "champion")))
+        settings = get_settings()
+        requested = str((params or {}).get("model_version", CHAMPION_ALIAS))
+        try:
+            version = resolve_model_version(settings, requested)
+            check_model_version(settings, version)
+        except RegistryUnavailable:
+            raise  # MLflow down: the task fails and the run can be cleared once it is back
+        except UserError as exc:
+            if requested == CHAMPION_ALIAS:  # features changed before any model was trained
+                raise AirflowSkipException(f"nothing to refresh yet: {exc}") from exc
+            raise AirflowFailException(str(exc)) from exc
+        return version
 
-    @task(outlets=[CATALOGUE_INDEX], retries=2)
+    @task(outlets=[CATALOGUE_INDEX])
     def refresh(model_version: str, outlet_events: Any = None) -> dict:
         from pipelines.index.refresh import RefreshCatalogue
         from pipelines.settings import get_settings

@@ -3,26 +3,37 @@
 Step two of the method: build the triplet dataset, train the feed-forward branch (once per held-out
 source, once on every track for serving), evaluate it leave-one-source-out beside the raw-MFCC, mean+std
 and random baselines and the champion's recipe, and let the gate decide on promotion. Runs weekly and
-whenever the feature store changes. A promotion announces the champion Asset, on which the catalogue
-refresh is scheduled; a run that does not promote announces nothing.
+whenever the feature store changes; either run skips when the registry already holds a model trained on
+exactly these features with this recipe. A promotion announces the champion Asset, on which the
+catalogue refresh is scheduled; a run that does not promote announces nothing.
 
-The run parameter ``job`` overrides fields of :class:`pipelines.training.pipeline.TrainingJob`, e.g.
+The recipe is ``MUSICREC_TRAINING_JOB`` (fields of :class:`pipelines.training.pipeline.TrainingJob`), and
+a run's ``job`` parameter overrides it, validated when the run is triggered, e.g.
 ``airflow dags trigger train_triplet_model -c '{"job": {"secondary": false, "train": {"epochs": 10}}}'``.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from assets import CHAMPION, FEATURES  # the DAG folder is on sys.path when Airflow parses it
+from common import default_args
+
+from pipelines.training.config import job_schema
 
 
 def _job(params: dict[str, Any] | None) -> Any:
-    from pipelines.training.pipeline import TrainingJob
+    from pipelines.errors import UserError
+    from pipelines.settings import get_settings
+    from pipelines.training.config import scheduled_job
 
-    return TrainingJob.model_validate((params or {}).get("job") or {})
+    try:
+        return scheduled_job(get_settings(), (params or {}).get("job"))
+    except UserError as exc:
+        raise AirflowFailException(str(exc)) from exc
 
 
 @dag(
@@ -30,19 +41,31 @@ def _job(params: dict[str, Any] | None) -> Any:
     schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"), assets=[FEATURES]),
     catchup=False,
     max_active_runs=1,
-    params={"job": Param({}, type="object", description="Overrides of TrainingJob (JSON).")},
+    dagrun_timeout=timedelta(hours=12),
+    default_args=default_args(timedelta(hours=2), retries=1),
+    params={"job": Param({}, description="Overrides of TrainingJob (JSON).", **job_schema())},
     tags=["musicrec", "training"],
     doc_md=__doc__,
 )
 def train_triplet_model() -> None:
+    @task(retries=0)
+    def check_inputs(params: dict[str, Any] | None = None) -> str:
+        from pipelines.settings import get_settings
+        from pipelines.training.pipeline import inputs_key, trained_version
+
+        settings, job = get_settings(), _job(params)
+        if version := trained_version(settings, job):
+            raise AirflowSkipException(f"model version {version} was trained on these inputs: not retraining")
+        return inputs_key(settings, job)
+
     @task
-    def build_triplets(params: dict[str, Any] | None = None) -> dict:
+    def build_triplets(_inputs: str, params: dict[str, Any] | None = None) -> dict:
         from pipelines.settings import get_settings
         from pipelines.training.pipeline import prepare
 
         return prepare(get_settings(), _job(params))
 
-    @task
+    @task(execution_timeout=timedelta(hours=8))
     def train(prepared: dict, params: dict[str, Any] | None = None) -> str:
         from pipelines.settings import get_settings
         from pipelines.training.pipeline import train as run_training
@@ -72,7 +95,7 @@ def train_triplet_model() -> None:
         outlet_events[CHAMPION].extra = {"version": decision["version"]}
         return decision["version"]
 
-    announce_champion(gate(evaluate(train(build_triplets()))))
+    announce_champion(gate(evaluate(train(build_triplets(check_inputs())))))
 
 
 train_triplet_model()

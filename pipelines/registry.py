@@ -167,6 +167,13 @@ class Registry:
     def end_run(self, run_id: str, failed: bool = False) -> None:
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
+    def running_runs(self) -> list[Any]:
+        """Runs of the experiment still marked RUNNING."""
+        exp = self.client.get_experiment_by_name(EXPERIMENT_NAME)
+        if exp is None:
+            return []
+        return list(self.client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'"))
+
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)
 

@@ -65,6 +65,7 @@ def fetch_demo() -> None:
     typer.echo(f"packages downloaded: {downloaded} (cache: {settings.demo_dir})")
     typer.echo(report.line())
     typer.echo(format_summary(settings))
+    _announce(settings, report)
 
 
 @catalogue_app.command("import")
@@ -79,6 +80,22 @@ def catalogue_import(
     report = import_catalogue(path, settings, progress=_bar("importing"))
     typer.echo(report.line())
     typer.echo(format_summary(settings))
+    _announce(settings, report)
+
+
+def _announce(settings: Any, report: Any) -> None:
+    """Tell Airflow the manifest changed (when it did and an Airflow API is configured), and say which."""
+    from pipelines.catalogue.announce import announce_manifest
+
+    if not (report.added or report.updated or report.removed):
+        typer.echo("manifest unchanged: nothing announced to Airflow")
+        return
+    extra = {"origin": report.origin, "added": report.added, "updated": report.updated, "removed": report.removed}
+    event = announce_manifest(settings, extra)
+    if event is None:
+        typer.echo("Airflow not configured (MUSICREC_AIRFLOW_API_URL): the manifest change was not announced")
+    else:
+        typer.echo(f"announced to Airflow at {settings.airflow_api_url}: manifest event {event}")
 
 
 @catalogue_app.command("show")

@@ -6,6 +6,7 @@ in this process, with progress bars, and prints the evaluation table and the gat
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Annotated, Any
 
@@ -69,6 +70,9 @@ def train(
     from pipelines.registry import Registry
 
     Registry(settings).check()
+    pipeline.end_abandoned_runs(settings)  # runs of an earlier `musicrec train` that was killed
+    # SIGTERM (a service manager, `kill`) ends the MLflow run as FAILED, like Ctrl+C does
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if if_changed and (version := pipeline.trained_version(settings, job)):
         typer.echo(f"model version {version} was trained on these features with this recipe: not retraining")
         return

@@ -19,19 +19,29 @@ log = logging.getLogger(__name__)
 
 RAW = "raw"  # the model version of the raw-MFCC baseline (RawEmbedder.version)
 CHAMPION = "champion"  # registry alias the scheduled refresh follows
+ALIASES = (CHAMPION, "challenger")
 
 
 def resolve_model_version(settings: Settings, requested: str = CHAMPION) -> str:
-    """A concrete model version: ``raw``, a version number as given, or what ``@champion`` points to now."""
-    if requested != CHAMPION:
+    """A concrete model version: ``raw``, a version number as given, or what an alias points to now."""
+    if requested not in ALIASES:
         return requested
     try:
         from pipelines.registry import resolve_alias
     except ImportError as exc:
         raise UserError("no model registry in this install (pipelines.registry); use --model-version raw") from exc
-    version = str(resolve_alias(settings, CHAMPION))
-    log.info("@%s resolves to model version %s", CHAMPION, version)
+    version = str(resolve_alias(settings, requested))
+    log.info("@%s resolves to model version %s", requested, version)
     return version
+
+
+def check_model_version(settings: Settings, model_version: str) -> None:
+    """Fail with a clear :class:`UserError` unless ``model_version`` is ``raw`` or a registered version."""
+    if model_version == RAW:
+        return
+    from pipelines.registry import Registry
+
+    Registry(settings).version(model_version)
 
 
 def load_embedder(settings: Settings, model_version: str, params: FeatureParams) -> Embedder:

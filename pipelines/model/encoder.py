@@ -24,48 +24,14 @@ a few frames later looks different to it; shared per-frame layers see the same f
 from __future__ import annotations
 
 import itertools
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn import functional as F
 
+from pipelines.model.config import EncoderConfig
 
-class EncoderConfig(BaseModel):
-    """Shape of the branch. Defaults: the best configuration of the comparison in docs/training.md."""
-
-    model_config = ConfigDict(frozen=True)
-
-    n_frames: int = Field(default=430, ge=1, description="N: frames in the front-end vector.")
-    n_mfcc: int = Field(default=20, ge=1, description="MFCCs per frame.")
-    kind: Literal["frames", "flat"] = Field(
-        default="frames", description="frames: shared per-frame layers + pooling; flat: MLP over all values."
-    )
-    deltas: int = Field(default=1, ge=0, le=2, description="Append first (1) and second (2) differences.")
-    context: int = Field(default=1, ge=1, description="Frames stacked around each frame (odd).")
-    frame_layers: tuple[int, ...] = Field(default=(64,), description="Widths of the shared per-frame MLP.")
-    pooling: Literal["mean", "meanstd", "max"] = Field(default="meanstd", description="Pooling over frames.")
-    head_layers: tuple[int, ...] = Field(default=(64,), description="Widths after pooling (or of flat).")
-    dim: int = Field(default=32, ge=2, description="Embedding size.")
-    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
-    stats_weight: float = Field(
-        default=0.7, ge=0.0, le=1.0, description="Share of the cosine given to the fixed mean+std statistics."
-    )
-
-    @property
-    def out_dim(self) -> int:
-        """Size of the output: ``dim``, plus the ``2 * n_mfcc`` statistics when they are appended."""
-        return self.dim + (2 * self.n_mfcc if self.stats_weight else 0)
-
-    @property
-    def input_dim(self) -> int:
-        return self.n_frames * self.n_mfcc
-
-    @property
-    def channels(self) -> int:
-        """Values per frame after the deltas are appended."""
-        return self.n_mfcc * (1 + self.deltas)
+__all__ = ["Encoder", "EncoderConfig"]
 
 
 def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +29,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines import parallel
 from pipelines.catalogue.manifest import read_manifest
 from pipelines.errors import UserError
 from pipelines.settings import Settings
 from pipelines.training import artifacts
+from pipelines.training.config import GateConfig, TrainConfig, TrainingJob
 from pipelines.training.evaluate import (
     BASELINES,
     baseline_embeddings,
@@ -58,7 +60,7 @@ from pipelines.training.plan import (
     single_source_styles,
 )
 from pipelines.training.split import GroupBy, check_styles, frozen_split, split_path, validation_carve
-from pipelines.training.train import TrainConfig, TrainingFailed, TrainResult, WindowBank, embed, train_branch
+from pipelines.training.train import TrainingFailed, TrainResult, WindowBank, embed, train_branch
 from pipelines.training.triplets import TRIPLET_SCHEMA, triplets_for
 from pipelines.training.windows import build_windows
 
@@ -66,40 +68,6 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[Iterable], Iterable]
 BranchProgress = Callable[[str, int, int], None]  # (holdout just trained, done, total)
-
-
-class GateConfig(BaseModel):
-    """When a challenger may replace the champion. Metrics are ``view/metric``, leave-one-source-out."""
-
-    model_config = ConfigDict(frozen=True)
-
-    metric: str = Field(default="cross_source/map@10", description="Compared with the champion's.")
-    margin: float = Field(default=0.01, ge=0.0, description="How much better than the champion it must be.")
-    beat_on: tuple[str, ...] = Field(
-        default=("catalogue/p@10", "cross_source/map@10"), description="Must beat each required baseline on these."
-    )
-    baselines: tuple[str, ...] = Field(default=("raw",), description="Baselines it must beat (raw, meanstd).")
-
-
-class TrainingJob(BaseModel):
-    """One training job: the training recipe, how it is evaluated, and the gate."""
-
-    model_config = ConfigDict(frozen=True)
-
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    group_by: GroupBy = Field(default="source", description="What a 'source' is: source, album or artist.")
-    max_groups: int = Field(default=24, ge=2, description="Above this many sources, k source-disjoint folds.")
-    n_folds: int = Field(default=5, ge=2, description="k of the track-disjoint split (and of many sources).")
-    eval_fold: int = Field(default=0, ge=0, description="The frozen track-disjoint fold (secondary view).")
-    secondary: bool = Field(default=True, description="Also train the track-disjoint fold (secondary view).")
-    split_seed: int = 0
-    workers: int = Field(default=2, ge=1, description="Branches trained at once (one process and core each).")
-    gate: GateConfig = Field(default_factory=GateConfig)
-
-    @property
-    def key(self) -> str:
-        """The recipe and protocol; ``workers`` changes how fast, not what, so it is left out."""
-        return hashlib.sha256(self.model_dump_json(exclude={"workers"}).encode()).hexdigest()[:10]
 
 
 @dataclass(frozen=True)
@@ -155,11 +123,16 @@ def catalogue_fingerprint(cat: Catalogue, group_by: GroupBy) -> str:
     return digest.hexdigest()[:16]
 
 
+def inputs_key(settings: Settings, job: TrainingJob) -> str:
+    """:func:`inputs_fingerprint` of the feature store as it is now."""
+    return inputs_fingerprint(load_catalogue(settings), job)
+
+
 def trained_version(settings: Settings, job: TrainingJob) -> str | None:
     """The registered version trained on exactly these inputs, if any (see :func:`inputs_fingerprint`)."""
     from pipelines.registry import Registry
 
-    fingerprint = inputs_fingerprint(load_catalogue(settings), job)
+    fingerprint = inputs_key(settings, job)
     for version in Registry(settings).versions():
         if version.tags.get("inputs") == fingerprint:
             return str(version.version)
@@ -276,6 +249,57 @@ def _train_one(args: tuple[int, Holdout, TrainConfig]) -> tuple[str, dict, pd.Da
     return holdout.name, result.model.state_dict(), result.history, result.best_epoch
 
 
+def _launcher() -> dict[str, str]:
+    """Who runs this training, so a run whose process was killed can be found and ended (see below)."""
+    tags = {"launcher.host": socket.gethostname(), "launcher.pid": str(os.getpid())}
+    if dag_run := os.environ.get("AIRFLOW_CTX_DAG_RUN_ID"):  # set by Airflow for a task's process
+        dag = os.environ.get("AIRFLOW_CTX_DAG_ID", "")
+        return tags | {"launcher": "airflow", "airflow.dag_id": dag, "airflow.dag_run_id": dag_run}
+    return tags | {"launcher": "cli"}
+
+
+def end_abandoned_runs(settings: Settings, dag_run_id: str | None = None) -> list[str]:
+    """Mark FAILED the training runs left RUNNING by a process that was killed; returns their ids.
+
+    With ``dag_run_id``: the runs of that Airflow DAG run (its failure callback calls this). Without: runs
+    started by ``musicrec train`` on this host whose process is gone. A SIGKILL cannot be caught, so this
+    is how a killed run stops showing as RUNNING.
+    """
+    from pipelines.registry import Registry
+
+    registry = Registry(settings)
+    ended = []
+    for run in registry.running_runs():
+        tags = run.data.tags
+        if dag_run_id is not None:
+            abandoned = tags.get("airflow.dag_run_id") == dag_run_id
+        else:
+            abandoned = (
+                tags.get("launcher") == "cli"
+                and tags.get("launcher.host") == socket.gethostname()
+                and not _pid_alive(int(tags.get("launcher.pid", "0") or 0))
+            )
+        if abandoned:
+            registry.set_run_tags(run.info.run_id, {"failure": "abandoned: its process was killed"})
+            registry.end_run(run.info.run_id, failed=True)
+            ended.append(run.info.run_id)
+    if ended:
+        log.warning("ended %d abandoned training run(s) as FAILED: %s", len(ended), ", ".join(ended))
+    return ended
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _train_branches(
     job: TrainingJob, cfg: TrainConfig, plan: list[Holdout], on_branch: BranchProgress | None
 ) -> Iterable[tuple[str, dict, pd.DataFrame, int]]:
@@ -328,7 +352,9 @@ def train(
         "gate": job.gate.model_dump_json(),
         **recipe_params(cfg),
     }
-    run_id = registry.start_run(params, {"feature_version": cat.feature_version, "job": job.key}, name="train")
+    run_id = registry.start_run(
+        params, {"feature_version": cat.feature_version, "job": job.key, **_launcher()}, "train"
+    )
     out = run_dir(settings, run_id)
     out.mkdir(parents=True, exist_ok=True)
     try:

@@ -30,10 +30,10 @@ import pyarrow as pa
 
 from pipelines.catalogue.manifest import read_table, write_table
 from pipelines.errors import UserError
+from pipelines.training.config import GroupBy
 
 log = logging.getLogger(__name__)
 
-GroupBy = Literal["track", "album", "artist", "source"]
 
 SPLIT_SCHEMA = pa.schema(
     [

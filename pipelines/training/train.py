@@ -27,14 +27,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.model.encoder import Encoder, EncoderConfig
+from pipelines.model.encoder import Encoder
+from pipelines.training.config import TrainConfig
 from pipelines.training.loss import margin_loss, pairwise_cosine_distance
 from pipelines.training.metrics import retrieval_table, summarise
 from pipelines.training.triplets import semi_hard_negatives
@@ -44,44 +43,6 @@ log = logging.getLogger(__name__)
 
 class TrainingFailed(RuntimeError):
     """The run cannot give a usable model (for example the loss became NaN); nothing is registered."""
-
-
-class TrainConfig(BaseModel):
-    """Everything that shapes one training run. Defaults: see docs/training.md for the measurements."""
-
-    model_config = ConfigDict(frozen=True)
-
-    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
-    seed: int = 0
-    epochs: int = Field(default=24, ge=1, description="Upper bound; early stopping usually ends sooner.")
-    batches_per_epoch: int = Field(default=25, ge=1)
-    tracks_per_style: int = Field(default=8, ge=2, description="Pool size per style in a batch.")
-    triplets_per_batch: int = Field(default=256, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
-    weight_decay: float = Field(default=1e-4, ge=0)
-    margin: float = Field(default=0.2, gt=0)
-    mining: Literal["random", "semi-hard", "batch-all"] = "batch-all"
-    positives: Literal["any", "other-source"] = Field(
-        default="other-source",
-        description="other-source: a positive from another source of the style when there is one.",
-    )
-    val_by: Literal["track", "source"] = Field(
-        default="track", description="Validation tracks for early stopping: a share of tracks, or whole sources."
-    )
-    stats_in_training: bool = Field(
-        default=False,
-        description="With encoder.stats_weight > 0: train on the whole output (True) or on the learned part only.",
-    )
-    augment_channel: float = Field(default=0.0, ge=0.0, description="Random cepstral offset per window, in sds.")
-    mine_after_epochs: int = Field(default=2, ge=0)
-    patience_epochs: int = Field(default=8, ge=1)
-    min_epochs: int = Field(default=8, ge=1)
-    val_fraction: float = Field(default=0.15, ge=0.0, lt=1.0)
-    window_offsets_s: tuple[float, ...] = Field(
-        default=(10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 75.0, 90.0, 105.0, 120.0, 150.0, 180.0),
-        description="Extra training windows (seconds after the front end's own); () for none.",
-    )
-    threads: int = Field(default=1, ge=1, description="torch threads; results are reproducible per value.")
 
 
 @dataclass

@@ -43,7 +43,7 @@ import pyarrow as pa
 from pipelines.errors import UserError
 
 if TYPE_CHECKING:
-    from pipelines.training.train import TrainConfig
+    from pipelines.training.config import TrainConfig
 
 Strategy = Literal["random", "semi-hard", "batch-all"]
 STRATEGIES = ("random", "semi-hard", "batch-all")

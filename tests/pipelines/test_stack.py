@@ -1,0 +1,296 @@
+"""The platform run as services, end to end, through the real scheduler on Celery workers.
+
+`musicrec stack up` starts PostgreSQL, Redis, the Milvus server, the MLflow server, Airflow (api-server,
+scheduler, dag-processor, triggerer, two Celery workers) and the API as separate processes. A catalogue
+import announces the manifest Asset, and from there nothing is triggered by hand: ingest -> features ->
+training (in a Celery worker, whose ``__main__`` is the ``airflow`` entry script and whose ORM is blocked,
+with the job's default two training workers) -> a champion -> the index. A second import of new tracks
+reaches the index under the same champion, the API answers for a new track, and `musicrec stack down`
+leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.pipelines.training.synth_catalogue import SYNTH_FEATURES
+from tests.pipelines.training.synth_styles import STYLES, recording, style_library, track
+from tests.synth import write
+
+pytestmark = [pytest.mark.integration, pytest.mark.stack]
+
+BIN = Path(sys.executable).parent
+CHAIN_DEADLINE_S = 1200
+# Small and quick, but the job's `workers` stays at its default (two training processes per task).
+TRAINING_JOB = {
+    "n_folds": 3,
+    "secondary": False,
+    "train": {
+        "encoder": {"frame_layers": [32], "head_layers": [32], "dim": 16},
+        "epochs": 6,
+        "batches_per_epoch": 10,
+        "min_epochs": 3,
+        "patience_epochs": 3,
+        "tracks_per_style": 4,
+        "triplets_per_batch": 64,
+        "window_offsets_s": [1.0, 2.0],
+    },
+}
+
+
+def _free_block(n: int) -> int:
+    """A base port with ``n`` consecutive free ports above it."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = int(s.getsockname()[1])
+        if base + n > 65000:
+            continue
+        try:
+            for port in range(base, base + n):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no block of free ports")
+
+
+def _env(root: Path) -> dict[str, str]:
+    base = _free_block(20)
+    ports = {"POSTGRES": base, "REDIS": base + 1, "MLFLOW": base + 2, "AIRFLOW": base + 3, "API": base + 4}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MUSICREC_"))}
+    env |= {f"MUSICREC_STACK__{k}": str(v) for k, v in ports.items()}
+    env |= {
+        "MUSICREC_STACK__MILVUS": str(base + 8),  # and the ten ports above it
+        "MUSICREC_STACK__DIR": str(root / "stack"),
+        "MUSICREC_FEATURES__N_FRAMES": str(SYNTH_FEATURES.n_frames),
+        "MUSICREC_TRAINING_JOB": json.dumps(TRAINING_JOB),
+        "MUSICREC_CACHE_DIR": str(root / "cache"),
+    }
+    out = subprocess.run(
+        [str(BIN / "musicrec"), "stack", "env"], env=env, capture_output=True, text=True, check=True, timeout=60
+    )
+    for line in out.stdout.splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = value.strip("'")
+    return env
+
+
+def _musicrec(env: dict[str, str], *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "musicrec"), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _stack_processes(root: Path) -> list[str]:
+    """Command lines of live processes that belong to the stack under ``root`` (its folder in their argv/env)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (proc / "environ").read_bytes()
+            state = (proc / "stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and (str(root).encode() in environ or str(root) in cmd):
+            found.append(f"{proc.name}: {cmd[:200]}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[dict[str, Any]]:
+    if not Path("/usr/lib/postgresql/15/bin/postgres").exists() or shutil.which("redis-server") is None:
+        pytest.fail("the stack needs postgresql-15 and redis-server: run `make stack-deps`")
+    # PostgreSQL runs as the postgres user when we are root: its folder must be reachable by that user.
+    root = Path(tempfile.mkdtemp(prefix="musicrec-stack-", dir="/tmp"))
+    root.chmod(0o755)
+    env = _env(root)
+    start = time.monotonic()
+    up = _musicrec(env, "stack", "up")
+    info = {"env": env, "root": root, "up_s": time.monotonic() - start}
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr + _logs(root)
+        yield info
+    finally:
+        start = time.monotonic()
+        down = _musicrec(env, "stack", "down", timeout=300)
+        info["down_s"] = time.monotonic() - start
+        print(f"\nstack timings: { ({k: round(v, 1) for k, v in info.items() if k.endswith('_s')}) }")
+        assert down.returncode == 0, down.stderr
+        left = _stack_processes(root)
+        shutil.rmtree(root, ignore_errors=True)
+        assert not left, f"processes left behind after `musicrec stack down`: {left}"
+
+
+def _logs(root: Path) -> str:
+    out = []
+    for log in sorted((root / "stack" / "logs").glob("*.log")):
+        out.append(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+    return "\n".join(out)
+
+
+class Airflow:
+    """The api-server's REST API, as an operator's script would use it."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.client = httpx.Client(base_url=env["MUSICREC_AIRFLOW_API_URL"], timeout=30)
+        token = self.client.post(
+            "/auth/token",
+            json={"username": env["MUSICREC_AIRFLOW_USERNAME"], "password": env["MUSICREC_AIRFLOW_PASSWORD"]},
+        )
+        token.raise_for_status()
+        self.client.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+
+    def runs(self, dag_id: str) -> list[dict[str, Any]]:
+        resp = self.client.get(f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": 100})
+        resp.raise_for_status()
+        return list(resp.json()["dag_runs"])
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        resp = self.client.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        resp.raise_for_status()
+        return {t["task_id"]: t["state"] for t in resp.json()["task_instances"]}
+
+
+DAGS = ("ingest_catalogue", "train_triplet_model", "refresh_catalogue")
+
+
+def _wait(airflow: Airflow, root: Path, done: Any, what: str) -> dict[str, list[dict[str, Any]]]:
+    """Poll the DAG runs until ``done(runs)``; fail at once on a failed run, or at the deadline."""
+    deadline = time.monotonic() + CHAIN_DEADLINE_S
+    while True:
+        runs = {dag: airflow.runs(dag) for dag in DAGS}
+        failed = [(dag, r["dag_run_id"]) for dag, rs in runs.items() for r in rs if r["state"] == "failed"]
+        if failed:
+            states = {f"{d}/{r}": airflow.task_states(d, r) for d, r in failed}
+            pytest.fail(f"DAG runs failed while waiting for {what}: {states}\n{_logs(root)}")
+        if done(runs):
+            return runs
+        if time.monotonic() > deadline:
+            summary = {d: [(r["dag_run_id"], r["state"]) for r in rs] for d, rs in runs.items()}
+            pytest.fail(f"{what} did not happen within {CHAIN_DEADLINE_S}s: {summary}\n{_logs(root)}")
+        time.sleep(3)
+
+
+def _finished(runs: list[dict[str, Any]], n: int) -> bool:
+    return len(runs) >= n and all(r["state"] == "success" for r in runs)
+
+
+def _library(root: Path) -> None:
+    style_library(root, per_style=8, seconds=4.0, sources=2)
+
+
+def _add_tracks(root: Path) -> list[Path]:
+    """One new track per style, on a recording chain of its own (a new album)."""
+    paths = []
+    for k, style in enumerate(STYLES):
+        audio = recording(track(style, 4.0, seed=9000 + k), 10 * k + 7)
+        paths.append(write(root / style / f"{style}-album9" / f"{style}_new.wav", audio))
+    return paths
+
+
+def test_the_chain_runs_by_itself_on_celery_workers_and_new_tracks_reach_the_api(stack: dict[str, Any]) -> None:
+    env, root = stack["env"], stack["root"]
+    status = _musicrec(env, "stack", "status")
+    assert status.returncode == 0, status.stdout
+    assert _musicrec(env, "stack", "up").stdout.count("already up") == len(status.stdout.splitlines())
+
+    library = root / "library"
+    _library(library)
+    start = time.monotonic()
+    imported = _musicrec(env, "catalogue", "import", str(library))
+    assert imported.returncode == 0, imported.stderr
+    assert "announced to Airflow" in imported.stdout
+
+    airflow = Airflow(env)
+
+    def refreshed(runs: list[dict[str, Any]]) -> bool:
+        """Some refresh run embedded the catalogue (a run on features before any champion only skips)."""
+        done = [r for r in runs if r["state"] == "success"]
+        return any(airflow.task_states("refresh_catalogue", r["dag_run_id"])["refresh"] == "success" for r in done)
+
+    _wait(
+        airflow,
+        root,
+        lambda r: (
+            _finished(r["ingest_catalogue"], 1)
+            and _finished(r["train_triplet_model"], 1)
+            and refreshed(r["refresh_catalogue"])
+        ),
+        "the first chain (ingest, train, refresh)",
+    )
+    stack["first_chain_s"] = time.monotonic() - start
+    train_run = airflow.runs("train_triplet_model")[0]
+    states = airflow.task_states("train_triplet_model", train_run["dag_run_id"])
+    assert states["train"] == "success" and states["announce_champion"] == "success", states
+
+    from pipelines.registry import CHAMPION, Registry
+    from pipelines.settings import Settings
+
+    settings = Settings(
+        data_root=Path(env["MUSICREC_DATA_ROOT"]),
+        mlflow_tracking_uri=env["MUSICREC_MLFLOW_TRACKING_URI"],
+        milvus_uri=env["MUSICREC_MILVUS_URI"],
+        features=SYNTH_FEATURES,
+    )
+    registry = Registry(settings)
+    assert registry.alias(CHAMPION) == "1"
+    version = registry.version("1")
+    assert version.tags["gate.decision"] == "promoted"
+    run = registry.client.get_run(version.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["launcher"] == "airflow"
+    assert run.data.params["n_tracks"] == "48"
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri  # served, not a path
+
+    # New tracks under the unchanged champion reach the index (and the API) without waiting for a retrain.
+    new = _add_tracks(library)
+    start = time.monotonic()
+    again = _musicrec(env, "catalogue", "import", str(library))
+    assert again.returncode == 0 and "3 added" in again.stdout, again.stdout + again.stderr
+    from pipelines.catalogue.manifest import read_manifest
+
+    manifest = read_manifest(settings.manifest_path)
+    new_ids = manifest.set_index("path").loc[[str(p) for p in new], "track_id"].tolist()
+    api = httpx.Client(base_url=f"http://127.0.0.1:{env['MUSICREC_STACK__API']}", timeout=30)
+    deadline = time.monotonic() + CHAIN_DEADLINE_S
+    while True:
+        answer = api.get(f"/tracks/{new_ids[0]}/similar", params={"k": 5})
+        if answer.status_code == 200:
+            break
+        _wait(airflow, root, lambda r: True, "the new tracks in the index")  # fails on a failed run
+        assert time.monotonic() < deadline, f"new track never served: {answer.status_code} {answer.text}"
+        time.sleep(3)
+    stack["new_track_served_s"] = time.monotonic() - start
+    body = answer.json()
+    assert len(body["results"]) == 5
+    assert all(n["track_id"] != new_ids[0] for n in body["results"])
+    assert body["model_version"] == "1"
+
+    # Let the runs the import started finish: none may fail (the retrain may or may not promote).
+    _wait(
+        airflow,
+        root,
+        lambda r: (
+            all(_finished(r[d], 2) for d in ("ingest_catalogue", "train_triplet_model"))
+            and all(x["state"] in ("success",) for x in r["refresh_catalogue"])
+        ),
+        "the second chain",
+    )
+    stack["second_chain_s"] = time.monotonic() - start
+    assert len(registry.versions()) == 2  # trained again on the changed features, by the Asset alone
