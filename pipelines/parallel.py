@@ -3,7 +3,8 @@
 Spawned multiprocessing workers normally re-run the parent's ``__main__`` script. Inside an Airflow task
 that script is the ``airflow`` entry point, and Airflow 3 blocks the ORM there
 (``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=airflow-db-not-allowed:///``), so every worker died at start-up and
-``multiprocessing.Pool`` replaced it forever. Here workers import only the module that holds the work,
+``multiprocessing.Pool`` replaced it forever; in a Celery worker the task's process is a daemon, which
+multiprocessing does not let start children at all. Here workers import only the module that holds the work,
 a worker that dies fails the whole call at once (``BrokenProcessPool``) instead of hanging, and workers die
 with their parent, so a killed task leaves no process behind.
 """
@@ -37,18 +38,31 @@ def _die_with_parent(initializer: Callable[..., None] | None, initargs: tuple[An
 
 
 @contextlib.contextmanager
-def _main_script_hidden() -> Iterator[None]:
-    """While workers start, hide the parent's ``__main__`` script so they do not re-run it."""
+def _spawnable() -> Iterator[None]:
+    """While workers start, make this process look like an ordinary parent to multiprocessing.
+
+    - Hide the ``__main__`` script, so workers do not re-run it (``python -m`` imports by name: harmless).
+    - In a Celery pool process, the current process is billiard's: a daemon (multiprocessing refuses it
+      children; ours die with their parent anyway, which is what the flag protects) whose authentication
+      key is billiard's type, which the standard library will not pickle for the child.
+    """
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None) if main is not None else None
-    if path is None or getattr(main, "__spec__", None) is not None:
-        yield  # run as `python -m ...` (imported by name, harmless) or interactively: nothing to hide
-        return
-    del main.__file__  # type: ignore[union-attr]
+    hide = path is not None and getattr(main, "__spec__", None) is None
+    config = mp.current_process()._config  # type: ignore[attr-defined]
+    saved = {key: config[key] for key in ("daemon", "authkey") if key in config}
+    if hide:
+        del main.__file__  # type: ignore[union-attr]
+    config["daemon"] = False
+    if "authkey" in saved and type(saved["authkey"]) is not mp.process.AuthenticationString:
+        config["authkey"] = mp.process.AuthenticationString(bytes(saved["authkey"]))
     try:
         yield
     finally:
-        main.__file__ = path  # type: ignore[union-attr]
+        if hide:
+            main.__file__ = path  # type: ignore[union-attr]
+        config.pop("daemon", None)
+        config.update(saved)
 
 
 def imap_unordered(
@@ -74,7 +88,7 @@ def imap_unordered(
         workers, mp_context=mp.get_context("spawn"), initializer=_die_with_parent, initargs=(initializer, initargs)
     )
     try:
-        with _main_script_hidden():  # a spawn-context pool starts its workers as work is submitted
+        with _spawnable():  # a spawn-context pool starts its workers as work is submitted
             pending: set[Future[R]] = {pool.submit(fn, item) for item in items}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)

@@ -10,6 +10,7 @@ import textwrap
 import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,3 +126,21 @@ def _alive(pid: int) -> bool:
     # a zombie (dead, not yet reaped by init) counts as gone
     stat = Path(f"/proc/{pid}/stat")
     return stat.exists() and stat.read_text().split(")")[-1].split()[0] != "Z"
+
+
+def _in_pool_process(queue: Any) -> None:
+    queue.put(sorted(parallel.imap_unordered(_square, list(range(6)), workers=2)))
+
+
+def test_a_celery_pool_process_can_start_workers() -> None:
+    """Celery runs a task in a billiard pool process: a daemon, with billiard's process and key types."""
+    import billiard
+
+    queue = billiard.Queue()
+    proc = billiard.Process(target=_in_pool_process, args=(queue,), daemon=True)
+    proc.start()
+    try:
+        assert queue.get(timeout=120) == [x * x for x in range(6)]
+    finally:
+        proc.join(timeout=30)
+    assert proc.exitcode == 0

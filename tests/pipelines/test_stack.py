@@ -139,9 +139,15 @@ def stack() -> Iterator[dict[str, Any]]:
 
 
 def _logs(root: Path) -> str:
+    """The end of every service's log, and the errors in Airflow's task logs."""
     out = []
-    for log in sorted((root / "stack" / "logs").glob("*.log")):
+    logs = root / "stack" / "logs"
+    for log in sorted(logs.glob("*.log")):
         out.append(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+    for log in sorted((logs / "airflow").rglob("*.log")):
+        errors = [line[:3000] for line in log.read_text(errors="replace").splitlines() if '"level":"error"' in line]
+        if errors:
+            out.append(f"--- {log.relative_to(logs)}\n" + "\n".join(errors[-5:]))
     return "\n".join(out)
 
 
