@@ -219,7 +219,9 @@ class Registry:
                 MODEL_NAME, description="Triplet-network branch: front-end MFCC vector -> style embedding."
             )
         with _tracking(self.uri):  # resolving a ``models:/<id>`` source goes through the fluent URI
-            mv = self.client.create_model_version(MODEL_NAME, source=model_uri, run_id=run_id)
+            # A logged model's URI is ``models:/<model id>``; a tracking server wants that id stated.
+            model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/") else None
+            mv = self.client.create_model_version(MODEL_NAME, source=model_uri, run_id=run_id, model_id=model_id)
         try:
             for k, v in tags.items():
                 self.client.set_model_version_tag(MODEL_NAME, mv.version, k, str(v))
