@@ -272,9 +272,10 @@ class Stack:
             pid = self._pid(service.name)
             if pid is None:
                 continue
+            start = time.monotonic()
             _stop_group(pid, service.stop_signal, service.stop_grace_s)
             (self.run / f"{service.name}.pid").unlink(missing_ok=True)
-            echo(f"{service.name}: stopped")
+            echo(f"{service.name}: stopped ({time.monotonic() - start:.1f}s)")
 
     def status(self) -> list[tuple[str, str]]:
         """(service, "up" | "starting or unhealthy" | "stopped") for every service."""
