@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pipelines.errors import UserError
+from pipelines.errors import UserError, one_line
 
 if TYPE_CHECKING:  # serving.service imports librosa and numpy: only load it when a command runs
     from serving.service import Answer, Filters, Recommender
@@ -44,12 +44,12 @@ _DUPES = typer.Option("--duplicates/--no-duplicates", help="Allow exact copies (
 
 
 def _print(answer: Answer, header: str) -> None:
-    typer.echo(f"{header} (collection {answer.collection}, model {answer.model_version}):")
+    typer.echo(f"{one_line(header)} (collection {answer.collection}, model {answer.model_version}):")
     if not answer.results:
         typer.echo("  no tracks match the filters")
     for rank, rec in enumerate(answer.results, 1):
-        title = f"  {rec.title}" if rec.title else ""
-        typer.echo(f"{rank:>4}  {rec.distance:.4f}  {rec.style:<18} {rec.track_id}{title}")
+        title = f"  {one_line(rec.title)}" if rec.title else ""
+        typer.echo(f"{rank:>4}  {rec.distance:.4f}  {one_line(rec.style):<18} {one_line(rec.track_id)}{title}")
 
 
 def _recommender() -> Recommender:

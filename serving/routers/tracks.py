@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 
 from serving.deps import FiltersDep, K, RecommenderDep
 from serving.errors import InvalidInput, TooLarge
@@ -18,6 +19,21 @@ from serving.schemas import ErrorResponse, PlaylistRequest, PlaylistResponse, Si
 from serving.service import Filters
 
 router = APIRouter(tags=["recommendations"])
+
+
+class _AnyText(Convertor[str]):
+    """A path parameter that may hold any character: track ids are data, slashes and newlines included."""
+
+    regex = r"[\s\S]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("track_id", _AnyText())
 
 _ERRORS = {code: {"model": ErrorResponse} for code in (404, 413, 415, 422, 503)}
 _UPLOAD_BODY = {
@@ -38,7 +54,7 @@ _UPLOAD_BODY = {
 }
 
 
-@router.get("/tracks/{track_id}/similar", response_model=SimilarResponse, responses=_ERRORS)
+@router.get("/tracks/{track_id:track_id}/similar", response_model=SimilarResponse, responses=_ERRORS)
 def similar_to_track(
     track_id: Annotated[str, Path(description="A catalogue track id.")],
     recommender: RecommenderDep,
