@@ -84,7 +84,6 @@ class AudioRule:
             bad = int(np.size(samples) - np.count_nonzero(np.isfinite(samples)))
             raise AudioRejected(RejectReason.NON_FINITE, f"{bad} decoded samples are NaN or infinite")
 
-
     def check_finite_file(self, snd: sf.SoundFile, block: int = 1 << 16) -> None:
         """Check every sample of a float-coded file (only those can hold NaN or inf); leaves the position at 0.
 

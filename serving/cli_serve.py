@@ -148,7 +148,7 @@ def serve(
     """Start the HTTP API (docs at /docs). Keeps answering while `musicrec catalogue refresh` runs."""
     import uvicorn
 
-    from pipelines.index.lite_server import LiteServer, is_remote, resolve_uri
+    from pipelines.index.lite_server import LiteServer, is_remote, replace_orphan, resolve_uri
     from pipelines.settings import get_settings
     from serving.api import create_app
     from serving.service import ServingSettings
@@ -158,14 +158,29 @@ def serve(
     host, port = host or serving.serving_host, port or serving.serving_port
     start = serving.serving_start_milvus if milvus_server is None else milvus_server
     server = None
-    if start and not is_remote(settings.milvus_uri) and resolve_uri(settings.milvus_uri) == settings.milvus_uri:
-        server = LiteServer(Path(settings.milvus_uri))
-        typer.echo(f"starting milvus-lite server for {settings.milvus_uri} ...")
-        server.start()
-        typer.echo(f"milvus-lite server at {server.uri} (other musicrec commands find it by themselves)")
+    if start and not is_remote(settings.milvus_uri):
+        if (orphan := replace_orphan(Path(settings.milvus_uri))) is not None:
+            typer.echo(f"stopped milvus-lite server {orphan}, left running by a `musicrec serve` that died")
+        if resolve_uri(settings.milvus_uri) == settings.milvus_uri:
+            server = LiteServer(Path(settings.milvus_uri))
+            typer.echo(f"starting milvus-lite server for {settings.milvus_uri} ...")
+            server.start()
+            server.keep_alive()
+            typer.echo(f"milvus-lite server at {server.uri} (other musicrec commands find it by themselves)")
+    if not is_remote(settings.milvus_uri) and (address := resolve_uri(settings.milvus_uri)) != settings.milvus_uri:
+        # Talk to the server by its address: if it dies, requests get 503 until it is back, instead of
+        # this process opening (and locking) the folder itself.
+        settings = settings.model_copy(update={"milvus_uri": address})
     try:
         typer.echo(f"serving on http://{host}:{port} (API docs: http://{host}:{port}/docs); Ctrl+C stops")
-        uvicorn.run(create_app(settings, serving), host=host, port=port, log_level="warning")
+        uvicorn.run(
+            create_app(settings, serving),
+            host=host,
+            port=port,
+            log_level="warning",
+            timeout_keep_alive=serving.serving_keep_alive_s,
+            timeout_graceful_shutdown=serving.serving_graceful_stop_s,
+        )
     finally:
         if server is not None:
             server.stop()

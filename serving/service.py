@@ -62,6 +62,8 @@ class ServingSettings(BaseSettings):
     serving_batch_searches: bool = Field(default=True, description="Coalesce concurrent searches.")
     serving_max_batch: int = Field(default=64, ge=1)
     serving_max_inflight: int = Field(default=1, ge=1, description="Concurrent Milvus searches.")
+    serving_keep_alive_s: int = Field(default=5, ge=1, description="Idle keep-alive connections close after this.")
+    serving_graceful_stop_s: int = Field(default=2, ge=0, description="Requests in flight get this long at stop.")
     serving_start_milvus: bool = Field(
         default=True, description="`musicrec serve` runs `milvus-lite server` on a local Milvus Lite folder."
     )

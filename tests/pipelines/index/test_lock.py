@@ -83,10 +83,13 @@ def test_concurrent_refreshes_serialise_and_keep_one_chain(lib: Settings) -> Non
     results: dict[str, object] = {}
 
     def run(params: object, key: str) -> None:
+        index = CatalogueIndex(lib.milvus_uri, settings)
         try:
-            results[key] = refresh(lib, params, CatalogueIndex(lib.milvus_uri, settings))  # type: ignore[arg-type]
+            results[key] = refresh(lib, params, index)  # type: ignore[arg-type]
         except Exception as exc:  # recorded: the test fails on it below
             results[key] = exc
+        finally:
+            index.close()
 
     threads = [threading.Thread(target=run, args=(p, k)) for p, k in ((PARAMS_B, "b"), (PARAMS_C, "c"))]
     for t in threads:
