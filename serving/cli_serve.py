@@ -156,6 +156,11 @@ def serve(
     _quiet_clients()
     settings, serving = get_settings(), ServingSettings()
     host, port = host or serving.serving_host, port or serving.serving_port
+    if not is_loopback(host) and serving.serving_api_key is None:
+        raise UserError(
+            f"refusing to serve on {host} without an API key: set MUSICREC_SERVING_API_KEY (clients send it as "
+            "X-API-Key), or bind a loopback address such as 127.0.0.1"
+        )
     start = serving.serving_start_milvus if milvus_server is None else milvus_server
     server = None
     if start and not is_remote(settings.milvus_uri):
@@ -184,6 +189,18 @@ def serve(
     finally:
         if server is not None:
             server.stop()
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def refresh(

@@ -10,6 +10,14 @@ from pipelines.errors import UserError
 from pipelines.index.milvus import CatalogueUnavailable
 
 
+class Unauthorized(UserError):
+    status_code = 401
+
+
+class Forbidden(UserError):
+    status_code = 403
+
+
 class NotFound(UserError):
     status_code = 404
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines.audio import AudioRejected, RejectReason, regular_file_size
@@ -62,6 +62,11 @@ class ServingSettings(BaseSettings):
     serving_batch_searches: bool = Field(default=True, description="Coalesce concurrent searches.")
     serving_max_batch: int = Field(default=64, ge=1)
     serving_max_inflight: int = Field(default=1, ge=1, description="Concurrent Milvus searches.")
+    serving_api_key: SecretStr | None = Field(
+        default=None,
+        description="Required (header X-API-Key) on every recommendation route when set; `musicrec serve` "
+        "refuses a non-loopback address without one.",
+    )
     serving_keep_alive_s: int = Field(default=5, ge=1, description="Idle keep-alive connections close after this.")
     serving_graceful_stop_s: int = Field(default=2, ge=0, description="Requests in flight get this long at stop.")
     serving_start_milvus: bool = Field(

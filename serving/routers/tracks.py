@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 
-from serving.deps import FiltersDep, K, RecommenderDep
+from serving.deps import FiltersDep, K, RecommenderDep, require_api_key
 from serving.errors import InvalidInput, TooLarge
 from serving.schemas import ErrorResponse, PlaylistRequest, PlaylistResponse, SimilarResponse
 from serving.service import Filters
 
-router = APIRouter(tags=["recommendations"])
+router = APIRouter(tags=["recommendations"], dependencies=[Depends(require_api_key)])
 
 
 class _AnyText(Convertor[str]):
@@ -35,7 +35,7 @@ class _AnyText(Convertor[str]):
 
 register_url_convertor("track_id", _AnyText())
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (404, 413, 415, 422, 503)}
+_ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 413, 415, 422, 503)}
 _UPLOAD_BODY = {
     "requestBody": {
         "required": True,
