@@ -16,7 +16,9 @@ import typer
 from pipelines.errors import UserError, one_line
 
 if TYPE_CHECKING:  # serving.service imports librosa and numpy: only load it when a command runs
-    from serving.service import Answer, Filters, Recommender
+    import uvicorn
+
+    from serving.service import Answer, Filters, Recommender, ServingSettings
 
 
 def _quiet_clients() -> None:
@@ -178,17 +180,24 @@ def serve(
         settings = settings.model_copy(update={"milvus_uri": address})
     try:
         typer.echo(f"serving on http://{host}:{port} (API docs: http://{host}:{port}/docs); Ctrl+C stops")
-        uvicorn.run(
-            create_app(settings, serving),
-            host=host,
-            port=port,
-            log_level="warning",
-            timeout_keep_alive=serving.serving_keep_alive_s,
-            timeout_graceful_shutdown=serving.serving_graceful_stop_s,
-        )
+        uvicorn.Server(server_config(create_app(settings, serving), host, port, serving)).run()
     finally:
         if server is not None:
             server.stop()
+
+
+def server_config(app: object, host: str, port: int, serving: ServingSettings) -> uvicorn.Config:
+    """uvicorn's settings for the API: idle keep-alive connections and a stop are both bounded."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_keep_alive=serving.serving_keep_alive_s,
+        timeout_graceful_shutdown=serving.serving_graceful_stop_s,
+    )
 
 
 def is_loopback(host: str) -> bool:

@@ -18,8 +18,8 @@ def get_recommender(request: Request) -> Recommender:
 def get_filters(
     style: Annotated[str | None, Query(description="Only tracks of this style.")] = None,
     exclude_duplicates: Annotated[bool, Query(description="Leave out exact copies of the query (same sha256).")] = True,
-    max_per_source: Annotated[int | None, Query(description="At most this many tracks per source.")] = None,
-    max_per_artist: Annotated[int | None, Query(description="At most this many tracks per artist.")] = None,
+    max_per_source: Annotated[int | None, Query(ge=1, description="At most this many tracks per source.")] = None,
+    max_per_artist: Annotated[int | None, Query(ge=1, description="At most this many tracks per artist.")] = None,
 ) -> Filters:
     return Filters(style, exclude_duplicates, max_per_source, max_per_artist)
 
@@ -40,4 +40,4 @@ def require_api_key(
 
 RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
 FiltersDep = Annotated[Filters, Depends(get_filters)]
-K = Annotated[int, Query(description="How many recommendations (1..MUSICREC_SERVING_MAX_K).")]
+K = Annotated[int, Query(ge=1, le=1000, description="How many recommendations (1..MUSICREC_SERVING_MAX_K, <= 1000).")]

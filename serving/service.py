@@ -67,6 +67,9 @@ class ServingSettings(BaseSettings):
         description="Required (header X-API-Key) on every recommendation route when set; `musicrec serve` "
         "refuses a non-loopback address without one.",
     )
+    serving_upload_timeout_s: float = Field(
+        default=30.0, gt=0, description="An upload body must arrive within this (slow senders get 408)."
+    )
     serving_keep_alive_s: int = Field(default=5, ge=1, description="Idle keep-alive connections close after this.")
     serving_graceful_stop_s: int = Field(default=2, ge=0, description="Requests in flight get this long at stop.")
     serving_start_milvus: bool = Field(
