@@ -36,7 +36,7 @@ class _AnyText(Convertor[str]):
 
 register_url_convertor("track_id", _AnyText())
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 408, 413, 415, 422, 503)}
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 408, 413, 415, 422, 503)}
 _UPLOAD_BODY = {
     "requestBody": {
         "required": True,
