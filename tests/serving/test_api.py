@@ -98,7 +98,8 @@ def test_at_most_m_per_source_and_artist(served: Served) -> None:
     dists = [r["distance"] for r in per_artist]
     assert dists == sorted(dists)
     zero = served.client.get(url, params={"max_per_source": 0})
-    assert zero.status_code == 422 and zero.json()["detail"] == "max_per_source: Input should be greater than or equal to 1"
+    assert zero.status_code == 422
+    assert zero.json()["detail"] == "max_per_source: Input should be greater than or equal to 1"
 
 
 def test_upload_as_raw_body_or_multipart_and_copies_of_it_are_left_out(served: Served) -> None:
