@@ -79,7 +79,7 @@ def test_a_second_writer_waits_then_fails_and_a_killed_holder_frees_the_lock(lib
 @pytest.mark.integration
 def test_concurrent_refreshes_serialise_and_keep_one_chain(lib: Settings) -> None:
     settings = IndexSettings(collections_kept=1, embed_batch_size=4, verify_sample=8)
-    first = refresh(lib, PARAMS_A, CatalogueIndex(lib.milvus_uri, settings))
+    first = refresh(lib, PARAMS_A)
     results: dict[str, object] = {}
 
     def run(params: object, key: str) -> None:
