@@ -7,3 +7,8 @@ instead of a traceback.
 
 class UserError(Exception):
     """Bad input from a user: a missing path, a malformed CSV, an unknown id. The message is the answer."""
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: control characters (newlines, tabs) as their escapes, everything else as is."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))

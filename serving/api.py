@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from pipelines.errors import UserError
 from pipelines.index.milvus import CatalogueUnavailable
 from pipelines.settings import Settings, get_settings
-from serving.errors import status_of
+from serving.errors import status_of, validation_detail
 from serving.routers import health, tracks
 from serving.service import Recommender, ServingSettings
 
@@ -57,5 +58,9 @@ def create_app(
         status = status_of(exc)
         headers = {"Retry-After": "30"} if status == 503 else None
         return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_detail(exc.errors())}, status_code=422)
 
     return app

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from typer.exceptions import TyperException
 
-from pipelines.errors import UserError
+from pipelines.errors import UserError, one_line
 from pipelines.settings import get_settings
 
 app = typer.Typer(help="musicrec: recommend music by how it sounds.", no_args_is_help=True, add_completion=False)
@@ -123,7 +123,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except UserError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {one_line(str(exc))}", err=True)
         sys.exit(2)
     except typer.Abort:
         typer.echo("aborted", err=True)

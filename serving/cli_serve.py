@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pipelines.errors import UserError
+from pipelines.errors import UserError, one_line
 
 if TYPE_CHECKING:  # serving.service imports librosa and numpy: only load it when a command runs
-    from serving.service import Answer, Filters, Recommender
+    import uvicorn
+
+    from serving.service import Answer, Filters, Recommender, ServingSettings
 
 
 def _quiet_clients() -> None:
@@ -44,12 +46,12 @@ _DUPES = typer.Option("--duplicates/--no-duplicates", help="Allow exact copies (
 
 
 def _print(answer: Answer, header: str) -> None:
-    typer.echo(f"{header} (collection {answer.collection}, model {answer.model_version}):")
+    typer.echo(f"{one_line(header)} (collection {answer.collection}, model {answer.model_version}):")
     if not answer.results:
         typer.echo("  no tracks match the filters")
     for rank, rec in enumerate(answer.results, 1):
-        title = f"  {rec.title}" if rec.title else ""
-        typer.echo(f"{rank:>4}  {rec.distance:.4f}  {rec.style:<18} {rec.track_id}{title}")
+        title = f"  {one_line(rec.title)}" if rec.title else ""
+        typer.echo(f"{rank:>4}  {rec.distance:.4f}  {one_line(rec.style):<18} {one_line(rec.track_id)}{title}")
 
 
 def _recommender() -> Recommender:
@@ -148,7 +150,7 @@ def serve(
     """Start the HTTP API (docs at /docs). Keeps answering while `musicrec catalogue refresh` runs."""
     import uvicorn
 
-    from pipelines.index.lite_server import LiteServer, is_remote, resolve_uri
+    from pipelines.index.lite_server import LiteServer, is_remote, replace_orphan, resolve_uri
     from pipelines.settings import get_settings
     from serving.api import create_app
     from serving.service import ServingSettings
@@ -156,19 +158,58 @@ def serve(
     _quiet_clients()
     settings, serving = get_settings(), ServingSettings()
     host, port = host or serving.serving_host, port or serving.serving_port
+    if not is_loopback(host) and serving.serving_api_key is None:
+        raise UserError(
+            f"refusing to serve on {host} without an API key: set MUSICREC_SERVING_API_KEY (clients send it as "
+            "X-API-Key), or bind a loopback address such as 127.0.0.1"
+        )
     start = serving.serving_start_milvus if milvus_server is None else milvus_server
     server = None
-    if start and not is_remote(settings.milvus_uri) and resolve_uri(settings.milvus_uri) == settings.milvus_uri:
-        server = LiteServer(Path(settings.milvus_uri))
-        typer.echo(f"starting milvus-lite server for {settings.milvus_uri} ...")
-        server.start()
-        typer.echo(f"milvus-lite server at {server.uri} (other musicrec commands find it by themselves)")
+    if start and not is_remote(settings.milvus_uri):
+        if (orphan := replace_orphan(Path(settings.milvus_uri))) is not None:
+            typer.echo(f"stopped milvus-lite server {orphan}, left running by a `musicrec serve` that died")
+        if resolve_uri(settings.milvus_uri) == settings.milvus_uri:
+            server = LiteServer(Path(settings.milvus_uri))
+            typer.echo(f"starting milvus-lite server for {settings.milvus_uri} ...")
+            server.start()
+            server.keep_alive()
+            typer.echo(f"milvus-lite server at {server.uri} (other musicrec commands find it by themselves)")
+    if not is_remote(settings.milvus_uri) and (address := resolve_uri(settings.milvus_uri)) != settings.milvus_uri:
+        # Talk to the server by its address: if it dies, requests get 503 until it is back, instead of
+        # this process opening (and locking) the folder itself.
+        settings = settings.model_copy(update={"milvus_uri": address})
     try:
         typer.echo(f"serving on http://{host}:{port} (API docs: http://{host}:{port}/docs); Ctrl+C stops")
-        uvicorn.run(create_app(settings, serving), host=host, port=port, log_level="warning")
+        uvicorn.Server(server_config(create_app(settings, serving), host, port, serving)).run()
     finally:
         if server is not None:
             server.stop()
+
+
+def server_config(app: object, host: str, port: int, serving: ServingSettings) -> uvicorn.Config:
+    """uvicorn's settings for the API: idle keep-alive connections and a stop are both bounded."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_keep_alive=serving.serving_keep_alive_s,
+        timeout_graceful_shutdown=serving.serving_graceful_stop_s,
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def refresh(

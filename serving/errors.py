@@ -6,8 +6,23 @@ Milvus being down or the catalogue not built yet are :class:`pipelines.index.mil
 
 from __future__ import annotations
 
-from pipelines.errors import UserError
+from collections.abc import Sequence
+from typing import Any
+
+from pipelines.errors import UserError, one_line
 from pipelines.index.milvus import CatalogueUnavailable
+
+
+class Unauthorized(UserError):
+    status_code = 401
+
+
+class Forbidden(UserError):
+    status_code = 403
+
+
+class RequestTimeout(UserError):
+    status_code = 408
 
 
 class NotFound(UserError):
@@ -31,3 +46,12 @@ def status_of(exc: UserError) -> int:
     if isinstance(exc, CatalogueUnavailable):
         return 503
     return int(getattr(exc, "status_code", 422))
+
+
+def validation_detail(errors: Sequence[Any]) -> str:
+    """FastAPI's list of validation errors as the one-line ``detail`` string the OpenAPI schema documents."""
+    parts = []
+    for err in errors:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path", "body", "header"))
+        parts.append(f"{where or 'request'}: {err.get('msg', 'invalid')}")
+    return one_line("; ".join(parts) or "invalid request")[:2000]

@@ -37,12 +37,17 @@ class PlaylistItem(Recommendation):
 
 
 class PlaylistRequest(BaseModel):
-    seeds: list[str] = Field(min_length=1, description="One or more catalogue track ids.")
-    length: int = Field(default=20, description="Tracks in the playlist (seeds not included).")
+    seeds: list[str] = Field(min_length=1, max_length=1000, description="One or more catalogue track ids.")
+    length: int = Field(
+        default=20,
+        ge=1,
+        le=5000,
+        description="Tracks in the playlist, seeds not included (<= MUSICREC_SERVING_MAX_PLAYLIST).",
+    )
     style: str | None = None
     exclude_duplicates: bool = True
-    max_per_source: int | None = None
-    max_per_artist: int | None = None
+    max_per_source: int | None = Field(default=None, ge=1)
+    max_per_artist: int | None = Field(default=None, ge=1)
 
 
 class PlaylistResponse(BaseModel):

@@ -8,10 +8,7 @@ query vector and the catalogue it is compared with always come from the same mod
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import math
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipelines.audio import AudioRejected, RejectReason
+from pipelines.audio import AudioRejected, RejectReason, regular_file_size
 from pipelines.errors import UserError
 from pipelines.features.frontend import track_vector
 from pipelines.features.params import FeatureParams
@@ -34,6 +31,7 @@ from pipelines.index.milvus import (
     CollectionMeta,
     Hit,
     IndexSettings,
+    literal,
 )
 from pipelines.index.models import load_embedder
 from pipelines.model.embedder import Embedder
@@ -58,13 +56,22 @@ class ServingSettings(BaseSettings):
     serving_max_k: int = Field(default=100, ge=1, le=1000)
     serving_max_playlist: int = Field(default=200, ge=1, le=5000)
     serving_max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, description="A FLAC song is ~30 MB.")
-    serving_min_upload_s: float = Field(default=2.0, ge=0.0, description="Shorter uploads are refused.")
     serving_alias_ttl_s: float = Field(
         default=1.0, ge=0.0, description="How long the alias's target is cached; a refresh shows after this."
     )
     serving_batch_searches: bool = Field(default=True, description="Coalesce concurrent searches.")
     serving_max_batch: int = Field(default=64, ge=1)
     serving_max_inflight: int = Field(default=1, ge=1, description="Concurrent Milvus searches.")
+    serving_api_key: SecretStr | None = Field(
+        default=None,
+        description="Required (header X-API-Key) on every recommendation route when set; `musicrec serve` "
+        "refuses a non-loopback address without one.",
+    )
+    serving_upload_timeout_s: float = Field(
+        default=30.0, gt=0, description="An upload body must arrive within this (slow senders get 408)."
+    )
+    serving_keep_alive_s: int = Field(default=5, ge=1, description="Idle keep-alive connections close after this.")
+    serving_graceful_stop_s: int = Field(default=2, ge=0, description="Requests in flight get this long at stop.")
     serving_start_milvus: bool = Field(
         default=True, description="`musicrec serve` runs `milvus-lite server` on a local Milvus Lite folder."
     )
@@ -114,6 +121,22 @@ class Answer:
 
 
 EmbedderLoader = Callable[[CollectionMeta], Embedder]
+
+
+_UPLOAD_PROBLEMS = {
+    RejectReason.EMPTY_FILE: "the upload holds no audio samples",
+    RejectReason.ZERO_LENGTH: "the upload holds no audio samples",
+    RejectReason.SILENT: "the upload is silent",
+    RejectReason.TOO_SHORT: "the upload is too short",
+    RejectReason.NON_FINITE: "the upload has samples that are not finite numbers",
+    RejectReason.UNSUPPORTED_FORMAT: "the upload's audio format is out of range",
+}
+
+
+def upload_rejected(exc: AudioRejected) -> InvalidInput:
+    """The 422 for audio that fails the shared audio rule: what is wrong, then the reason code and detail."""
+    problem = _UPLOAD_PROBLEMS.get(exc.reason, "the upload could not be decoded as audio")
+    return InvalidInput(f"{problem} ({exc.reason}: {exc.detail})")
 
 
 def looks_like_audio(head: bytes) -> bool:
@@ -229,7 +252,7 @@ class Recommender:
         if not 1 <= k <= top:
             raise InvalidInput(f"{name} must be between 1 and {top}, got {k}")
         if filters.style is not None and filters.style not in meta.styles:
-            raise InvalidInput(f"unknown style '{filters.style}'; styles: {', '.join(meta.styles)}")
+            raise InvalidInput(f"unknown style {filters.style!r}; styles: {', '.join(meta.styles)}")
         for cap in ("max_per_source", "max_per_artist"):
             value = getattr(filters, cap)
             if value is not None and value < 1:
@@ -252,7 +275,7 @@ class Recommender:
         skip_sha: set[str],
     ) -> list[tuple[Recommendation, str]]:
         """Top ``k`` (with their sha256) after exclusions and caps; fetches more when filters leave too few."""
-        expr = f"style == {json.dumps(filters.style)}" if filters.style else ""
+        expr = f"style == {literal(filters.style)}" if filters.style else ""
         capped = filters.max_per_source is not None or filters.max_per_artist is not None
         fetch = min(MAX_FETCH, k + len(skip_ids) + (4 * k if capped else 2))
         while True:
@@ -284,7 +307,7 @@ class Recommender:
             self._check(meta, k, filters)
             row = self._rows(meta, [track_id]).get(track_id)
             if row is None:
-                raise NotFound(f"unknown track id '{track_id}'")
+                raise NotFound(f"unknown track id {track_id!r}")
             vec = np.asarray(row["vector"], dtype=np.float32)
             found = self._neighbours(meta, vec, k, filters, {track_id}, {row["sha256"]})
             return Answer(track_id, meta.name, meta.model_version, [rec for rec, _ in found])
@@ -308,19 +331,7 @@ class Recommender:
             try:
                 tv = track_vector(data, params)
             except AudioRejected as exc:
-                if exc.reason in (RejectReason.EMPTY_FILE, RejectReason.ZERO_LENGTH):
-                    raise InvalidInput(f"the upload holds no audio samples ({exc.detail})") from None
-                if exc.reason == RejectReason.SILENT:
-                    raise InvalidInput(f"the upload is silent ({exc.detail})") from None
-                detail = re.sub(r"Error opening <[^>]*>: ", "", exc.detail)  # no object reprs in messages
-                raise InvalidInput(f"the upload could not be decoded as audio ({detail})") from None
-            frame_s = params.hop / params.sr
-            needed = min(params.n_frames, math.ceil(self.serving.serving_min_upload_s / frame_s))
-            if tv.frames_real < needed:
-                raise InvalidInput(
-                    f"the upload is too short: {tv.frames_real * frame_s:.2f} s of audio, at least "
-                    f"{needed * frame_s:.2f} s are needed"
-                )
+                raise upload_rejected(exc) from None
             vec = self.embedder(meta).embed(tv.vector[None, :])[0]
             sha = hashlib.sha256(data).hexdigest()
             found = self._neighbours(meta, vec, k, filters, set(), {sha})
@@ -330,9 +341,12 @@ class Recommender:
 
     def similar_file(self, path: Path, k: int = 10, filters: Filters | None = None) -> Answer:
         """:meth:`similar_audio` for a local file (the CLI's ``--audio``); the file is only read."""
-        if not path.is_file():
+        if not path.exists():
             raise InvalidInput(f"no such file: {path}")
-        size = path.stat().st_size
+        try:
+            size = regular_file_size(path)
+        except AudioRejected as exc:
+            raise InvalidInput(f"{path}: {exc.reason} ({exc.detail})") from None
         if size > self.serving.serving_max_upload_bytes:
             raise TooLarge(f"{path} has {size} bytes; the limit is {self.serving.serving_max_upload_bytes}")
         return self.similar_audio(path.read_bytes(), k, filters)

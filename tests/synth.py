@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +57,23 @@ def style_tree(root: Path, per_style: int = 4, seconds: float = 3.0, fmt: str = 
         styles["high_tones"].append(write(root / "high_tones" / f"high_{i}.{fmt}", tone(1800 + 90 * i, seconds)))
         styles["noise"].append(write(root / "noise" / f"noise_{i}.{fmt}", noise(seconds, seed=i, colour=0.5)))
     return styles
+
+
+@contextlib.contextmanager
+def hanging_open(path: Path) -> Iterator[Path]:
+    """While inside, any other process that opens ``path`` blocks in the kernel (a real stuck read).
+
+    A write lease held here makes another process's ``open()`` wait up to /proc/sys/fs/lease-break-time
+    (45 s by default) for the lease to be given up: a regular file whose decoding hangs, as a decoder stuck
+    in C code would.
+    """
+    previous = signal.signal(signal.SIGIO, signal.SIG_IGN)  # the kernel signals the holder when someone waits
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        os.close(fd)
+        signal.signal(signal.SIGIO, previous)

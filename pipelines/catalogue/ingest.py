@@ -21,6 +21,8 @@ from pipelines.catalogue.manifest import (
     MANIFEST_SCHEMA,
     REJECTS_SCHEMA,
     REMOVED,
+    TRACK_ID_MAX_BYTES,
+    fit_track_id,
     make_track_id,
     read_table,
     write_table,
@@ -126,8 +128,12 @@ def ingest(
             rejects.append(_reject(origin, cand, RejectReason.DUPLICATE, f"same content as {owner}", owner))
             continue
         track_id = prev.track_id if prev is not None else (cand.track_id or make_track_id(label, cand.relative))
+        if len(track_id.encode()) > TRACK_ID_MAX_BYTES:
+            detail = f"track_id has {len(track_id.encode())} UTF-8 bytes; the limit is {TRACK_ID_MAX_BYTES}"
+            rejects.append(_reject(origin, cand, RejectReason.INVALID_TRACK_ID, detail))
+            continue
         if track_id in taken_ids:
-            track_id = f"{track_id}-{sha[:8]}"
+            track_id = fit_track_id(f"{track_id}-{sha[:8]}")
         taken_ids.add(track_id)
         sha_owner[sha] = track_id
         if prev is None or prev.status != ACTIVE:

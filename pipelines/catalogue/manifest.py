@@ -6,6 +6,7 @@ indexes) can notice, and a file that comes back is active again under the same `
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -14,6 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+# Longest track id and style, in UTF-8 bytes: what the index can store as a key and filter on exactly.
+TRACK_ID_MAX_BYTES = 512
+STYLE_MAX_BYTES = 256
 
 ACTIVE = "active"
 REMOVED = "removed"
@@ -95,4 +100,13 @@ def slug(text: str) -> str:
 def make_track_id(label: str, relative: str) -> str:
     """A readable id that is the same on every run for the same file: ``<label>.<relative path slug>``."""
     stem = relative.rsplit(".", 1)[0] if "." in Path(relative).name else relative
-    return f"{slug(label)}.{slug(stem)}"
+    return fit_track_id(f"{slug(label)}.{slug(stem)}")
+
+
+def fit_track_id(track_id: str) -> str:
+    """A generated id cut to :data:`TRACK_ID_MAX_BYTES`, kept unique by a hash of the whole id."""
+    raw = track_id.encode()
+    if len(raw) <= TRACK_ID_MAX_BYTES:
+        return track_id
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    return raw[: TRACK_ID_MAX_BYTES - 17].decode(errors="ignore") + "-" + digest

@@ -7,6 +7,7 @@ Whether each file is real audio is decided later, in :mod:`pipelines.catalogue.i
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.audio import AUDIO_EXTENSIONS
+from pipelines.catalogue.manifest import STYLE_MAX_BYTES
 from pipelines.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -42,11 +44,11 @@ class Candidate:
 
 
 def clean_style(raw: str | None) -> str | None:
-    """Validated style name (trimmed, non-empty, no control characters) or None if unusable."""
+    """Validated style name (trimmed, non-empty, printable, at most 256 UTF-8 bytes) or None if unusable."""
     if raw is None:
         return None
     style = " ".join(str(raw).split())
-    if not style or any(not ch.isprintable() for ch in style):
+    if not style or any(not ch.isprintable() for ch in style) or len(style.encode()) > STYLE_MAX_BYTES:
         return None
     return style
 
@@ -128,7 +130,7 @@ def scan_csv(path: Path) -> list[Candidate]:
     if not path.exists():
         raise UserError(f"path does not exist: {path}")
     text = _read_csv_text(path)
-    reader = csv.DictReader(text.splitlines())
+    reader = csv.DictReader(io.StringIO(text, newline=""))  # quoted fields may hold newlines
     columns = [c.strip().lower() for c in (reader.fieldnames or [])]
     missing = [c for c in CSV_REQUIRED if c not in columns]
     if missing:

@@ -19,7 +19,15 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from pipelines.audio import AudioRejected, RejectReason, wav_shortfall
+from pipelines.audio import (
+    AUDIO_RULE,
+    AudioRejected,
+    AudioRule,
+    RejectReason,
+    decoder_message,
+    regular_file_size,
+    wav_shortfall,
+)
 from pipelines.features.params import FeatureParams
 
 AudioSource = Path | str | bytes
@@ -66,6 +74,7 @@ def _open_binary(source: AudioSource) -> tuple[BinaryIO, int]:
     if isinstance(source, bytes):
         return io.BytesIO(source), len(source)
     path = Path(source)
+    regular_file_size(path)  # before opening: opening a FIFO would block
     try:
         fh = path.open("rb")
         return fh, os.fstat(fh.fileno()).st_size
@@ -79,6 +88,7 @@ def decode(
     offset_s: float = 0.0,
     duration_s: float | None = None,
     max_bytes: int | None = None,
+    rule: AudioRule = AUDIO_RULE,
 ) -> np.ndarray:
     """Mono float32 audio at ``sr`` from ``offset_s`` for ``duration_s`` seconds (None: to the end).
 
@@ -88,7 +98,7 @@ def decode(
     Seeks and reads only the requested span, so embedding a 10 s prefix of an 8-minute file costs the
     decoding of 10 s, not 8 minutes. A span that stops short of what the header promises is damage
     (``corrupt_or_truncated``); a file that libsndfile cannot open is ``not_audio`` unless its first bytes
-    are an audio container's.
+    are an audio container's. The audio must meet ``rule`` (shape, duration, finite samples).
     """
     fh, size = _open_binary(source)
     with fh:
@@ -98,6 +108,8 @@ def decode(
                 native, total = snd.samplerate, snd.frames
                 if total <= 0:
                     raise AudioRejected(RejectReason.ZERO_LENGTH, "the file holds no audio samples")
+                rule.check_shape(total, native, snd.channels)
+                rule.check_finite_file(snd)
                 start = round(offset_s * native)
                 if duration_s is not None:
                     want = math.ceil(duration_s * native)
@@ -112,13 +124,14 @@ def decode(
             raise
         except (sf.LibsndfileError, RuntimeError, ValueError, OSError, EOFError) as exc:
             reason = RejectReason.CORRUPT if looks_like_audio else RejectReason.NOT_AUDIO
-            raise AudioRejected(reason, f"{type(exc).__name__}: {exc}") from exc
+            raise AudioRejected(reason, decoder_message(exc)) from exc
     if len(audio) == 0:
         raise AudioRejected(RejectReason.ZERO_LENGTH, "no samples decoded")
     if count - len(audio) > _SHORTFALL_TOLERANCE_S * native:
         raise AudioRejected(
             RejectReason.CORRUPT, f"decoding stopped after {len(audio)} of the {count} samples the header announces"
         )
+    rule.check_finite(audio)
     # A matrix-vector product mixes channels ~30x faster than audio.mean(axis=1) on (n, 2) float32 arrays.
     channels = audio.shape[1]
     mono = audio @ np.full(channels, 1.0 / channels, dtype=np.float32) if channels > 1 else audio[:, 0]
@@ -175,12 +188,13 @@ def track_vector(
     params: FeatureParams,
     silence_floor_db: float = SILENCE_FLOOR_DB,
     max_bytes: int | None = None,
+    rule: AudioRule = AUDIO_RULE,
 ) -> TrackVector:
     """The feature vector of a file path or raw audio bytes: the method's step one, end to end.
 
     Raises :class:`~pipelines.audio.AudioRejected` with the reason when the input cannot give one.
     """
-    audio = decode(source, params.sr, params.offset_s, params.duration_s, max_bytes=max_bytes)
+    audio = decode(source, params.sr, params.offset_s, params.duration_s, max_bytes=max_bytes, rule=rule)
     level = rms_db(audio)
     if level < silence_floor_db:
         raise AudioRejected(RejectReason.SILENT, f"level {level:.1f} dBFS is below the {silence_floor_db} dBFS floor")

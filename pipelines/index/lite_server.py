@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -82,6 +83,59 @@ def folder_locked(data_dir: Path) -> bool:
     return False
 
 
+def _read_endpoint(data_dir: Path) -> tuple[str, int, int | None] | None:
+    """(address, server pid, owner pid or None) from the endpoint file, or None without a readable one."""
+    try:
+        fields = endpoint_file(data_dir).read_text().split()
+        return fields[0], int(fields[1]), int(fields[2]) if len(fields) > 2 else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _is_lite_server(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"milvus_lite" in cmdline and b"server" in cmdline
+
+
+def replace_orphan(data_dir: Path, timeout_s: float = 3.0) -> int | None:
+    """Stop a ``milvus-lite server`` on ``data_dir`` whose owner (the ``musicrec serve`` that started it) died.
+
+    Returns the stopped server's pid, or None when there was none. A stale endpoint file (its server is
+    gone too) is removed. A server whose owner is alive is left alone.
+    """
+    data_dir = Path(data_dir).expanduser().resolve()
+    found = _read_endpoint(data_dir)
+    if found is None:
+        return None
+    _, pid, owner = found
+    if owner is not None and _pid_alive(owner):
+        return None
+    stopped = None
+    if _pid_alive(pid) and _is_lite_server(pid):
+        log.warning("milvus-lite server %d on %s outlived its owner %s; stopping it", pid, data_dir, owner)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        stopped = pid
+    with contextlib.suppress(FileNotFoundError):
+        endpoint_file(data_dir).unlink()
+    return stopped
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the parent dies, even by SIGKILL (Linux only)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
 def resolve_uri(uri: str) -> str:
     """The address to connect to for ``uri``: a running server's, if one owns that data folder.
 
@@ -90,26 +144,33 @@ def resolve_uri(uri: str) -> str:
     """
     if is_remote(uri):
         return uri
-    path = endpoint_file(Path(uri).expanduser().resolve())
-    try:
-        address, pid = path.read_text().split()
-    except (OSError, ValueError):
+    found = _read_endpoint(Path(uri).expanduser().resolve())
+    if found is None:
         return uri
+    address, pid, _ = found
     host, _, port = address.removeprefix("http://").rpartition(":")
-    if _pid_alive(int(pid)) and _listening(host, int(port)):
+    if _pid_alive(pid) and _listening(host, int(port)):
         log.info("Milvus Lite folder %s is served at %s; connecting there", uri, address)
         return address
     return uri
 
 
 class LiteServer:
-    """``milvus-lite server`` on ``data_dir`` as a child process on a loopback port; a context manager."""
+    """``milvus-lite server`` on ``data_dir`` as a child process on a loopback port; a context manager.
+
+    The child is owned: it runs in its own session (a Ctrl+C meant for the parent does not reach it
+    first), it gets SIGTERM when the parent dies, even by SIGKILL, and the endpoint file names the
+    owner's pid so a leftover server from a dead owner is recognised (:func:`replace_orphan`).
+    """
 
     def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int = 0) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.host = host
         self.port = port or free_port(host)
         self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     @property
     def uri(self) -> str:
@@ -125,7 +186,9 @@ class LiteServer:
         cmd = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(self.data_dir)]
         cmd += ["--host", self.host, "--port", str(self.port)]
         with self.log_path.open("ab") as out:
-            self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent
+            )
         deadline = time.monotonic() + timeout_s
         while not _listening(self.host, self.port):
             if self.process.poll() is not None:
@@ -139,16 +202,37 @@ class LiteServer:
                 raise MilvusServerError(f"milvus-lite server did not answer on {self.uri} in {timeout_s:.0f}s")
             time.sleep(0.05)
         tmp = endpoint_file(self.data_dir).with_suffix(".tmp")
-        tmp.write_text(f"{self.uri} {self.process.pid}\n")
+        tmp.write_text(f"{self.uri} {self.process.pid} {os.getpid()}\n")
         tmp.replace(endpoint_file(self.data_dir))
         log.info("milvus-lite server for %s listening on %s (pid %d)", self.data_dir, self.uri, self.process.pid)
         return self.uri
 
-    def stop(self, timeout_s: float = 15.0) -> None:
+    def keep_alive(self, interval_s: float = 0.5) -> None:
+        """Restart the server on the same port whenever it dies, until :meth:`stop` (a daemon thread)."""
+
+        def watch() -> None:
+            while not self._stopping.wait(interval_s):
+                if self.process is not None and self.process.poll() is not None and not self._stopping.is_set():
+                    log.warning(
+                        "milvus-lite server %d exited (%s); restarting it", self.process.pid, self.process.returncode
+                    )
+                    try:
+                        self.start()
+                        self.restarts += 1
+                    except MilvusServerError as exc:
+                        log.error("could not restart milvus-lite server: %s", exc)
+
+        self._watcher = threading.Thread(target=watch, name="milvus-lite-watch", daemon=True)
+        self._watcher.start()
+
+    def stop(self, timeout_s: float = 2.5) -> None:
         """Stop gracefully (SIGINT lets Milvus Lite flush and release its lock), then kill if it hangs."""
+        self._stopping.set()
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join(5)
         with contextlib.suppress(FileNotFoundError):
             path = endpoint_file(self.data_dir)
-            if self.process is not None and path.read_text().split()[-1] == str(self.process.pid):
+            if self.process is not None and path.read_text().split()[1] == str(self.process.pid):
                 path.unlink()
         if self.process is None or self.process.poll() is not None:
             return

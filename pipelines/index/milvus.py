@@ -13,6 +13,7 @@ fresh rows) the difference is handled here and nowhere else.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import re
@@ -27,8 +28,10 @@ import numpy as np
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipelines.catalogue.manifest import STYLE_MAX_BYTES, TRACK_ID_MAX_BYTES
 from pipelines.errors import UserError
 from pipelines.index.lite_server import folder_locked, is_remote, resolve_uri
+from pipelines.index.lock import lock_path_for, writer_lock
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,8 +40,8 @@ T = TypeVar("T")
 PROP = "musicrec."  # prefix of the collection properties musicrec writes
 # VARCHAR limits, in bytes (Milvus counts UTF-8 bytes); longer metadata is cut, never rejected.
 FIELD_BYTES = {
-    "track_id": 512,
-    "style": 256,
+    "track_id": TRACK_ID_MAX_BYTES,
+    "style": STYLE_MAX_BYTES,
     "source": 256,
     "artist": 1024,
     "album": 1024,
@@ -51,6 +54,24 @@ FIELD_BYTES = {
 # that with GOAWAY "too many pings" after a few minutes of idling. Ping only while calls are running.
 GRPC_OPTIONS = {"grpc.keepalive_time_ms": 60_000, "grpc.keepalive_permit_without_calls": False}
 RESULT_FIELDS = ("track_id", "style", "source", "artist", "album", "title", "sha256")
+# Primary keys per query: keeps each filter expression small (a few hundred kB at most).
+KEYS_PER_QUERY = 512
+# Escapes understood by both Milvus's and Milvus Lite's string literals; other characters stand for themselves.
+_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def literal(value: str) -> str:
+    """``value`` as a Milvus string literal: identifiers are data, so they are always quoted and escaped.
+
+    Milvus Lite does not accept expression templates (``filter_params``), so every filter musicrec sends
+    is built from literals made here and nowhere else.
+    """
+    return '"' + str(value).translate(_ESCAPES) + '"'
+
+
+def key_filter(field_name: str, values: Sequence[str]) -> str:
+    """``field in ["a", "b"]`` with every value escaped."""
+    return f"{field_name} in [{', '.join(literal(v) for v in values)}]"
 
 
 class IndexSettings(BaseSettings):
@@ -73,6 +94,9 @@ class IndexSettings(BaseSettings):
     embed_batch_size: int = Field(default=256, ge=1, description="Tracks embedded and inserted per batch.")
     verify_sample: int = Field(default=32, ge=1, description="Tracks whose nearest neighbour must be themselves.")
     milvus_timeout_s: float = Field(default=10.0, gt=0)
+    index_lock_timeout_s: float = Field(
+        default=120.0, ge=0, description="How long a refresh or rollback waits for another writer to finish."
+    )
 
 
 class CatalogueUnavailable(UserError):
@@ -123,6 +147,7 @@ class CollectionMeta:
     previous: str = ""
     styles: tuple[str, ...] = ()
     state: str = "building"  # "ready" once verified; a crashed refresh leaves "building"
+    rolled_back_from: str = ""  # set by a rollback: kept (to roll forward) until a later refresh succeeds
 
     def properties(self) -> dict[str, str]:
         return {
@@ -135,6 +160,7 @@ class CollectionMeta:
             PROP + "previous": self.previous,
             PROP + "styles": json.dumps(sorted(self.styles)),
             PROP + "state": self.state,
+            PROP + "rolled_back_from": self.rolled_back_from,
         }
 
     @classmethod
@@ -151,6 +177,7 @@ class CollectionMeta:
             previous=get.get("previous", ""),
             styles=tuple(json.loads(get.get("styles") or "[]")),
             state=get.get("state", "building"),
+            rolled_back_from=get.get("rolled_back_from", ""),
         )
 
 
@@ -230,9 +257,10 @@ def _reason(exc: BaseException) -> str:
 class CatalogueIndex:
     """The catalogue's collections on one Milvus (``uri``); connects lazily and reconnects after failures."""
 
-    def __init__(self, uri: str, settings: IndexSettings | None = None) -> None:
+    def __init__(self, uri: str, settings: IndexSettings | None = None, lock_path: Path | None = None) -> None:
         self.uri = uri
         self.settings = settings or IndexSettings()
+        self.lock_path = lock_path or lock_path_for(uri)
         self._client: Any = None
         self._local = ""  # the Milvus Lite folder this index opened in-process, if any
         self._loaded: set[str] = set()  # collections known to be loaded on the current connection
@@ -240,7 +268,11 @@ class CatalogueIndex:
 
     @classmethod
     def from_settings(cls, settings: Settings, index: IndexSettings | None = None) -> CatalogueIndex:
-        return cls(settings.milvus_uri, index)
+        return cls(settings.milvus_uri, index, lock_path_for(settings.milvus_uri, settings.data_root))
+
+    def writer(self, what: str = "write the index") -> contextlib.AbstractContextManager[None]:
+        """The cross-process writer lock: every change to collections or the alias happens inside it."""
+        return writer_lock(self.lock_path, self.settings.index_lock_timeout_s, what)
 
     @property
     def alias(self) -> str:
@@ -425,8 +457,10 @@ class CatalogueIndex:
         self._call(lambda c: c.upsert(name, list(rows)))  # upsert: a retried batch replaces itself
 
     def delete(self, name: str, track_ids: Sequence[str]) -> None:
-        if track_ids:
-            self._call(lambda c: c.delete(name, ids=list(track_ids)))
+        keys = list(dict.fromkeys(track_ids))
+        for start in range(0, len(keys), KEYS_PER_QUERY):
+            expr = key_filter("track_id", keys[start : start + KEYS_PER_QUERY])
+            self._call(lambda c, expr=expr: c.delete(name, filter=expr))
 
     def flush(self, name: str) -> None:
         self._call(lambda c: c.flush(name))
@@ -441,24 +475,30 @@ class CatalogueIndex:
 
         return self._call(count)
 
-    def fingerprints(self, name: str, batch: int = 2000) -> dict[str, str]:
-        """``track_id -> sha256`` of every row: what a refresh compares with the feature store."""
+    def fingerprints(self, name: str) -> dict[str, str]:
+        """``track_id -> sha256`` of every row: what a refresh compares with the feature store.
+
+        Read in 16 slices by the sha256's first hex digit (the slices cover every string) rather than with
+        pymilvus's query iterator, whose paging cursor splices the last primary key into an expression
+        unescaped.
+        """
+        bounds = ["", *"123456789abcdef", ""]
+        slices = [
+            " and ".join(([f'sha256 >= "{lo}"'] if lo else []) + ([f'sha256 < "{hi}"'] if hi else []))
+            for lo, hi in itertools.pairwise(bounds)
+        ]
 
         def scan(c: Any) -> dict[str, str]:
             out: dict[str, str] = {}
             self._load(c, name)
-            it = c.query_iterator(
-                name,
-                batch_size=batch,
-                filter='track_id != ""',
-                output_fields=["track_id", "sha256"],
-                consistency_level="Strong",
-            )
-            try:
-                while rows := it.next():
-                    out.update((r["track_id"], r["sha256"]) for r in rows)
-            finally:
-                it.close()
+            for expr in slices:
+                rows = c.query(
+                    name,
+                    filter=expr,
+                    output_fields=["track_id", "sha256"],
+                    consistency_level="Strong",
+                )
+                out.update((r["track_id"], r["sha256"]) for r in rows)
             return out
 
         return self._call(scan)
@@ -468,11 +508,19 @@ class CatalogueIndex:
         if not track_ids:
             return []
 
-        def get(c: Any) -> list[dict]:
-            self._load(c, name)
-            return [dict(r) for r in c.get(name, ids=list(track_ids), output_fields=list(fields))]
+        keys = list(dict.fromkeys(track_ids))
+        out: list[dict] = []
+        for start in range(0, len(keys), KEYS_PER_QUERY):
+            expr = key_filter("track_id", keys[start : start + KEYS_PER_QUERY])
 
-        return self._call(get)
+            def get(c: Any, expr: str = expr) -> list[dict]:
+                # Not ``client.get``: pymilvus splices string keys into its expression unescaped.
+                self._load(c, name)
+                rows = c.query(name, filter=expr, output_fields=list(fields), consistency_level="Strong")
+                return [dict(r) for r in rows]
+
+            out += self._call(get)
+        return out
 
     def search(
         self,

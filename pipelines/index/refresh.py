@@ -108,11 +108,22 @@ def _rows(
 
 
 def prune(index: CatalogueIndex) -> list[str]:
-    """Drop collections beyond the live one and ``collections_kept`` predecessors in its rollback chain."""
+    """Drop collections beyond the live one and ``collections_kept`` predecessors in its rollback chain.
+
+    The collection a rollback left (``rolled_back_from``) is kept too, until a later refresh succeeds.
+    """
+    with index.writer("prune old collections"):
+        return _prune(index)
+
+
+def _prune(index: CatalogueIndex) -> list[str]:
     live = index.alias_target()
     if live is None:
         return []
     keep, current = {live}, live
+    left = index.describe(live).rolled_back_from
+    if left:
+        keep.add(left)
     for _ in range(index.settings.collections_kept):
         previous = index.describe(current).previous
         if not previous or not index.exists(previous):
@@ -137,7 +148,21 @@ def refresh_collection(
 
     ``manifest`` supplies style/source/artist/album/title; tracks in the feature store but no longer
     active in the manifest are left out. ``on_step`` is called after each step (tests crash there).
+    The whole refresh holds the index writer lock, so two refreshes (or a refresh and a rollback) never
+    interleave: none drops a collection another is building, and the previous pointers stay a chain.
     """
+    with index.writer(f"refresh the index at {index.uri}"):
+        return _refresh(index, embedder, features, manifest, progress, on_step)
+
+
+def _refresh(
+    index: CatalogueIndex,
+    embedder: Embedder,
+    features: FeatureRows,
+    manifest: pd.DataFrame,
+    progress: Progress,
+    on_step: Callable[[Step], None],
+) -> RefreshReport:
     start = time.perf_counter()
     if embedder.feature_version != features.version:
         raise UserError(
@@ -185,7 +210,11 @@ def refresh_collection(
     index.verify(meta, expected=len(want), sample=_sample(list(want), todo, index.settings.verify_sample))
     previous = live if live is not None and live != name else meta.previous
     styles = sorted({str(s) for s in meta_rows.loc[list(want), "style"]})
-    index.set_properties(name, state="ready", previous=previous, styles=json.dumps(styles), updated_at=now_iso())
+    # An update in place keeps the collection a rollback left (to roll forward to); a switch forgets it.
+    moved = {"rolled_back_from": ""} if live != name else {}
+    index.set_properties(
+        name, state="ready", previous=previous, styles=json.dumps(styles), updated_at=now_iso(), **moved
+    )
     on_step("verified")
 
     if live != name:
@@ -211,6 +240,11 @@ def refresh_collection(
 
 def rollback(index: CatalogueIndex) -> tuple[str, str]:
     """Point the alias back at the collection the live one replaced; returns (from, to)."""
+    with index.writer(f"roll back the index at {index.uri}"):
+        return _rollback(index)
+
+
+def _rollback(index: CatalogueIndex) -> tuple[str, str]:
     live = index.alias_target()
     if live is None:
         raise CatalogueNotBuilt("nothing to roll back: the catalogue has never been built")
@@ -219,6 +253,7 @@ def rollback(index: CatalogueIndex) -> tuple[str, str]:
         raise UserError(f"no earlier collection to roll back to from {live} (it replaced nothing still kept)")
     if index.describe(previous).state != "ready":
         raise UserError(f"refusing to roll back to {previous}: it was never verified")
+    index.set_properties(previous, rolled_back_from=live)
     index.switch_alias(previous)
     log.info("rolled back %s -> %s", live, previous)
     return live, previous

@@ -7,19 +7,36 @@ audio is decoded from memory). The blocking work then runs in the thread pool li
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 
-from serving.deps import FiltersDep, K, RecommenderDep
-from serving.errors import InvalidInput, TooLarge
+from serving.deps import FiltersDep, K, RecommenderDep, require_api_key
+from serving.errors import InvalidInput, RequestTimeout, TooLarge
 from serving.schemas import ErrorResponse, PlaylistRequest, PlaylistResponse, SimilarResponse
 from serving.service import Filters
 
-router = APIRouter(tags=["recommendations"])
+router = APIRouter(tags=["recommendations"], dependencies=[Depends(require_api_key)])
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (404, 413, 415, 422, 503)}
+
+class _AnyText(Convertor[str]):
+    """A path parameter that may hold any character: track ids are data, slashes and newlines included."""
+
+    regex = r"[\s\S]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("track_id", _AnyText())
+
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 408, 413, 415, 422, 503)}
 _UPLOAD_BODY = {
     "requestBody": {
         "required": True,
@@ -38,7 +55,7 @@ _UPLOAD_BODY = {
 }
 
 
-@router.get("/tracks/{track_id}/similar", response_model=SimilarResponse, responses=_ERRORS)
+@router.get("/tracks/{track_id:track_id}/similar", response_model=SimilarResponse, responses=_ERRORS)
 def similar_to_track(
     track_id: Annotated[str, Path(description="A catalogue track id.")],
     recommender: RecommenderDep,
@@ -49,16 +66,23 @@ def similar_to_track(
     return SimilarResponse.of(recommender.similar(track_id, k, filters))
 
 
-async def _read_upload(request: Request, limit: int) -> bytes:
-    """The uploaded file's bytes: the raw body, or the ``file`` part of a multipart form; at most ``limit``."""
+async def _read_upload(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The uploaded file's bytes: the raw body, or the ``file`` part of a multipart form; at most ``limit``.
+
+    The whole body must arrive within ``timeout_s``: a client trickling bytes cannot hold a worker.
+    """
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
         raise TooLarge(f"the upload has {declared} bytes; the limit is {limit}")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit + 64 * 1024:  # room for multipart headers
-            raise TooLarge(f"the upload exceeds the limit of {limit} bytes")
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit + 64 * 1024:  # room for multipart headers
+                    raise TooLarge(f"the upload exceeds the limit of {limit} bytes")
+    except TimeoutError:
+        raise RequestTimeout(f"the upload did not arrive within {timeout_s:g} s ({len(body)} bytes came)") from None
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         return bytes(body)
 
@@ -83,7 +107,8 @@ async def similar_to_audio(
 
     The upload is embedded with the front end and the model version of the collection being served.
     """
-    data = await _read_upload(request, recommender.serving.serving_max_upload_bytes)
+    serving = recommender.serving
+    data = await _read_upload(request, serving.serving_max_upload_bytes, serving.serving_upload_timeout_s)
     answer = await run_in_threadpool(recommender.similar_audio, data, k, filters)
     return SimilarResponse.of(answer)
 

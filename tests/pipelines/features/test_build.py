@@ -27,7 +27,7 @@ from pipelines.features.quarantine import read_quarantine
 from pipelines.features.store import part_files, read_features, version_dir
 from pipelines.settings import Settings
 from tests.pipelines.features.library import bad_files, good_files, write_manifest
-from tests.synth import noise, tone, write
+from tests.synth import hanging_open, noise, tone, write
 
 # Short vectors keep these tests fast; the defaults are exercised by the front-end and DAG tests.
 PARAMS = FeatureParams(n_frames=64)
@@ -153,23 +153,27 @@ def test_a_quarantined_file_is_retried_once_fixed(tmp_path: Path) -> None:
 
 
 def test_a_hanging_decoder_is_killed_quarantined_and_the_shard_goes_on(tmp_path: Path) -> None:
-    """A FIFO with no writer blocks ``open()`` forever, like a decoder stuck in C code."""
+    """A file whose ``open()`` blocks in the kernel (a write lease held by the test), like a stuck decoder."""
     settings = _settings(tmp_path, decode_timeout_s=3.0)
     good = {write(tmp_path / "lib" / f"t{i}.wav", tone(200 + 50 * i, 3.0)): "tones" for i in range(3)}
-    fifo = tmp_path / "lib" / "stuck.wav"
+    stuck = write(tmp_path / "lib" / "stuck.wav", tone(900, 3.0))
+    fifo = tmp_path / "lib" / "pipe.wav"
     os.mkfifo(fifo)
-    manifest = write_manifest(settings, good)
-    stuck = {**manifest.iloc[0].to_dict(), "track_id": "test.stuck", "path": str(fifo), "sha256": "f" * 64}
-    stuck.update(size=os.stat(fifo).st_size, mtime_ns=os.stat(fifo).st_mtime_ns)
-    write_table(pd.concat([pd.DataFrame([stuck]), manifest]), MANIFEST_SCHEMA, settings.manifest_path)
+    manifest = write_manifest(settings, {**good, stuck: "tones"})
+    manifest.loc[manifest["path"] == str(stuck), "track_id"] = "test.stuck"
+    pipe = {**manifest.iloc[0].to_dict(), "track_id": "test.pipe", "path": str(fifo), "sha256": "f" * 64}
+    pipe.update(size=os.stat(fifo).st_size, mtime_ns=os.stat(fifo).st_mtime_ns)
+    write_table(pd.concat([pd.DataFrame([pipe]), manifest]), MANIFEST_SCHEMA, settings.manifest_path)
 
     plan = plan_shards(settings, shards=1)
-    result = compute_shard(plan.shards[0], settings)
-    assert (result.embedded, result.quarantined, result.worker_restarts) == (3, 1, 1)
+    with hanging_open(stuck):
+        result = compute_shard(plan.shards[0], settings)
+    assert (result.embedded, result.quarantined, result.worker_restarts) == (3, 2, 1)
     report = merge_shards(plan.run_dir, settings)
     held = read_quarantine(settings).set_index("track_id")
     assert held.loc["test.stuck", "reason"] == RejectReason.TIMEOUT and report.embedded == 3
-    assert FeatureBuild(settings=settings).run().still_quarantined == 1  # a hang is not retried
+    assert held.loc["test.pipe", "reason"] == RejectReason.NOT_REGULAR_FILE  # a FIFO is never opened
+    assert FeatureBuild(settings=settings).run().still_quarantined == 2  # a hang is not retried
 
 
 def test_size_limit_quarantines_large_files(tmp_path: Path) -> None:
