@@ -144,13 +144,17 @@ def serve(
             help="Run `milvus-lite server` on the local Milvus Lite folder so refreshes can run meanwhile.",
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", min=1, help="Worker processes (metrics summed over them); all share one Milvus."),
+    ] = 1,
 ) -> None:
     """Start the HTTP API (docs at /docs). Keeps answering while `musicrec catalogue refresh` runs."""
     import uvicorn
 
     from pipelines.index.lite_server import LiteServer, is_remote, resolve_uri
     from pipelines.settings import get_settings
-    from serving.api import create_app
+    from serving.observability import log_config, prepare_multiprocess_dir
     from serving.service import ServingSettings
 
     _quiet_clients()
@@ -163,10 +167,20 @@ def serve(
         typer.echo(f"starting milvus-lite server for {settings.milvus_uri} ...")
         server.start()
         typer.echo(f"milvus-lite server at {server.uri} (other musicrec commands find it by themselves)")
+    cleanup = prepare_multiprocess_dir(workers)
     try:
-        typer.echo(f"serving on http://{host}:{port} (API docs: http://{host}:{port}/docs); Ctrl+C stops")
-        uvicorn.run(create_app(settings, serving), host=host, port=port, log_level="warning")
+        each = f" with {workers} workers" if workers > 1 else ""
+        typer.echo(f"serving on http://{host}:{port}{each} (API docs: http://{host}:{port}/docs); Ctrl+C stops")
+        options: dict = {"host": host, "port": port, "log_level": "warning", "access_log": False}
+        options["log_config"] = log_config(logging.getLogger().getEffectiveLevel())
+        if workers > 1:  # each worker process builds its own app from the same environment
+            uvicorn.run("serving.api:create_app", factory=True, workers=workers, **options)
+        else:
+            from serving.api import create_app
+
+            uvicorn.run(create_app(settings, serving), **options)
     finally:
+        cleanup()
         if server is not None:
             server.stop()
 

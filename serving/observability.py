@@ -12,6 +12,7 @@ the worker serves: every worker reads the same Milvus, so every worker gives the
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -82,6 +83,26 @@ def prepare_multiprocess_dir(workers: int) -> Callable[[], None]:
         shutil.rmtree(folder, ignore_errors=True)
 
     return cleanup
+
+
+def log_config(root_level: int = logging.WARNING) -> dict[str, Any]:
+    """uvicorn's logging configuration plus the access log on stderr; applied in every worker process.
+
+    uvicorn's own access log is turned off by ``musicrec serve``: ``musicrec.access`` replaces it, with
+    route templates and request ids.
+    """
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["musicrec"] = {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    config["handlers"]["musicrec"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "musicrec",
+        "stream": "ext://sys.stderr",
+    }
+    config["loggers"]["musicrec.access"] = {"handlers": ["musicrec"], "level": "INFO", "propagate": False}
+    config["root"] = {"handlers": ["musicrec"], "level": logging.getLevelName(root_level)}
+    return config
 
 
 def sane_request_id(value: str | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from pipelines.index.refresh import refresh_collection
 from pipelines.model.embedder import RawEmbedder
 from pipelines.settings import Settings
 from serving.api import create_app
-from serving.observability import UNMATCHED, sane_request_id
+from serving.observability import MULTIPROC_ENV, UNMATCHED, prepare_multiprocess_dir, sane_request_id
 from serving.service import Recommender, ServingSettings
 from tests.pipelines.index.helpers import PARAMS_A, build_features
 from tests.serving.conftest import Served, serve
@@ -207,3 +208,27 @@ def test_openapi_documents_the_operations_routes(served: Served) -> None:
     ready = spec["paths"]["/readyz"]["get"]["responses"]
     assert ready["503"]["content"]["application/json"]["schema"]["$ref"].endswith("/NotReady")
     assert ready["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/Readiness")
+
+
+def test_configured_metrics_folder_is_emptied_of_an_earlier_runs_counters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "prom"
+    folder.mkdir()
+    (folder / "counter_4242.db").write_bytes(b"old counts")
+    (folder / "README").write_text("not ours")
+    monkeypatch.setenv(MULTIPROC_ENV, str(folder))
+    cleanup = prepare_multiprocess_dir(workers=3)
+    cleanup()
+    assert [p.name for p in folder.iterdir()] == ["README"]
+    assert os.environ[MULTIPROC_ENV] == str(folder)  # the user's setting stays
+
+
+def test_several_workers_get_a_temporary_metrics_folder_removed_afterwards(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    cleanup = prepare_multiprocess_dir(workers=2)
+    folder = Path(os.environ[MULTIPROC_ENV])
+    assert folder.is_dir() and not any(folder.iterdir())
+    cleanup()
+    assert not folder.exists() and MULTIPROC_ENV not in os.environ
+    assert prepare_multiprocess_dir(workers=1) is not None and MULTIPROC_ENV not in os.environ
