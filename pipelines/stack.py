@@ -237,7 +237,7 @@ class Stack:
         api = Service(
             "api",
             [str(self.bin / "musicrec"), "serve", "--host", "127.0.0.1", "--port", str(p.api), "--no-milvus-server"],
-            ready=lambda: _http_ok(f"http://127.0.0.1:{p.api}/openapi.json"),
+            ready=lambda: _http_ok(f"http://127.0.0.1:{p.api}/livez"),  # ready needs a catalogue: none yet
             deadline_s=180.0,
         )
         return [*base, *workers, api]

@@ -18,7 +18,8 @@ from pipelines.errors import UserError
 from pipelines.index.milvus import CatalogueUnavailable
 from pipelines.settings import Settings, get_settings
 from serving.errors import status_of, validation_detail
-from serving.routers import health, tracks
+from serving.observability import Metrics, ObservabilityMiddleware
+from serving.routers import health, ops, tracks
 from serving.service import Recommender, ServingSettings
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ def create_app(
             log.info("serving %s (model %s)", meta.name, meta.model_version)
         except CatalogueUnavailable as exc:  # start anyway: /health says what is missing
             log.warning("catalogue unavailable at start: %s", exc)
+        if rec.serving.serving_batch_searches:
+            rec.batcher.on_batch = app.state.metrics.search_batch.observe
         app.state.recommender = rec
         yield
         if recommender is None:
@@ -52,6 +55,9 @@ def create_app(
     )
     app.include_router(tracks.router)
     app.include_router(health.router)
+    app.include_router(ops.router)
+    app.state.metrics = Metrics(app)
+    app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError) -> JSONResponse:

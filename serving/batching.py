@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,7 @@ class SearchBatcher:
         self._inflight = 0
         self.calls = 0  # Milvus calls made, for tests and the benchmark
         self.requests = 0
+        self.on_batch: Callable[[int], None] | None = None  # told each call's batch size (for metrics)
 
     def search(self, meta: CollectionMeta, vector: np.ndarray, limit: int, filter: str = "") -> list[Hit]:
         req = _Request(meta, np.asarray(vector, dtype=np.float32).reshape(-1), limit, filter)
@@ -82,6 +84,8 @@ class SearchBatcher:
         for reqs in groups.values():
             try:
                 limit = max(r.limit for r in reqs)
+                if self.on_batch is not None:
+                    self.on_batch(len(reqs))
                 hits: Any = self.index.search(
                     reqs[0].meta, np.stack([r.vector for r in reqs]), limit, reqs[0].filter, RESULT_FIELDS
                 )

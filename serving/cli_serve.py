@@ -8,8 +8,9 @@ existing ``catalogue`` group. Each is a thin front over :mod:`serving.service` o
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -146,13 +147,17 @@ def serve(
             help="Run `milvus-lite server` on the local Milvus Lite folder so refreshes can run meanwhile.",
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", min=1, help="Worker processes (metrics summed over them); all share one Milvus."),
+    ] = 1,
 ) -> None:
     """Start the HTTP API (docs at /docs). Keeps answering while `musicrec catalogue refresh` runs."""
     import uvicorn
 
     from pipelines.index.lite_server import LiteServer, is_remote, replace_orphan, resolve_uri
     from pipelines.settings import get_settings
-    from serving.api import create_app
+    from serving.observability import log_config, prepare_multiprocess_dir
     from serving.service import ServingSettings
 
     _quiet_clients()
@@ -176,12 +181,23 @@ def serve(
             typer.echo(f"milvus-lite server at {server.uri} (other musicrec commands find it by themselves)")
     if not is_remote(settings.milvus_uri) and (address := resolve_uri(settings.milvus_uri)) != settings.milvus_uri:
         # Talk to the server by its address: if it dies, requests get 503 until it is back, instead of
-        # this process opening (and locking) the folder itself.
+        # this process opening (and locking) the folder itself. Worker processes read it from the environment.
         settings = settings.model_copy(update={"milvus_uri": address})
+        os.environ["MUSICREC_MILVUS_URI"] = address
+    cleanup = prepare_multiprocess_dir(workers)
     try:
-        typer.echo(f"serving on http://{host}:{port} (API docs: http://{host}:{port}/docs); Ctrl+C stops")
-        uvicorn.Server(server_config(create_app(settings, serving), host, port, serving)).run()
+        each = f" with {workers} workers" if workers > 1 else ""
+        typer.echo(f"serving on http://{host}:{port}{each} (API docs: http://{host}:{port}/docs); Ctrl+C stops")
+        options = {"host": host, "port": port, **server_options(serving), "access_log": False}
+        options["log_config"] = log_config(logging.getLogger().getEffectiveLevel())
+        if workers > 1:  # each worker process builds its own app from the same environment
+            uvicorn.run("serving.api:create_app", factory=True, workers=workers, **options)
+        else:
+            from serving.api import create_app
+
+            uvicorn.run(create_app(settings, serving), **options)
     finally:
+        cleanup()
         if server is not None:
             server.stop()
 
@@ -190,14 +206,16 @@ def server_config(app: object, host: str, port: int, serving: ServingSettings) -
     """uvicorn's settings for the API: idle keep-alive connections and a stop are both bounded."""
     import uvicorn
 
-    return uvicorn.Config(
-        app,  # type: ignore[arg-type]
-        host=host,
-        port=port,
-        log_level="warning",
-        timeout_keep_alive=serving.serving_keep_alive_s,
-        timeout_graceful_shutdown=serving.serving_graceful_stop_s,
-    )
+    return uvicorn.Config(app, host=host, port=port, **server_options(serving))  # type: ignore[arg-type]
+
+
+def server_options(serving: ServingSettings) -> dict[str, Any]:
+    """uvicorn options every API process gets: idle keep-alive connections and a stop are both bounded."""
+    return {
+        "log_level": "warning",
+        "timeout_keep_alive": serving.serving_keep_alive_s,
+        "timeout_graceful_shutdown": serving.serving_graceful_stop_s,
+    }
 
 
 def is_loopback(host: str) -> bool:
