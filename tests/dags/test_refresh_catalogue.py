@@ -49,3 +49,72 @@ def test_refresh_catalogue_run_builds_then_leaves_an_unchanged_catalogue_alone(
     index = CatalogueIndex(settings.milvus_uri)
     assert index.alias_target() == live.name and index.count(live.name) == expected
     index.close()
+
+
+class _Webhook:
+    """A local HTTP endpoint that records the JSON bodies POSTed to it."""
+
+    def __init__(self) -> None:
+        import http.server
+        import json
+        import threading
+
+        received: list[dict] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.received = received
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_an_unknown_model_version_fails_at_once_and_alerts(
+    dag_bag: Any, musicrec_env: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from assets import FEATURES
+
+    from tests.dags.airflow_db import task_instances
+
+    dag = dag_bag.dags["refresh_catalogue"]
+    assert FEATURES in dag.timetable.asset_condition.objects  # new tracks reach the index without a retrain
+    hook = _Webhook()
+    try:
+        monkeypatch.setenv("MUSICREC_ALERT_WEBHOOK_URL", hook.url)
+        musicrec_env(make_library(tmp_path))
+        run = dag.test(run_conf={"model_version": "999"})
+    finally:
+        hook.close()
+    assert run.state == "failed"
+    tis = task_instances(run)
+    assert tis["resolve_model"][0].state == "failed" and tis["resolve_model"][0].try_number == 1
+    assert tis["refresh"][0].state == "upstream_failed"
+    assert len(hook.received) == 1
+    alert = hook.received[0]
+    assert alert["source"] == "musicrec" and alert["dag_id"] == "refresh_catalogue"
+    assert alert["task_id"] == "resolve_model" and "999" in alert["error"]
+
+
+def test_parameters_are_checked_when_a_run_is_triggered(dag_bag: Any) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    refresh = dag_bag.dags["refresh_catalogue"].params.get_param("model_version")
+    assert refresh.resolve(value="12") == "12" and refresh.resolve(value="champion") == "champion"
+    for bad in ("x' or '1", "0", "12a", ""):
+        with pytest.raises(ParamValidationError):
+            refresh.resolve(value=bad)
+    job = dag_bag.dags["train_triplet_model"].params.get_param("job")
+    assert job.resolve(value={"train": {"epochs": 3}, "workers": 1}) == {"train": {"epochs": 3}, "workers": 1}
+    for bad in ({"train": {"epochz": 3}}, {"train": {"epochs": 0}}, {"workers": "two"}, {"gate": {"margin": -1}}):
+        with pytest.raises(ParamValidationError):
+            job.resolve(value=bad)
