@@ -63,6 +63,7 @@ class Service:
     deadline_s: float = 120.0
     stop_signal: int = signal.SIGTERM
     stop_grace_s: float = 30.0
+    tier: int = 0  # stopped after every service of a higher tier (its clients)
 
 
 class Stack:
@@ -198,30 +199,35 @@ class Stack:
                 ],
                 ready=lambda: _http_ok(f"http://127.0.0.1:{p.mlflow}/health"),
                 deadline_s=240.0,
+                tier=1,
             ),
             Service(
                 "airflow-api-server",
                 [airflow, "api-server"],
                 ready=lambda: _http_ok(f"http://127.0.0.1:{p.airflow}/api/v2/monitor/health"),
                 deadline_s=240.0,
+                tier=2,
             ),
             Service(
                 "airflow-scheduler",
                 [airflow, "scheduler"],
                 ready=lambda: _airflow_component(p.airflow, "scheduler"),
                 deadline_s=240.0,
+                tier=2,
             ),
             Service(
                 "airflow-dag-processor",
                 [airflow, "dag-processor"],
                 ready=lambda: _airflow_component(p.airflow, "dag_processor"),
                 deadline_s=240.0,
+                tier=2,
             ),
             Service(
                 "airflow-triggerer",
                 [airflow, "triggerer"],
                 ready=lambda: _airflow_component(p.airflow, "triggerer"),
                 deadline_s=240.0,
+                tier=2,
             ),
         ]
         workers = [
@@ -231,6 +237,7 @@ class Stack:
                 ready=lambda i=i: _log_says(self.logs / f"airflow-worker-{i}.log", "ready."),
                 env={"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(p.airflow + 10 + i)},
                 deadline_s=240.0,
+                tier=3,
             )
             for i in range(1, p.celery_workers + 1)
         ]
@@ -239,6 +246,7 @@ class Stack:
             [str(self.bin / "musicrec"), "serve", "--host", "127.0.0.1", "--port", str(p.api), "--no-milvus-server"],
             ready=lambda: _http_ok(f"http://127.0.0.1:{p.api}/livez"),  # ready needs a catalogue: none yet
             deadline_s=180.0,
+            tier=3,
         )
         return [*base, *workers, api]
 
@@ -267,15 +275,19 @@ class Stack:
             echo(f"{service.name}: up (log {self.logs / (service.name + '.log')})")
 
     def down(self, echo: Callable[[str], None] = log.info) -> None:
-        """Stop every service, last started first; each process group is waited for, then killed."""
-        for service in reversed(self.services()):
-            pid = self._pid(service.name)
-            if pid is None:
-                continue
+        """Stop every service, clients before the servers they use: the services of one tier together,
+        each process group waited for up to its grace time, then killed."""
+        services = self.services()
+        for tier in sorted({s.tier for s in services}, reverse=True):
+            running = [(s, pid) for s in services if s.tier == tier and (pid := self._pid(s.name)) is not None]
             start = time.monotonic()
-            _stop_group(pid, service.stop_signal, service.stop_grace_s)
-            (self.run / f"{service.name}.pid").unlink(missing_ok=True)
-            echo(f"{service.name}: stopped ({time.monotonic() - start:.1f}s)")
+            for service, pid in running:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, service.stop_signal)
+            for service, pid in running:
+                _stop_group(pid, service.stop_signal, service.stop_grace_s - (time.monotonic() - start))
+                (self.run / f"{service.name}.pid").unlink(missing_ok=True)
+                echo(f"{service.name}: stopped ({time.monotonic() - start:.1f}s)")
 
     def status(self) -> list[tuple[str, str]]:
         """(service, "up" | "starting or unhealthy" | "stopped") for every service."""
@@ -450,19 +462,21 @@ def _log_says(path: Path, text: str) -> bool:
 
 
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Whether a process of group ``pgid`` still runs (zombies waiting for their parent do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def _stop_group(pgid: int, sig: int, grace_s: float) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    deadline = time.monotonic() + grace_s
+    deadline = time.monotonic() + max(grace_s, 1.0)
     while time.monotonic() < deadline:
         if not _group_alive(pgid):
             return

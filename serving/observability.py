@@ -115,7 +115,7 @@ def sane_request_id(value: str | None) -> str:
 def route_template(scope: Scope) -> str:
     """The template of the route that handled the request (``/tracks/{track_id}/similar``)."""
     route = scope.get("route")
-    path = getattr(route, "path", None)
+    path = getattr(route, "path_format", None)  # the path without parameter convertors (``{id:path}``)
     return path if isinstance(path, str) else UNMATCHED
 
 
