@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import logging
 import multiprocessing as mp
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -114,6 +115,19 @@ def imap(fn: Callable[[T], R], items: Sequence[T], workers: int, chunk: int = 1)
 def _apply_chunk(job: tuple[Callable[[Any], Any], Iterable[Any], int]) -> tuple[int, list[Any]]:
     fn, chunk, i = job
     return i, [fn(x) for x in chunk]
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a pid <= 0 never does: it would name a process group)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 
 from pipelines.errors import UserError
+from pipelines.parallel import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +56,6 @@ def _listening(host: str, port: int, timeout_s: float = 0.2) -> bool:
             return True
     except OSError:
         return False
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def folder_locked(data_dir: Path) -> bool:
@@ -111,16 +102,16 @@ def replace_orphan(data_dir: Path, timeout_s: float = 3.0) -> int | None:
     if found is None:
         return None
     _, pid, owner = found
-    if owner is not None and _pid_alive(owner):
+    if owner is not None and pid_alive(owner):
         return None
     stopped = None
-    if _pid_alive(pid) and _is_lite_server(pid):
+    if pid_alive(pid) and _is_lite_server(pid):
         log.warning("milvus-lite server %d on %s outlived its owner %s; stopping it", pid, data_dir, owner)
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while _pid_alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _pid_alive(pid):
+        if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
         stopped = pid
     with contextlib.suppress(FileNotFoundError):
@@ -149,7 +140,7 @@ def resolve_uri(uri: str) -> str:
         return uri
     address, pid, _ = found
     host, _, port = address.removeprefix("http://").rpartition(":")
-    if _pid_alive(pid) and _listening(host, int(port)):
+    if pid_alive(pid) and _listening(host, int(port)):
         log.info("Milvus Lite folder %s is served at %s; connecting there", uri, address)
         return address
     return uri

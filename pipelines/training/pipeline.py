@@ -277,7 +277,7 @@ def end_abandoned_runs(settings: Settings, dag_run_id: str | None = None) -> lis
             abandoned = (
                 tags.get("launcher") == "cli"
                 and tags.get("launcher.host") == socket.gethostname()
-                and not _pid_alive(int(tags.get("launcher.pid", "0") or 0))
+                and not parallel.pid_alive(int(tags.get("launcher.pid", "0") or 0))
             )
         if abandoned:
             registry.set_run_tags(run.info.run_id, {"failure": "abandoned: its process was killed"})
@@ -286,18 +286,6 @@ def end_abandoned_runs(settings: Settings, dag_run_id: str | None = None) -> lis
     if ended:
         log.warning("ended %d abandoned training run(s) as FAILED: %s", len(ended), ", ".join(ended))
     return ended
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _train_branches(
