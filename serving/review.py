@@ -65,13 +65,29 @@ def _registry(settings: Settings) -> Any:
     return Registry(settings)
 
 
-def _info(mv: Any) -> VersionInfo:
+def _aliases(registry: Any) -> dict[str, list[str]]:
+    """Version -> its aliases, from the registered model (version searches leave aliases out)."""
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.registry import MODEL_NAME
+
+    try:
+        model = registry.client.get_registered_model(MODEL_NAME)
+    except MlflowException:
+        return {}
+    out: dict[str, list[str]] = {}
+    for alias, version in (model.aliases or {}).items():
+        out.setdefault(str(version), []).append(str(alias))
+    return out
+
+
+def _info(mv: Any, aliases: dict[str, list[str]]) -> VersionInfo:
     tags = {str(k): str(v) for k, v in (mv.tags or {}).items()}
     reasons = [r.strip() for r in tags.get("gate.reasons", "").split(";") if r.strip()]
     created = mv.creation_timestamp
     return VersionInfo(
         version=str(mv.version),
-        aliases=sorted(mv.aliases or []),
+        aliases=sorted(aliases.get(str(mv.version), [])),
         created=str(np.datetime64(int(created), "ms")) if created else "",
         run_id=str(mv.run_id or tags.get("run_id", "")),
         feature_version=tags.get("feature_version", ""),
@@ -90,12 +106,14 @@ class ModelReview:
 
     def versions(self) -> list[VersionInfo]:
         """Every registered version, newest first, with aliases and the gate's decision."""
-        return [_info(mv) for mv in _registry(self.settings).versions()]
+        registry = _registry(self.settings)
+        aliases = _aliases(registry)
+        return [_info(mv, aliases) for mv in registry.versions()]
 
     def _by_alias(self, alias: str) -> VersionInfo | None:
         registry = _registry(self.settings)
         version = registry.alias(alias)
-        return _info(registry.version(version)) if version else None
+        return _info(registry.version(version), _aliases(registry)) if version else None
 
     def _collection_for(self, version: str) -> CollectionMeta | None:
         """The live collection when ``version`` made it, else the newest verified one it made."""
@@ -132,7 +150,8 @@ class ModelReview:
         if not version.isdigit():
             raise NotFound(f"no model version {version!r}")
         try:
-            return _info(_registry(self.settings).version(version))
+            registry = _registry(self.settings)
+            return _info(registry.version(version), _aliases(registry))
         except UserError as exc:
             raise NotFound(str(exc)) from None
 

@@ -39,7 +39,7 @@
     status($("search-status"), "Searching…");
     try {
       const found = await api(`/library/search?${params}`);
-      fill($("results"), found.tracks, (t) => `${t.style} · ${t.source}${t.album ? " · " + t.album : ""}`);
+      fill($("results"), found.tracks, (t) => `${t.style} · ${t.source}${t.album && t.album !== t.source ? " · " + t.album : ""}`);
       const shown = found.tracks.length;
       status($("search-status"), found.total > shown ? `${found.total} tracks match; the first ${shown} are shown.` : `${found.total} tracks match.`);
     } catch (err) {
