@@ -38,14 +38,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 IMAGES = Path(__file__).resolve().parents[2] / "docs" / "img"
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-        reason="needs chromium and chromium-driver: make browser-deps",
-    ),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 CONFIG = EncoderConfig(n_frames=PARAMS_A.n_frames, n_mfcc=PARAMS_A.n_mfcc, dim=8, frame_layers=(16,), head_layers=(16,))
 # A 1x1 PNG: stands in for the confusion image the evaluation logs.
@@ -135,6 +128,8 @@ def browser(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[An
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip("needs chromium and chromium-driver: make browser-deps")
     opts = webdriver.ChromeOptions()
     opts.binary_location = str(CHROMIUM)
     for arg in (
@@ -347,3 +342,49 @@ def test_review_page_shows_both_versions_and_their_players(browser: Any, site: S
     button(rows[0], "Promote").click()
     wait(browser, lambda d: "401" in by_css(d, "#admin-status")[0].text)
     assert Registry(site.settings).alias(CHAMPION) == site.champion
+
+
+def test_admin_routes_always_need_the_key_and_move_the_champion_with_it(site: Site) -> None:
+    from fastapi.testclient import TestClient
+
+    promote = f"/admin/models/{site.challenger}/promote"
+    open_app = create_app(site.settings, recommender=Recommender(site.index, site.settings, ServingSettings()))
+    with TestClient(open_app) as client:  # a server without a key never opens its admin routes
+        assert client.post(promote).status_code == 401
+        refused = client.post(promote, headers={"X-API-Key": "anything"})
+        assert refused.status_code == 403 and "MUSICREC_SERVING_API_KEY" in refused.json()["detail"]
+    serving = ServingSettings(serving_alias_ttl_s=0, serving_api_key="k3y")
+    keyed = create_app(site.settings, recommender=Recommender(site.index, site.settings, serving))
+    registry = Registry(site.settings)
+    with TestClient(keyed) as client:
+        assert client.post(promote).status_code == 401
+        assert client.post("/admin/models/rollback").status_code == 401
+        assert client.post(promote, headers={"X-API-Key": "wrong"}).status_code == 403
+        assert registry.alias(CHAMPION) == site.champion
+        key = {"X-API-Key": "k3y"}
+        assert client.post("/admin/models/99/promote", headers=key).status_code == 404
+        done = client.post(promote, headers=key)
+        assert done.status_code == 200, done.text
+        assert done.json()["champion"] == site.challenger and done.json()["previous"] == site.champion
+        assert registry.alias(CHAMPION) == site.challenger
+        assert registry.version(site.challenger).tags["promoted_by"].startswith("api-key@")
+        again = client.post(promote, headers=key)
+        assert again.status_code == 422 and "already the champion" in again.json()["detail"]
+        back = client.post("/admin/models/rollback", headers=key)
+        assert back.status_code == 200 and back.json()["champion"] == site.champion
+        assert registry.alias(CHAMPION) == site.champion
+
+
+def test_review_artifacts_are_served_only_by_listed_name(site: Site) -> None:
+    from fastapi.testclient import TestClient
+
+    app = create_app(site.settings, recommender=Recommender(site.index, site.settings, ServingSettings()))
+    with TestClient(app) as client:
+        image = client.get(f"/models/{site.champion}/artifacts/confusion-catalogue.png")
+        assert image.status_code == 200 and image.content == PNG and image.headers["content-type"] == "image/png"
+        for name in ("..%2F..%2Fmlflow.db", "%2Fetc%2Fpasswd", "per_style.csv%00.png", "model"):
+            response = client.get(f"/models/{site.champion}/artifacts/{name}")
+            assert response.status_code == 404, name
+        assert client.get("/models/..%2F1/artifacts/per_style.csv").status_code == 404
+        examples = client.get("/models/examples", params={"version": [site.champion, "nope"]})
+        assert examples.status_code == 404 and "nope" in examples.json()["detail"]
