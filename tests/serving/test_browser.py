@@ -388,3 +388,30 @@ def test_review_artifacts_are_served_only_by_listed_name(site: Site) -> None:
         assert client.get("/models/..%2F1/artifacts/per_style.csv").status_code == 404
         examples = client.get("/models/examples", params={"version": [site.champion, "nope"]})
         assert examples.status_code == 404 and "nope" in examples.json()["detail"]
+
+
+def test_phone_width_and_keyboard_only(browser: Any, site: Site) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    browser.set_window_size(390, 844)
+    try:
+        for page in ("/", "/review"):
+            open_page(browser, site.url + page)
+            overflow = browser.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, f"{page} is {overflow}px wider than a phone screen"
+        open_page(browser, site.url + "/")
+        for _ in range(12):  # Tab from the top of the page to the search box, type, Enter
+            if browser.switch_to.active_element.get_attribute("id") == "q":
+                break
+            ActionChains(browser).send_keys(Keys.TAB).perform()
+        active = browser.switch_to.active_element
+        assert active.get_attribute("id") == "q"
+        active.send_keys("high_tones 2", Keys.ENTER)
+        wait(browser, lambda d: by_css(d, "#search-status")[0].text == "1 tracks match.")
+        play = button(by_css(browser, "#results li")[0], "Play")
+        assert play.get_attribute("aria-label") == "Play: high_tones 2 — high_tones-artist-0"
+        play.send_keys(Keys.ENTER)
+        wait(browser, lambda d: "high_tones 2" in by_css(d, "#now-playing")[0].text)
+    finally:
+        browser.set_window_size(1280, 1400)
