@@ -8,6 +8,7 @@ uvicorn on a loopback port. Screenshots of the pages go to docs/img/.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import socket
 import threading
@@ -34,6 +35,7 @@ from serving.service import Recommender, ServingSettings
 from tests import synth
 from tests.pipelines.index.helpers import PARAMS_A, build_features, make_library
 
+log = logging.getLogger(__name__)
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 IMAGES = Path(__file__).resolve().parents[2] / "docs" / "img"
@@ -176,7 +178,9 @@ def open_page(driver: Any, url: str) -> float:
     start = time.perf_counter()
     driver.get(url)
     wait(driver, lambda d: d.execute_script("return document.body.dataset.ready") == "true")
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    log.info("%s ready in %.3f s", url, seconds)
+    return seconds
 
 
 def button(item: Any, text: str) -> Any:
