@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-fast lint format bench lock clean stack-deps stack-up stack-down stack-status
+.PHONY: run test test-fast lint format bench lock clean stack-deps browser-deps stack-up stack-down stack-status
 
 # Create the virtual environment and install the locked dependency set (re-runs when the lock changes).
 $(STAMP): requirements.lock pyproject.toml
@@ -24,7 +24,7 @@ run: $(STAMP)
 	$(BIN)/musicrec catalogue refresh --model-version champion
 	$(BIN)/musicrec recommend --examples 3
 
-test: $(STAMP) stack-deps
+test: $(STAMP) stack-deps browser-deps
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
@@ -36,6 +36,13 @@ stack-deps:
 	@if [ ! -x /usr/lib/postgresql/15/bin/postgres ] || ! command -v redis-server >/dev/null; then \
 	  echo "installing postgresql-15 and redis-server (apt-get)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql-15 redis-server >/dev/null; \
+	fi
+
+# The web page's browser tests: Debian's headless Chromium and its chromedriver.
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  echo "installing chromium and chromium-driver (apt-get)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	fi
 
 stack-up: $(STAMP) stack-deps

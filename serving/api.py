@@ -13,13 +13,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from pipelines.errors import UserError
 from pipelines.index.milvus import CatalogueUnavailable
 from pipelines.settings import Settings, get_settings
 from serving.errors import status_of, validation_detail
 from serving.observability import Metrics, ObservabilityMiddleware
-from serving.routers import health, ops, tracks
+from serving.routers import health, ops, review, tracks, web
 from serving.service import Recommender, ServingSettings
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,11 @@ def create_app(
     app.include_router(tracks.router)
     app.include_router(health.router)
     app.include_router(ops.router)
+    app.include_router(web.router)
+    app.include_router(review.router)
+    app.include_router(review.admin)
+    app.include_router(web.pages)
+    app.mount("/static", StaticFiles(directory=web.STATIC), name="static")
     app.state.metrics = Metrics(app)
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)
 

@@ -81,3 +81,42 @@ class Health(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str = Field(description="What was wrong and what to do.")
+
+
+class LibraryTrack(BaseModel):
+    track_id: str
+    style: str
+    source: str
+    artist: str | None = None
+    album: str | None = None
+    title: str | None = None
+    duration_s: float | None = None
+
+
+class SearchResponse(BaseModel):
+    query: str
+    total: int = Field(description="How many tracks match; at most `limit` of them are listed.")
+    tracks: list[LibraryTrack]
+
+
+class PathStepOut(Recommendation):
+    to_end: float = Field(description="Cosine distance to the end track.")
+
+
+class PathResponse(BaseModel):
+    start: str
+    end: str
+    collection: str
+    model_version: str
+    reached: bool = Field(description="True when the end track was a near neighbour of the step before it.")
+    steps: list[PathStepOut] = Field(description="Start, the tracks in between, end; `distance` is to the step before.")
+
+
+class MapResponse(BaseModel):
+    collection: str
+    model_version: str
+    bounds: list[float] = Field(description="x0, y0, x1, y1 of the whole map.")
+    explained: list[float] = Field(description="Share of variance along each axis (PCA).")
+    styles: list[str]
+    total: int = Field(description="Points inside the requested box; `points` holds at most `limit` of them.")
+    points: list[list[str | float]] = Field(description="[track_id, x, y, style, title], a uniform sample.")

@@ -12,11 +12,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -24,6 +25,7 @@ from pipelines.audio import AudioRejected, RejectReason, regular_file_size
 from pipelines.errors import UserError
 from pipelines.features.frontend import track_vector
 from pipelines.features.params import FeatureParams
+from pipelines.index.catalogue_map import CatalogueMap, load_map, refresh_map
 from pipelines.index.milvus import (
     RESULT_FIELDS,
     CatalogueIndex,
@@ -110,6 +112,37 @@ class Recommendation:
 
 
 @dataclass(frozen=True)
+class LibraryTrack:
+    """A catalogue track as the web page lists it (from the manifest)."""
+
+    track_id: str
+    style: str
+    source: str
+    artist: str | None
+    album: str | None
+    title: str | None
+    duration_s: float | None
+
+
+@dataclass(frozen=True)
+class PathStep:
+    """One track on a path between two tracks, and its cosine distance to the track before it."""
+
+    track: Recommendation  # its ``distance`` is to the track before it (0 for the first)
+    to_end: float  # cosine distance to the end track
+
+
+@dataclass(frozen=True)
+class TrackPath:
+    start: str
+    end: str
+    collection: str
+    model_version: str
+    steps: list[PathStep]
+    reached: bool  # True when the end track was a near neighbour of the last track before it
+
+
+@dataclass(frozen=True)
 class Answer:
     """Recommendations and where they came from."""
 
@@ -180,6 +213,8 @@ class Recommender:
         self._meta: CollectionMeta | None = None
         self._meta_at = 0.0
         self._embedders: dict[tuple[str, str], Embedder] = {}
+        self._library: tuple[tuple[int, int], pd.DataFrame] | None = None
+        self._maps: dict[str, CatalogueMap] = {}
 
     @classmethod
     def from_settings(
@@ -397,6 +432,127 @@ class Recommender:
 
         return self._retrying(run)
 
+    def path(self, start: str, end: str, steps: int = 8, breadth: int = 12) -> TrackPath:
+        """A walk from ``start`` to ``end`` through nearest neighbours, no track twice.
+
+        Each step moves to one of the current track's ``breadth`` nearest unvisited neighbours: the one
+        nearest to the next of ``steps + 1`` evenly spaced waypoints on the line (in embedding space) from
+        ``start`` to ``end``, so every step sounds like the last and the walk drifts towards ``end``. It
+        ends when ``end`` is that choice, or after ``steps`` tracks in between (``end`` comes next).
+        """
+        if start == end:
+            raise InvalidInput("a path needs two different tracks")
+        if not 1 <= steps <= 50:
+            raise InvalidInput(f"steps must be between 1 and 50, got {steps}")
+        if not 2 <= breadth <= 100:
+            raise InvalidInput(f"breadth must be between 2 and 100, got {breadth}")
+
+        def unit(v: Any) -> np.ndarray:
+            vec = np.asarray(v, dtype=np.float64)
+            norm = np.linalg.norm(vec)
+            return vec / norm if norm else vec
+
+        def run(meta: CollectionMeta) -> TrackPath:
+            rows = self._rows(meta, [start, end])
+            missing = [t for t in (start, end) if t not in rows]
+            if missing:
+                raise NotFound(f"unknown track id(s): {', '.join(repr(m) for m in missing)}")
+            first = self.index.get(meta.name, [start], RESULT_FIELDS)[0]
+            a, b = unit(rows[start]["vector"]), unit(rows[end]["vector"])
+            visited, seen_sha = {start}, {rows[start]["sha256"]}
+            current, here = start, a
+            walk = [PathStep(Recommendation.from_hit(Hit(start, 0.0, first)), _cosine(a, b))]
+            reached = False
+            for i in range(1, steps + 2):
+                near = self._neighbours(meta, here.astype(np.float32), breadth, Filters(), visited, seen_sha)
+                if not near:
+                    break
+                waypoint = unit((1 - i / (steps + 1)) * a + (i / (steps + 1)) * b)
+                vectors = self._rows(meta, [rec.track_id for rec, _ in near])
+                best, sha = min(near, key=lambda n: _cosine(unit(vectors[n[0].track_id]["vector"]), waypoint))
+                if best.track_id == end or i == steps + 1:
+                    reached = best.track_id == end or any(rec.track_id == end for rec, _ in near)
+                    if best.track_id != end:  # out of steps: the end comes next, near or not
+                        best = Recommendation.from_hit(Hit(end, 0.0, self.index.get(meta.name, [end])[0]))
+                    walk.append(PathStep(replace(best, distance=_cosine(here, b)), 0.0))
+                    break
+                vec = unit(vectors[best.track_id]["vector"])
+                walk.append(PathStep(replace(best, distance=_cosine(here, vec)), _cosine(vec, b)))
+                visited.add(best.track_id)
+                seen_sha.add(sha)
+                current, here = best.track_id, vec
+            log.debug("path %s -> %s ended at %s", start, end, current)
+            return TrackPath(start, end, meta.name, meta.model_version, walk, reached)
+
+        return self._retrying(run)
+
+    # ---- the library: search, audio files, the map ---------------------------------------------------
+
+    def library(self) -> pd.DataFrame:
+        """The active manifest's tracks with a lower-case search text; re-read when the manifest changes."""
+        from pipelines.catalogue.manifest import read_manifest
+
+        path = self.settings.manifest_path
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise CatalogueUnavailable(
+                f"no catalogue manifest at {path}; run `musicrec catalogue import` or `musicrec data fetch-demo`"
+            ) from None
+        stamp = (st.st_mtime_ns, st.st_size)
+        with self._lock:
+            if self._library and self._library[0] == stamp:
+                return self._library[1]
+        df = read_manifest(path).drop_duplicates("track_id").set_index("track_id", drop=False)
+        text = df[["title", "artist", "album", "style", "source", "track_id"]].fillna("").astype(str)
+        df = df.assign(_search=text.agg(" ".join, axis=1).str.lower())
+        with self._lock:
+            self._library = (stamp, df)
+        return df
+
+    def search(self, query: str, limit: int = 20, style: str | None = None) -> tuple[int, list[LibraryTrack]]:
+        """Tracks whose title, artist, album, style or source contain every word of ``query``.
+
+        Returns how many match and the first ``limit`` of them (by title); an empty query lists tracks.
+        """
+        if not 1 <= limit <= self.serving.serving_max_k:
+            raise InvalidInput(f"limit must be between 1 and {self.serving.serving_max_k}, got {limit}")
+        if len(query) > 200:
+            raise InvalidInput("the search text is longer than 200 characters")
+        df = self.library()
+        mask = np.ones(len(df), dtype=bool)
+        for word in query.lower().split():
+            mask &= df["_search"].str.contains(word, regex=False).to_numpy()
+        if style:
+            mask &= (df["style"] == style).to_numpy()
+        found = df[mask]
+        top = found.assign(_key=found["title"].fillna(found["track_id"]).str.lower()).sort_values("_key").head(limit)
+        return int(mask.sum()), [_library_track(row) for row in top.to_dict("records")]
+
+    def audio_file(self, track_id: str) -> Path:
+        """The file of catalogue track ``track_id``, found by id in the manifest; 404 for anything else."""
+        df = self.library()
+        if track_id not in df.index:
+            raise NotFound(f"unknown track id {track_id!r}")
+        path = Path(str(df.at[track_id, "path"]))
+        if not path.is_file():
+            raise NotFound(f"the audio file of track {track_id!r} is missing; re-import the catalogue")
+        return path
+
+    def catalogue_map(self) -> CatalogueMap:
+        """The 2-D map of the live collection: stored at refresh, computed and stored here if missing."""
+        meta = self.catalogue()
+        with self._lock:
+            if meta.name in self._maps:
+                return self._maps[meta.name]
+        cmap = load_map(self.settings.data_root, meta.name)
+        if cmap is None:
+            log.info("no stored map for %s; computing it", meta.name)
+            cmap = refresh_map(self.index, meta, self.settings.data_root)
+        with self._lock:
+            self._maps = {meta.name: cmap}
+        return cmap
+
     # ---- status and evaluation -----------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
@@ -468,6 +624,28 @@ class Recommender:
                 if queue and len(picked) < n:
                     picked.append(queue.pop(0))
         return picked
+
+
+def _cosine(u: np.ndarray, v: np.ndarray) -> float:
+    """Cosine distance between two unit vectors."""
+    return round(max(0.0, 1.0 - float(np.dot(u, v))), 6)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) or value == "" else str(value)
+
+
+def _library_track(row: dict[str, Any]) -> LibraryTrack:
+    duration = row.get("duration_s")
+    return LibraryTrack(
+        track_id=str(row["track_id"]),
+        style=str(row["style"]),
+        source=str(row.get("source") or ""),
+        artist=_text(row.get("artist")),
+        album=_text(row.get("album")),
+        title=_text(row.get("title")),
+        duration_s=None if duration is None or np.isnan(duration) else round(float(duration), 1),
+    )
 
 
 def exact_style_agreement(unit_vectors: np.ndarray, styles: np.ndarray, sha256: np.ndarray, k: int) -> float:

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines.catalogue.manifest import read_manifest
 from pipelines.errors import UserError
 from pipelines.features.params import FeatureParams
+from pipelines.index.catalogue_map import map_file, refresh_map
 from pipelines.index.milvus import (
     CatalogueIndex,
     CatalogueNotBuilt,
@@ -143,16 +145,18 @@ def refresh_collection(
     manifest: pd.DataFrame,
     progress: Progress = no_progress,
     on_step: Callable[[Step], None] = no_step,
+    map_root: Path | None = None,
 ) -> RefreshReport:
     """Make the collection for ``embedder``'s version hold exactly the active tracks, then serve it.
 
     ``manifest`` supplies style/source/artist/album/title; tracks in the feature store but no longer
     active in the manifest are left out. ``on_step`` is called after each step (tests crash there).
+    With ``map_root`` (the data root), the collection's 2-D map is written there before the alias moves.
     The whole refresh holds the index writer lock, so two refreshes (or a refresh and a rollback) never
     interleave: none drops a collection another is building, and the previous pointers stay a chain.
     """
     with index.writer(f"refresh the index at {index.uri}"):
-        return _refresh(index, embedder, features, manifest, progress, on_step)
+        return _refresh(index, embedder, features, manifest, progress, on_step, map_root)
 
 
 def _refresh(
@@ -162,6 +166,7 @@ def _refresh(
     manifest: pd.DataFrame,
     progress: Progress,
     on_step: Callable[[Step], None],
+    map_root: Path | None = None,
 ) -> RefreshReport:
     start = time.perf_counter()
     if embedder.feature_version != features.version:
@@ -215,6 +220,8 @@ def _refresh(
     index.set_properties(
         name, state="ready", previous=previous, styles=json.dumps(styles), updated_at=now_iso(), **moved
     )
+    if map_root is not None and (todo or stale or not map_file(map_root, name).is_file()):
+        refresh_map(index, index.describe(name), map_root)
     on_step("verified")
 
     if live != name:
@@ -280,6 +287,8 @@ class RefreshCatalogue(BaseModel):
         manifest = read_manifest(self.settings.manifest_path)
         index = CatalogueIndex.from_settings(self.settings, self.index)
         try:
-            return refresh_collection(index, embedder, features, manifest, progress, on_step)
+            return refresh_collection(
+                index, embedder, features, manifest, progress, on_step, map_root=self.settings.data_root
+            )
         finally:
             index.close()

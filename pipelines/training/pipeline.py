@@ -35,6 +35,7 @@ from pipelines.catalogue.manifest import read_manifest
 from pipelines.errors import UserError
 from pipelines.settings import Settings
 from pipelines.training import artifacts
+from pipelines.training.comparison import comparison_html
 from pipelines.training.config import GateConfig, TrainConfig, TrainingJob
 from pipelines.training.evaluate import (
     BASELINES,
@@ -618,6 +619,11 @@ def gate(settings: Settings, job: TrainingJob, evaluated: dict[str, str]) -> Dec
             summary_dir,
             {"run": run_id, "feature version": metrics_tag(registry, run_id, "feature_version")},
         )
+        champion_metrics = registry.run_metrics(registry.version(previous).run_id) if previous else {}
+        images = {p.name: p.read_bytes() for p in sorted((out / "artifacts").glob("*.png"))}
+        verdict = "promoted to champion" if promoted else "not promoted"
+        page = comparison_html(version, previous, verdict, reasons, metrics, champion_metrics, styles_df, images)
+        (summary_dir / "comparison.html").write_text(page)
         registry.log_artifacts(run_id, summary_dir, "review")
         registry.set_run_tags(run_id, {"gate.decision": "promoted" if promoted else "rejected"})
         registry.end_run(run_id)

@@ -106,6 +106,11 @@ def test_train_register_gate_promote_rollback(synth_settings: Settings) -> None:
     # The champion's recipe was judged on this very catalogue: its numbers are carried over for the gate.
     champ_metrics = registry.run_metrics(second["run_id"])
     assert champ_metrics["champion/cross_source/map_at_10"] == champ_metrics["model/cross_source/map_at_10"]
+    # The comparison is logged with the challenger as one self-contained page: both versions, images inline.
+    local = registry.client.download_artifacts(second["run_id"], "review/comparison.html", str(settings.data_root))
+    page = Path(local).read_text()
+    assert "Version 2: not promoted" in page and "challenger 2" in page and "champion 1" in page
+    assert "data:image/png;base64," in page and "http" not in page and "src='/" not in page
 
     # By hand: promote 2, then roll back to 1, with audit tags.
     assert registry.set_champion("2", by="manual:test", reason="review") == "1"
