@@ -2,15 +2,17 @@
 
 One small served catalogue for the whole module: the synthetic library, two tiny registered models (the
 champion and a challenger), a collection filled by each (map written at refresh), and the real app under
-uvicorn on a loopback port. Screenshots of the pages go to docs/img/.
+uvicorn on a loopback port. Screenshots of the pages are taken too (see IMAGES).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -38,7 +40,9 @@ from tests.pipelines.index.helpers import PARAMS_A, build_features, make_library
 log = logging.getLogger(__name__)
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-IMAGES = Path(__file__).resolve().parents[2] / "docs" / "img"
+# The README's screenshots: refreshed with `MUSICREC_SCREENSHOTS=docs/img pytest tests/serving/test_browser.py`;
+# otherwise they go to a temporary folder, so a test run never rewrites tracked files.
+IMAGES = Path(os.environ.get("MUSICREC_SCREENSHOTS") or tempfile.mkdtemp(prefix="musicrec-screenshots-")).resolve()
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
