@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-fast lint format bench lock clean stack-deps browser-deps stack-up stack-down stack-status
+.PHONY: run test test-fast lint format bench lock clean stack-deps browser-deps player-deps stack-up stack-down stack-status
 
 # Create the virtual environment and install the locked dependency set (re-runs when the lock changes).
 $(STAMP): requirements.lock pyproject.toml
@@ -24,7 +24,7 @@ run: $(STAMP)
 	$(BIN)/musicrec catalogue refresh --model-version champion
 	$(BIN)/musicrec recommend --examples 3
 
-test: $(STAMP) stack-deps browser-deps
+test: $(STAMP) stack-deps browser-deps player-deps
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
@@ -43,6 +43,13 @@ browser-deps:
 	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
 	  echo "installing chromium and chromium-driver (apt-get)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
+# The player tests: Debian's Music Player Daemon and its command-line client, started by the tests themselves.
+player-deps:
+	@if ! command -v mpd >/dev/null || ! command -v mpc >/dev/null; then \
+	  echo "installing mpd and mpc (apt-get)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mpd mpc >/dev/null; \
 	fi
 
 stack-up: $(STAMP) stack-deps

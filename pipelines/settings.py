@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     )
     mlflow_tracking_uri: str = Field(default="", description="Empty: SQLite file under the data root.")
     milvus_uri: str = Field(default="", description="Empty: a Milvus Lite file under the data root.")
+    genre_map: Path | None = Field(
+        default=None, description="CSV genre,style: styles from genre tags where no folder or column gives one."
+    )
     max_audio_bytes: int = Field(default=512 * 1024 * 1024, description="Larger files are rejected.")
     decode_timeout_s: float = Field(default=30.0, description="A file whose decode takes longer is quarantined.")
     demo_extended: bool = Field(

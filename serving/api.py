@@ -20,7 +20,7 @@ from pipelines.index.milvus import CatalogueUnavailable
 from pipelines.settings import Settings, get_settings
 from serving.errors import status_of, validation_detail
 from serving.observability import Metrics, ObservabilityMiddleware
-from serving.routers import health, ops, review, tracks, web
+from serving.routers import health, ops, review, subsonic, tracks, web
 from serving.service import Recommender, ServingSettings
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.include_router(tracks.router)
+    app.include_router(subsonic.router)
     app.include_router(health.router)
     app.include_router(ops.router)
     app.include_router(web.router)

@@ -70,14 +70,22 @@ def fetch_demo() -> None:
 
 @catalogue_app.command("import")
 def catalogue_import(
-    path: Annotated[Path, typer.Argument(help="A folder with one sub-folder per style, or a CSV (path, style, ...).")],
+    path: Annotated[
+        Path, typer.Argument(help="A folder per style, an Artist/Album library, or a CSV (path[, style, ...]).")
+    ],
+    genre_map: Annotated[
+        Path | None,
+        typer.Option("--genre-map", help="CSV genre,style: styles from genre tags (default MUSICREC_GENRE_MAP)."),
+    ] = None,
 ) -> None:
     """Import your own music into the manifest; broken files go to the rejects table, nothing is changed."""
     from pipelines.catalogue.importer import import_catalogue
     from pipelines.catalogue.summary import format_summary
 
     settings = get_settings()
-    report = import_catalogue(path, settings, progress=_bar("importing"))
+    report = import_catalogue(path, settings, progress=_bar("importing"), genre_map=genre_map)
+    for note in report.notes:
+        typer.echo(f"note: {note}")
     typer.echo(report.line())
     typer.echo(format_summary(settings))
     _announce(settings, report)

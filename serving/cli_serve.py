@@ -127,14 +127,70 @@ def playlist(
     style: Annotated[str | None, _STYLE] = None,
     max_per_source: Annotated[int | None, _PER_SOURCE] = None,
     max_per_artist: Annotated[int | None, _PER_ARTIST] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Instead: a path from the one seed to this track through neighbours.")
+    ] = None,
+    minutes: Annotated[
+        float | None, typer.Option("--minutes", min=0.1, help="Target duration: stop once it is reached.")
+    ] = None,
+    write: Annotated[
+        str | None, typer.Option("--write", help="Write the playlist as NAME into MUSICREC_PLAYLIST_DIR.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="m3u8, xspf, or m3u (M3U8 text named for MPD).")] = "m3u8",
+    paths: Annotated[
+        str,
+        typer.Option(
+            "--paths", help="relative (to the playlist file), absolute, or music (relative to MUSICREC_MUSIC_FOLDER)."
+        ),
+    ] = "relative",
 ) -> None:
-    """A playlist near the SEEDS: each seed in turn adds its nearest unused track; no repeats."""
+    """A playlist near the SEEDS (each seed in turn adds its nearest unused track; no repeats), or a path."""
+    from serving import playlists
+
+    if fmt not in ("m3u8", "m3u", "xspf"):
+        raise UserError(f"--format must be m3u8, m3u or xspf, got {fmt!r}")
+    if paths not in ("relative", "absolute", "music"):
+        raise UserError(f"--paths must be relative, absolute or music, got {paths!r}")
     rec = _recommender()
     try:
-        answer = rec.playlist(seeds, length, _filters(style, False, max_per_source, max_per_artist))
+        if to is not None:
+            if len(seeds) != 1:
+                raise UserError("--to needs exactly one seed (the start of the path)")
+            walk = rec.path(seeds[0], to, steps=max(1, min(50, length - 2)))
+            ids = [step.track.track_id for step in walk.steps]
+            header = f"path from {seeds[0]} to {to}"
+            answer = None
+        else:
+            n = rec.serving.serving_max_playlist if minutes else length
+            answer = rec.playlist(seeds, n, _filters(style, False, max_per_source, max_per_artist))
+            ids = [r.track_id for r in answer.results]
+            header = f"playlist from {', '.join(dict.fromkeys(seeds))}"
+        items = playlists.entries(rec.library(), ids)
+        if minutes:
+            items = playlists.within_duration(items, minutes * 60)
+            ids = ids[: len(items)]
+        serving = rec.serving
     finally:
         rec.close()
-    _print(answer, f"playlist from {', '.join(dict.fromkeys(seeds))}")
+    if answer is not None:
+        _print(answer.__class__(**{**answer.__dict__, "results": answer.results[: len(ids)]}), header)
+    else:
+        typer.echo(f"{header}:")
+        for rank, track_id in enumerate(ids, 1):
+            typer.echo(f"{rank:>4}  {one_line(track_id)}")
+    if minutes or write is not None:
+        total = sum(item.duration_s or 0.0 for item in items)
+        typer.echo(f"{len(items)} tracks, {total / 60:.1f} min")
+    if write is not None:
+        target = playlists.write_playlist(
+            items,
+            serving.playlist_dir,
+            write,
+            fmt,
+            paths,
+            serving.music_folder,  # type: ignore[arg-type]
+        )
+        typer.echo(f"wrote {target}")
 
 
 def serve(

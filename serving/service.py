@@ -77,6 +77,14 @@ class ServingSettings(BaseSettings):
     serving_start_milvus: bool = Field(
         default=True, description="`musicrec serve` runs `milvus-lite server` on a local Milvus Lite folder."
     )
+    music_folder: Path | None = Field(
+        default=None,
+        description="The music server's library root: players' tracks are matched by path relative to it, and "
+        "playlists can name tracks relative to it.",
+    )
+    playlist_dir: Path | None = Field(
+        default=None, description="Where `musicrec playlist --write` puts M3U8/XSPF files (a folder players scan)."
+    )
 
 
 @dataclass(frozen=True)
@@ -552,6 +560,41 @@ class Recommender:
         with self._lock:
             self._maps = {meta.name: cmap}
         return cmap
+
+    def resolve(self, ref: str) -> str:
+        """The track id for ``ref``: a track id, a MusicBrainz recording id, or a path relative to the music folder.
+
+        A music server knows its tracks by path or MusicBrainz id, not by musicrec's ids; 404 when none matches.
+        """
+        df = self.library()
+        if ref in df.index:
+            return ref
+        if "mbid" in df and (hit := df.index[df["mbid"] == ref.strip().lower()]).size:
+            return str(hit[0])
+        folder = self.serving.music_folder
+        if folder is not None and ref and not Path(ref).is_absolute():
+            want = str(Path(folder).expanduser().resolve() / ref)
+            if (hit := df.index[df["path"] == want]).size:
+                return str(hit[0])
+        raise NotFound(f"no catalogue track matches {ref!r} (by track id, MusicBrainz id or path in the music folder)")
+
+    def distances_from(self, track_id: str, others: Sequence[str]) -> dict[str, float]:
+        """Cosine distance from ``track_id`` to each of ``others`` in the live collection."""
+
+        def run(meta: CollectionMeta) -> dict[str, float]:
+            rows = self._rows(meta, [track_id, *others])
+            if track_id not in rows:
+                raise NotFound(f"unknown track id {track_id!r}")
+            origin = np.asarray(rows[track_id]["vector"], dtype=np.float64)
+            origin /= np.linalg.norm(origin) or 1.0
+            out = {}
+            for other in others:
+                if other in rows:
+                    vec = np.asarray(rows[other]["vector"], dtype=np.float64)
+                    out[other] = _cosine(origin, vec / (np.linalg.norm(vec) or 1.0))
+            return out
+
+        return self._retrying(run)
 
     # ---- status and evaluation -----------------------------------------------------------------------
 

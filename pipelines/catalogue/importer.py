@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from pipelines.catalogue.ingest import ImportReport, Progress, ingest, no_progress
 from pipelines.catalogue.scan import scan_csv, scan_folder
+from pipelines.catalogue.tags import GenreMap
 from pipelines.errors import UserError
 from pipelines.settings import Settings
 
+log = logging.getLogger(__name__)
 
-def import_catalogue(path: Path, settings: Settings, progress: Progress = no_progress) -> ImportReport:
-    """Import a folder-per-style tree or a CSV listing; the resolved path is the import's origin."""
+
+def import_catalogue(
+    path: Path, settings: Settings, progress: Progress = no_progress, genre_map: Path | None = None
+) -> ImportReport:
+    """Import a folder-per-style tree, an Artist/Album tree or a CSV listing; the resolved path is the origin.
+
+    ``genre_map`` (default: the ``genre_map`` setting) maps genre tags to styles where no folder or CSV
+    column gives one.
+    """
+    map_path = genre_map or settings.genre_map
+    genres = GenreMap.read(map_path) if map_path else None
     path = Path(path).expanduser()
     if not path.exists():
         raise UserError(f"path does not exist: {path}")
@@ -19,7 +31,11 @@ def import_catalogue(path: Path, settings: Settings, progress: Progress = no_pro
     if path.is_file():
         if path.suffix.lower() != ".csv":
             raise UserError(f"not a folder or a .csv file: {path}")
-        candidates, label = scan_csv(path), path.stem
+        scan, label = scan_csv(path, genres), path.stem
     else:
-        candidates, label = scan_folder(path), path.name
-    return ingest(candidates, origin=str(path), label=label, settings=settings, progress=progress)
+        scan, label = scan_folder(path, genres), path.name
+    for note in scan.notes:
+        log.warning("%s", note)
+    report = ingest(scan.candidates, origin=str(path), label=label, settings=settings, progress=progress)
+    report.notes = scan.notes
+    return report

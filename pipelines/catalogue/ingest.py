@@ -22,6 +22,7 @@ from pipelines.catalogue.manifest import (
     REJECTS_SCHEMA,
     REMOVED,
     TRACK_ID_MAX_BYTES,
+    UNLABELLED,
     fit_track_id,
     make_track_id,
     read_table,
@@ -49,6 +50,8 @@ class ImportReport:
     unchanged: int = 0
     removed: int = 0
     rejects: dict[str, int] = field(default_factory=dict)
+    unlabelled: int = 0  # tracks kept without a style: indexed, not trained on
+    notes: list[str] = field(default_factory=list)  # what the scan wants the user to know
 
     @property
     def rejected(self) -> int:
@@ -56,9 +59,10 @@ class ImportReport:
 
     def line(self) -> str:
         rej = ", ".join(f"{n} {r}" for r, n in sorted(self.rejects.items())) or "none"
+        unlabelled = f"; {self.unlabelled} unlabelled (no style)" if self.unlabelled else ""
         return (
             f"{self.origin}: {self.added} added, {self.updated} updated, {self.unchanged} unchanged, "
-            f"{self.removed} removed; rejected: {rej}"
+            f"{self.removed} removed; rejected: {rej}{unlabelled}"
         )
 
 
@@ -99,7 +103,7 @@ def ingest(
     rows: list[dict] = []
 
     for cand in progress(sorted(candidates, key=lambda c: (str(c.path) not in known, str(c.path)))):
-        if not cand.style:
+        if cand.style == "":
             rejects.append(_reject(origin, cand, RejectReason.INVALID_STYLE, "style is empty or not printable"))
             continue
         prev = known.get(str(cand.path))
@@ -135,6 +139,7 @@ def ingest(
         if track_id in taken_ids:
             track_id = fit_track_id(f"{track_id}-{sha[:8]}")
         taken_ids.add(track_id)
+        report.unlabelled += cand.style is None
         sha_owner[sha] = track_id
         if prev is None or prev.status != ACTIVE:
             report.added += 1
@@ -146,11 +151,14 @@ def ingest(
             {
                 "track_id": track_id,
                 "path": str(cand.path),
-                "style": cand.style,
+                "style": cand.style or UNLABELLED,
                 "source": cand.source,
                 "artist": cand.artist,
                 "album": cand.album,
                 "title": cand.title,
+                "genre": cand.genre,
+                "track_number": cand.track_number,
+                "mbid": cand.mbid,
                 "licence": cand.licence,
                 "licence_file": cand.licence_file,
                 "label_confidence": cand.label_confidence,

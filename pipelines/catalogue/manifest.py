@@ -21,6 +21,7 @@ TRACK_ID_MAX_BYTES = 512
 STYLE_MAX_BYTES = 256
 
 ACTIVE = "active"
+UNLABELLED = ""  # the style of a track with no style label: indexed and recommended, never trained on
 REMOVED = "removed"
 
 MANIFEST_SCHEMA = pa.schema(
@@ -32,6 +33,9 @@ MANIFEST_SCHEMA = pa.schema(
         ("artist", pa.string()),
         ("album", pa.string()),
         ("title", pa.string()),
+        ("genre", pa.string()),
+        ("track_number", pa.int32()),
+        ("mbid", pa.string()),  # MusicBrainz recording id, from the tags
         ("licence", pa.string()),
         ("licence_file", pa.string()),
         ("label_confidence", pa.float64()),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipelines.catalogue.manifest import MANIFEST_SCHEMA, REJECTS_SCHEMA, read_manifest, read_table
+from pipelines.catalogue.manifest import MANIFEST_SCHEMA, REJECTS_SCHEMA, UNLABELLED, read_manifest, read_table
 from pipelines.settings import Settings
 
 
@@ -19,6 +19,7 @@ def style_summary(settings: Settings) -> pd.DataFrame:
         .reset_index()
     )
     table["hours"] = table["hours"] / 3600.0
+    table["style"] = table["style"].replace({UNLABELLED: "(unlabelled)"})
     total = pd.DataFrame(
         [
             {

@@ -214,7 +214,7 @@ def _refresh(
     meta = index.describe(name)
     index.verify(meta, expected=len(want), sample=_sample(list(want), todo, index.settings.verify_sample))
     previous = live if live is not None and live != name else meta.previous
-    styles = sorted({str(s) for s in meta_rows.loc[list(want), "style"]})
+    styles = sorted({str(s) for s in meta_rows.loc[list(want), "style"] if isinstance(s, str) and s})
     # An update in place keeps the collection a rollback left (to roll forward to); a switch forgets it.
     moved = {"rolled_back_from": ""} if live != name else {}
     index.set_properties(

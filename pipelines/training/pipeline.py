@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import parallel
-from pipelines.catalogue.manifest import read_manifest
+from pipelines.catalogue.manifest import UNLABELLED, read_manifest
 from pipelines.errors import UserError
 from pipelines.settings import Settings
 from pipelines.training import artifacts
@@ -101,8 +101,13 @@ def load_catalogue(settings: Settings) -> Catalogue:
     if rows["style"].isna().any():
         missing = rows.loc[rows["style"].isna(), "track_id"].head(3).tolist()
         raise UserError(f"feature rows without a manifest style, e.g. {missing}; rebuild the features")
+    labelled = (rows["style"] != UNLABELLED).to_numpy()
+    if not labelled.all():
+        log.info("%d unlabelled track(s) left out of training and evaluation", int((~labelled).sum()))
     cols = ["track_id", "style", "source", "album", "artist", "path", "sha256", "duration_s"]
-    return Catalogue(fm.track_ids, fm.matrix, rows[cols], fm.version, fm.params.n_mfcc)
+    kept = rows.loc[labelled, cols].reset_index(drop=True)
+    ids = [t for t, keep in zip(fm.track_ids, labelled, strict=True) if keep]
+    return Catalogue(ids, fm.matrix[labelled], kept, fm.version, fm.params.n_mfcc)
 
 
 def inputs_fingerprint(cat: Catalogue, job: TrainingJob) -> str:

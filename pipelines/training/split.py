@@ -50,9 +50,15 @@ SPLIT_SCHEMA = pa.schema(
 MIN_TRACKS_PER_STYLE = 2
 
 
+def labelled(tracks: pd.DataFrame) -> pd.DataFrame:
+    """The tracks with a style label: unlabelled tracks are indexed but never trained or evaluated on."""
+    keep = tracks["style"].notna() & (tracks["style"].astype(str) != "")
+    return tracks if keep.all() else tracks[keep]
+
+
 def check_styles(tracks: pd.DataFrame, min_per_style: int = MIN_TRACKS_PER_STYLE) -> None:
     """Refuse a catalogue that cannot give a positive for every anchor, naming the styles at fault."""
-    counts = tracks.groupby("style").size()
+    counts = labelled(tracks).groupby("style").size()
     if len(counts) < 2:
         raise UserError(
             f"training needs at least two styles, the catalogue has {len(counts)}: "
@@ -85,6 +91,7 @@ def make_split(tracks: pd.DataFrame, n_folds: int = 5, seed: int = 0, group_by: 
     """
     if n_folds == 1 or n_folds < 0:
         raise UserError(f"n_folds must be at least 2 (or 0: one fold per {group_by}), got {n_folds}")
+    tracks = labelled(tracks)
     check_styles(tracks)
     tracks = tracks.sort_values("track_id").reset_index(drop=True)
     groups = _groups(tracks, group_by)
@@ -155,6 +162,7 @@ def frozen_split(
     Returns the rows of the tracks in ``tracks`` only (removed tracks stay in the file, unused). The file
     is rewritten only when it gains tracks, so repeated runs leave it byte-for-byte alone.
     """
+    tracks = labelled(tracks)
     check_styles(tracks)
     if not path.exists():
         write_table(make_split(tracks, n_folds, seed, group_by), SPLIT_SCHEMA, path)

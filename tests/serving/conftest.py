@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from pipelines.catalogue.importer import import_catalogue
 from pipelines.index.milvus import CatalogueIndex
 from pipelines.settings import Settings
 from serving.api import create_app
 from serving.service import Recommender, ServingSettings
+from tests import tagged
 from tests.pipelines.index.helpers import PARAMS_A, lib, lite_server, make_library, refresh
 
 
@@ -45,4 +47,36 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     index.close()
 
 
-__all__ = ["Served", "lib", "lite_server", "serve", "served"]
+@dataclass
+class TaggedServed:
+    """A tagged Artist/Album library (some tracks unlabelled), refreshed and served with its music folder."""
+
+    settings: Settings
+    serving: ServingSettings
+    recommender: Recommender
+    client: TestClient
+    music: Path
+    tracks: list[tagged.TaggedTrack]
+
+    def track_id(self, rel: str) -> str:
+        df = self.recommender.library()
+        return str(df.index[df["path"] == str(self.music / rel)][0])
+
+
+@pytest.fixture(scope="module")
+def tagged_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TaggedServed]:
+    root = tmp_path_factory.mktemp("tagged-served")
+    music = (root / "Music").resolve()
+    tracks = tagged.tagged_library(music, seconds=3.0)
+    settings = Settings(data_root=root / "data", milvus_uri=str(root / "milvus.db"))
+    import_catalogue(music, settings, genre_map=tagged.genre_map(root / "genres.csv"))
+    index = CatalogueIndex(settings.milvus_uri)
+    refresh(settings, PARAMS_A, index)
+    serving = ServingSettings(serving_alias_ttl_s=0, music_folder=music, playlist_dir=root / "playlists")
+    recommender = Recommender(index, settings, serving)
+    with TestClient(create_app(settings, recommender=recommender)) as client:
+        yield TaggedServed(settings, serving, recommender, client, music, tracks)
+    index.close()
+
+
+__all__ = ["Served", "TaggedServed", "lib", "lite_server", "serve", "served", "tagged_served"]

@@ -36,7 +36,7 @@ def test_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     bad_csv = tmp_path / "x.csv"
     bad_csv.write_text("file,genre\n")
     out = _musicrec(["catalogue", "import", str(bad_csv)], tmp_path / "data")
-    assert out.returncode == 2 and "missing column(s) path, style" in out.stderr
+    assert out.returncode == 2 and "missing column(s) path; found file, genre" in out.stderr
     usage = _musicrec(["catalogue", "import"], tmp_path / "data")
     assert usage.returncode == 2 and usage.stderr.strip().startswith("error:")
 

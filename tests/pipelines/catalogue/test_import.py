@@ -138,7 +138,7 @@ def test_csv_import_with_optional_columns(tmp_path: Path, settings: Settings) ->
 @pytest.mark.parametrize(
     ("content", "encoding", "message"),
     [
-        ("file,genre\nx.wav,rock\n", "utf-8", "missing column(s) path, style"),
+        ("file,genre\nx.wav,rock\n", "utf-8", "missing column(s) path; found file, genre"),
         ("path,style\n", "utf-8", "no rows with a path"),
         ("path,style\nx.wav,caf\xe9\n", "latin-1", "cannot decode the CSV"),
     ],

@@ -1,0 +1,203 @@
+"""Playlists for players: `musicrec playlist --write` as M3U8 and XSPF, and a real MPD loading them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from pipelines.catalogue.importer import import_catalogue
+from pipelines.catalogue.manifest import read_manifest
+from pipelines.index.lite_server import free_port
+from pipelines.settings import Settings
+from serving.playlists import XSPF_NS
+from tests import tagged
+from tests.pipelines.index.helpers import PARAMS_A, refresh
+
+_MAIN = "from serving.cli import main; main()"
+LOW0 = "Ann Arbor/Low Hum/01 Low 0.flac"
+HIGH0 = "Bee Sharp/High Notes/01 High 0.ogg"
+
+
+@dataclass
+class Library:
+    settings: Settings
+    music: Path
+    playlists: Path
+
+    def track_id(self, rel: str) -> str:
+        df = read_manifest(self.settings.manifest_path)
+        return str(df.loc[df["path"] == str(self.music / rel), "track_id"].iloc[0])
+
+    def run(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            "MUSICREC_DATA_ROOT": str(self.settings.data_root),
+            "MUSICREC_MILVUS_URI": self.settings.milvus_uri,
+            "MUSICREC_MUSIC_FOLDER": str(self.music),
+            "MUSICREC_PLAYLIST_DIR": str(self.playlists),
+            **extra,
+        }
+        cmd = [sys.executable, "-c", _MAIN, *args]
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> Library:
+    root = tmp_path_factory.mktemp("players")
+    music = (root / "Music").resolve()
+    tagged.tagged_library(music, seconds=3.0)
+    settings = Settings(data_root=root / "data", milvus_uri=str(root / "milvus.db"))
+    import_catalogue(music, settings, genre_map=tagged.genre_map(root / "genres.csv"))
+    refresh(settings, PARAMS_A)
+    return Library(settings, music, root / "playlists")
+
+
+def _m3u8_paths(path: Path) -> list[str]:
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
+
+
+def test_m3u8_and_xspf_with_caps_and_target_duration(library: Library) -> None:
+    seed = library.track_id(LOW0)
+    out = library.run("playlist", seed, "-n", "8", "--max-per-artist", "2", "--write", "low", "--format", "m3u8")
+    assert out.returncode == 0, out.stderr
+    m3u = library.playlists / "low.m3u8"
+    paths = _m3u8_paths(m3u)
+    assert len(paths) == 6  # three artists, at most two tracks each (the seed is not repeated)
+    resolved = [(m3u.parent / p).resolve() for p in paths]
+    assert all(p.is_file() for p in resolved) and len(set(resolved)) == len(resolved)
+    artists = [p.relative_to(library.music).parts[0] for p in resolved]
+    assert max(artists.count(a) for a in set(artists)) == 2
+    assert m3u.read_text().startswith("#EXTM3U\n#EXTINF:3,")
+
+    out = library.run(
+        "playlist", seed, "--minutes", "0.12", "--write", "short", "--format", "xspf", "--paths", "absolute"
+    )
+    assert out.returncode == 0, out.stderr
+    root = ET.parse(library.playlists / "short.xspf").getroot()
+    tracks = root.findall(f"{{{XSPF_NS}}}trackList/{{{XSPF_NS}}}track")
+    durations = [int(t.find(f"{{{XSPF_NS}}}duration").text) for t in tracks]
+    assert len(tracks) == 3 and sum(durations) >= 7200 and sum(durations[:-1]) < 7200  # 0.12 min = 7.2 s
+    locations = [t.find(f"{{{XSPF_NS}}}location").text or "" for t in tracks]
+    assert all(loc.startswith("file:///") and Path(unquote(loc[len("file://") :])).is_file() for loc in locations)
+
+
+def test_path_playlist_and_bad_input(library: Library) -> None:
+    start, end = library.track_id(LOW0), library.track_id(HIGH0)
+    out = library.run("playlist", start, "--to", end, "-n", "5", "--write", "walk", "--paths", "music")
+    assert out.returncode == 0, out.stderr
+    paths = _m3u8_paths(library.playlists / "walk.m3u8")
+    assert paths[0] == LOW0 and paths[-1] == HIGH0 and len(paths) <= 5
+    for args, words in (
+        (["playlist", start, "--write", "../escape"], "plain file name"),
+        (["playlist", start, "--write", "x", "--format", "pls"], "--format"),
+        (["playlist", start, end, "--to", end], "exactly one seed"),
+    ):
+        bad = library.run(*args)
+        assert bad.returncode == 2 and bad.stderr.startswith("error: ") and words in bad.stderr, bad.stderr
+        assert bad.stderr.strip().count("\n") == 0
+
+
+# ---- a real MPD ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Mpd:
+    port: int
+    playlists: Path
+
+
+@pytest.fixture
+def mpd(library: Library, tmp_path: Path) -> Iterator[Mpd]:
+    """Debian's mpd on a free loopback port: the synthetic library, no audio output, state in ``tmp_path``."""
+    binary = shutil.which("mpd")
+    if binary is None:
+        pytest.skip("mpd is not installed: `make player-deps`")
+    port = free_port()
+    playlists = tmp_path / "mpd-playlists"
+    playlists.mkdir()
+    conf = tmp_path / "mpd.conf"
+    conf.write_text(
+        f'music_directory "{library.music}"\n'
+        f'playlist_directory "{playlists}"\n'
+        f'db_file "{tmp_path / "mpd.db"}"\n'
+        f'state_file "{tmp_path / "mpd.state"}"\n'
+        f'pid_file "{tmp_path / "mpd.pid"}"\n'
+        f'log_file "{tmp_path / "mpd.log"}"\n'
+        'bind_to_address "127.0.0.1"\n'
+        f'port "{port}"\n'
+        'auto_update "no"\n'
+        'audio_output {\n type "null"\n name "null"\n}\n'
+    )
+    proc = subprocess.Popen([binary, "--no-daemon", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(
+                    f"mpd did not start: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}"
+                ) from None
+            time.sleep(0.05)
+    try:
+        yield Mpd(port, playlists)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _client(port: int):
+    from mpd import MPDClient
+
+    client = MPDClient()
+    client.timeout = 10
+    client.connect("127.0.0.1", port)
+    return client
+
+
+def _update(client) -> None:
+    job = client.update()
+    deadline = time.monotonic() + 20
+    while "updating_db" in client.status() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "updating_db" not in client.status(), f"mpd update {job} did not finish"
+
+
+def test_exported_playlist_loads_in_mpd_and_every_entry_resolves(library: Library, mpd: Mpd) -> None:
+    seed = library.track_id(LOW0)
+    args = ("playlist", seed, "-n", "7", "--write", "for-mpd", "--paths", "music", "--format", "m3u")
+    out = library.run(*args, MUSICREC_PLAYLIST_DIR=str(mpd.playlists))  # MPD's playlist folder
+    assert out.returncode == 0, out.stderr
+    written = mpd.playlists / "for-mpd.m3u"
+    entries = _m3u8_paths(written)
+    assert len(entries) == 7
+    client = _client(mpd.port)
+    try:
+        _update(client)
+        assert int(client.stats()["songs"]) == 10
+        assert "for-mpd" in [p["playlist"] for p in client.listplaylists()]
+        client.clear()
+        client.load("for-mpd")
+        queue = client.playlistinfo()
+        assert [song["file"] for song in queue] == entries
+        assert all(float(song["duration"]) > 2.5 for song in queue)  # mpd decoded each one: it resolved
+    finally:
+        client.close()
+        client.disconnect()
