@@ -38,12 +38,12 @@ from pipelines.training.train import TrainConfig, embed, train_branch
 from pipelines.training.triplets import triplets_for
 
 RESULTS = Path(__file__).resolve().parent / "results" / "loso_comparison.md"
-BASE = TrainConfig(positives="any", encoder=EncoderConfig(stats_weight=0.0))  # the recipe of 3/4
+BASE = TrainConfig(positives="any", encoder=EncoderConfig(stats_weight=0.0))  # the first track-disjoint recipe
 CROSS = BASE.model_copy(update={"positives": "other-source"})
 SMALL = EncoderConfig(frame_layers=(32,), head_layers=(32,), dim=16, dropout=0.3, stats_weight=0.0)
 
 RECIPES: dict[str, tuple[str, TrainConfig]] = {
-    "default": ("the track-disjoint winner of 3/4", BASE),
+    "default": ("the track-disjoint winner", BASE),
     "current": ("today's TrainConfig() defaults", TrainConfig()),
     "cross-pos": ("positives from another source of the style, pools balanced over sources", CROSS),
     "cross-pos+aug": ("+ channel augmentation 0.5 sd", CROSS.model_copy(update={"augment_channel": 0.5})),

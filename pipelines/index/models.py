@@ -2,7 +2,7 @@
 
 A collection records the model version that made its vectors; queries against it must be embedded by
 that same version, whatever the registry's champion is by then. ``raw`` (the untrained baseline) needs no
-registry; every other version is loaded through :mod:`pipelines.registry` (issue 5), imported only when
+registry; every other version is loaded through :mod:`pipelines.registry`, imported only when
 needed so the index and serving work before a model is trained.
 """
 

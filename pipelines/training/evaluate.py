@@ -13,7 +13,7 @@ Two views per fold (queries are always that fold's tracks, each excluded from it
   was never trained on, and what it must find belongs to other sources.
 
 A fold is just "these tracks were held out from training", so the same code serves the track-disjoint
-folds of 3/4 and a leave-one-source-out view (a fold per source).
+folds and a leave-one-source-out view (a fold per source).
 
 Baselines, embedded without training: (a) ``raw``: the concatenated MFCC vector with cosine (the method
 without its network); (b) ``meanstd``: per-coefficient mean and standard deviation over the N frames;

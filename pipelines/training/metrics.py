@@ -1,6 +1,6 @@
 """Same-style retrieval metrics: for each query, rank candidates by cosine distance and score the ranking.
 
-Pure numpy so the same code scores a trained model, the baselines, and (issue 7) any other split of
+Pure numpy so the same code scores a trained model, the baselines, and any other split of
 queries and candidates. A candidate is relevant when it has the query's style; the query itself is never a
 candidate.
 

@@ -8,7 +8,7 @@ training. A job trains:
 - the primary, source-disjoint protocol, which the gate judges: one holdout per source (leave-one-source-
   out; album or artist for an imported catalogue that knows them), or k folds that keep each source on
   one side when there are more than ``max_groups`` sources.
-- the secondary, track-disjoint protocol of 3/4 (optional): the frozen evaluation fold of the k-fold split
+- the secondary, track-disjoint protocol (optional): the frozen evaluation fold of the k-fold split
   by track. A model that wins there but loses source-disjoint is not promoted (the gate does not read it).
 
 Both splits are frozen files (:mod:`pipelines.training.split`), so every later challenger is judged on

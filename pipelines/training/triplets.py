@@ -25,7 +25,7 @@ Mining:
 Positives (``positives``): ``any`` other track of the style, or ``other-source``: a track of the same style
 from a different source whenever the pool has one (the pool then draws each style's tracks round-robin
 over its sources, so a small source is not drowned by a big one). Pulling a style's sources together is
-what teaches the branch the style rather than the recording (issue 5/5); a style with a single source
+what teaches the branch the style rather than the recording; a style with a single source
 falls back to same-source pairs.
 
 ``triplets_per_batch`` applies to ``random`` and ``semi-hard``; ``batch-all`` batches hold every pair.

@@ -92,7 +92,7 @@ def test_catalogue_refresh_command_from_the_feature_store(lib: Settings) -> None
     assert out.stdout.strip().startswith(f"built {name} (model raw): 15 tracks, 15 embedded")
     again = _musicrec(["catalogue", "refresh", "--model-version", "raw"], settings, **params)
     assert again.returncode == 0 and again.stdout.startswith(f"unchanged {name} (model raw): 15 tracks, 0 embedded")
-    # @champion needs a trained model (or, before issue 5 landed, the registry itself): exit 2 with the reason.
+    # @champion needs a trained model: exit 2 with the reason.
     # Only the last line is checked: MLflow logs its own lines when it creates its database on first use.
     champion = _musicrec(["catalogue", "refresh"], settings, **params)
     missing = "no model registry" if importlib.util.find_spec("pipelines.registry") is None else "champion"

@@ -1,6 +1,6 @@
 """A small real catalogue for index and serving tests: synthetic audio, a real manifest, real vectors.
 
-The feature store (issue 4) is not needed: :func:`build_features` runs the real front end on every
+The feature store is not needed: :func:`build_features` runs the real front end on every
 manifest row and returns the same shape as its ``FeatureMatrix``.
 """
 
