@@ -26,10 +26,8 @@ def resolve_model_version(settings: Settings, requested: str = CHAMPION) -> str:
     """A concrete model version: ``raw``, a version number as given, or what an alias points to now."""
     if requested not in ALIASES:
         return requested
-    try:
-        from pipelines.registry import resolve_alias
-    except ImportError as exc:
-        raise UserError("no model registry in this install (pipelines.registry); use --model-version raw") from exc
+    from pipelines.registry import resolve_alias  # MLflow is imported only when a registered model is needed
+
     version = str(resolve_alias(settings, requested))
     log.info("@%s resolves to model version %s", requested, version)
     return version
@@ -48,12 +46,8 @@ def load_embedder(settings: Settings, model_version: str, params: FeatureParams)
     """The embedder of ``model_version`` for front-end vectors made with ``params``."""
     if model_version == RAW:
         return RawEmbedder(feature_version=params.version, dim=params.dim)
-    try:
-        from pipelines.registry import load_embedder as load_registered
-    except ImportError as exc:
-        raise UserError(
-            f"model version {model_version} needs the model registry (pipelines.registry), which is missing"
-        ) from exc
+    from pipelines.registry import load_embedder as load_registered
+
     embedder = load_registered(settings, model_version)
     if embedder.feature_version != params.version:
         raise UserError(

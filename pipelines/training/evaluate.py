@@ -30,7 +30,6 @@ import pandas as pd
 from pipelines.model.embedder import l2_normalise
 from pipelines.training.metrics import METRICS, retrieval_table
 
-VIEWS = ("catalogue", "unseen", "cross_source")
 BASELINES = ("raw", "meanstd", "random")
 
 Embed = Callable[[np.ndarray], np.ndarray]
@@ -130,12 +129,6 @@ def style_table(per_query: pd.DataFrame, model: str) -> pd.DataFrame:
     out = t.groupby(["view", "style"])[list(METRICS)].mean()
     out.insert(0, "queries", t.groupby(["view", "style"]).size())
     return out.reset_index()
-
-
-def metric_value(table: pd.DataFrame, model: str, view: str, metric: str) -> float:
-    """One number of :func:`summary`'s table (NaN when absent)."""
-    row = table[(table["model"] == model) & (table["view"] == view)]
-    return float(row[metric].iloc[0]) if len(row) else float("nan")
 
 
 COLUMNS = (

@@ -11,11 +11,6 @@ from __future__ import annotations
 import torch
 
 
-def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise ``1 - cos(a, b)``; inputs need not be normalised."""
-    return 1.0 - torch.nn.functional.cosine_similarity(a, b, dim=1)
-
-
 def pairwise_cosine_distance(unit: torch.Tensor) -> torch.Tensor:
     """``(m, m)`` distances between all rows of L2-normalised embeddings (a pool embedded once)."""
     return 1.0 - unit @ unit.T
@@ -24,8 +19,3 @@ def pairwise_cosine_distance(unit: torch.Tensor) -> torch.Tensor:
 def margin_loss(d_ap: torch.Tensor, d_an: torch.Tensor, margin: float) -> torch.Tensor:
     """Mean hinge ``max(0, d(a,p) - d(a,n) + margin)`` from the distances of each triplet."""
     return torch.relu(d_ap - d_an + margin).mean()
-
-
-def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float) -> torch.Tensor:
-    """The triplet margin loss on cosine distance, from the three embeddings of each triplet."""
-    return margin_loss(cosine_distance(anchor, positive), cosine_distance(anchor, negative), margin)

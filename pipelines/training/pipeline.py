@@ -43,7 +43,6 @@ from pipelines.training.evaluate import (
     evaluate_models,
     fold_summary,
     format_table,
-    metric_value,
     style_table,
     summary,
 )
@@ -663,7 +662,6 @@ __all__ = [
     "evaluate",
     "fold_summary",
     "gate",
-    "metric_value",
     "prepare",
     "train",
 ]
