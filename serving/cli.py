@@ -159,6 +159,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "serving.cli_features",
     "serving.cli_train",
     "serving.cli_stack",
+    "serving.cli_mpd",
 )
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name).register(app)
