@@ -236,7 +236,8 @@ def test_mpd_radio_queues_similar_songs_after_the_current_one(library: Library, 
 
         client.clear()
         client.add(HIGH0)
-        client.play(0)  # really playing: three-second songs, so the current one moves on while the radio runs
+        client.play(0)
+        client.pause(1)  # resumed once the radio has queued: then three-second songs move on while it runs
         env = {
             **os.environ,
             "MUSICREC_DATA_ROOT": str(library.settings.data_root),
@@ -249,6 +250,7 @@ def test_mpd_radio_queues_similar_songs_after_the_current_one(library: Library, 
         deadline = time.monotonic() + 60
         while len(client.playlistinfo()) < 3 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.1)
+        client.pause(0)
         time.sleep(3.5)  # at least one song change
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
