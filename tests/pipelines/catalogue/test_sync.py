@@ -107,3 +107,35 @@ def test_sync_cli_needs_an_imported_path(tmp_path: Path) -> None:
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=60)
     assert out.returncode == 2 and out.stderr.startswith("error: ") and "never imported" in out.stderr, out.stderr
     assert out.stderr.strip().count("\n") == 0
+
+
+def test_sync_cli_with_refresh_embeds_and_indexes_only_the_change(tmp_path: Path) -> None:
+    music = (tmp_path / "Music").resolve()
+    tagged.tagged_library(music, seconds=1.5)
+    settings = Settings(data_root=tmp_path / "data", milvus_uri=str(tmp_path / "milvus.db"))
+    import_catalogue(music, settings)
+    env = {
+        **os.environ,
+        "MUSICREC_DATA_ROOT": str(settings.data_root),
+        "MUSICREC_MILVUS_URI": settings.milvus_uri,
+        "MUSICREC_FEATURES__N_FRAMES": str(PARAMS_A.n_frames),
+        "MUSICREC_FEATURES__N_MFCC": str(PARAMS_A.n_mfcc),
+    }
+    cmd = [sys.executable, "-c", "from serving.cli import main; main()", "catalogue", "sync", str(music)]
+    cmd += ["--refresh", "--model-version", "raw"]
+
+    def sync() -> str:
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    first = sync()
+    assert "0 added, 0 updated, 0 moved, 10 unchanged" in first and "0 files hashed" in first, first
+    assert "10 embedded, 0 skipped" in first and "built tracks__raw__" in first, first
+    (music / MOVED_TO).parent.mkdir(parents=True)
+    os.rename(music / MOVED_FROM, music / MOVED_TO)
+    (music / CHANGED).unlink()
+    second = sync()
+    assert "1 moved, 8 unchanged, 1 removed" in second and "1 files hashed" in second, second
+    assert "0 embedded, 9 skipped" in second, second
+    assert "updated tracks__raw__" in second and "9 tracks, 0 embedded, 1 removed" in second, second
