@@ -52,6 +52,14 @@ class Radio:
         self.seen: set[str] = set()  # MPD files played or queued in this session
         self.queued = 0
         self._unknown: set[str] = set()
+        self._by_file: tuple[Any, dict[str | None, str]] | None = None
+
+    def _files(self, library: Any) -> dict[str | None, str]:
+        """MPD file name -> track id, rebuilt only when the recommender re-reads the manifest."""
+        if self._by_file is None or self._by_file[0] is not library:
+            paths = zip(library.index, library["path"], strict=True)
+            self._by_file = (library, {self._file(str(p)): t for t, p in paths})
+        return self._by_file[1]
 
     def _file(self, path: str) -> str | None:
         """``path`` relative to the music folder (MPD's name for it), or None when it lies outside."""
@@ -68,6 +76,8 @@ class Radio:
             return []
         pos = int(status["song"])
         files = [str(song["file"]) for song in queue]
+        if pos >= len(files):  # the queue changed between the two commands; the next step sees it settled
+            return []
         self.seen.update(files)
         current, upcoming = files[pos], files[pos + 1 :]
         need = self.ahead - len(upcoming)
@@ -81,7 +91,7 @@ class Radio:
                 self._unknown.add(current)
             return []
         library = self.recommender.library()
-        by_file = {self._file(str(p)): t for t, p in zip(library.index, library["path"], strict=True)}
+        by_file = self._files(library)
         artists: dict[str, int] = {}
         for song in queue[pos:]:
             tid = by_file.get(str(song["file"]))
