@@ -2,8 +2,11 @@
 
 The start of the Asset chain from the UI: trigger it with ``path`` (a folder with one sub-folder per
 style, or a CSV with path and style columns) readable by the workers. ``musicrec catalogue import`` does
-the same from a shell and announces the Asset through the API. A run that changes nothing in the
-manifest announces nothing, so features and training are not re-run for nothing.
+the same from a shell and announces the Asset through the API. With ``sync`` on, the path must have been
+imported before and the run is ``musicrec catalogue sync``: moved files keep their ids, only new and
+changed files are hashed. A run that changes nothing in the manifest announces nothing, so features,
+training and the index refresh are not re-run for nothing; the Asset chain then embeds only new content
+and updates the index in place.
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ from common import default_args
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=4),
     default_args=default_args(timedelta(hours=3), retries=0),  # a bad path stays bad on a retry
-    params={"path": Param(type="string", minLength=1, description="Folder (one sub-folder per style) or CSV.")},
+    params={
+        "path": Param(type="string", minLength=1, description="Folder (one sub-folder per style) or CSV."),
+        "sync": Param(False, type="boolean", description="Sync a path imported before (moves keep their ids)."),
+    },
     tags=["musicrec", "catalogue"],
     doc_md=__doc__,
 )
@@ -34,17 +40,25 @@ def import_catalogue() -> None:
         from dataclasses import asdict
         from pathlib import Path
 
-        from pipelines.catalogue.importer import import_catalogue as run_import
+        from pipelines.catalogue.importer import import_catalogue, sync_catalogue
         from pipelines.errors import UserError
         from pipelines.settings import get_settings
 
+        params = params or {}
+        run = sync_catalogue if params.get("sync") else import_catalogue
         try:
-            report = run_import(Path(str((params or {})["path"])), get_settings())
+            report = run(Path(str(params["path"])), get_settings())
         except UserError as exc:
             raise AirflowFailException(str(exc)) from exc
-        if not (report.added or report.updated or report.removed):
+        if not (report.added or report.updated or report.moved or report.removed):
             raise AirflowSkipException(f"manifest unchanged: {report.line()}")
-        outlet_events[MANIFEST].extra = {"origin": report.origin, "added": report.added, "removed": report.removed}
+        outlet_events[MANIFEST].extra = {
+            "origin": report.origin,
+            "added": report.added,
+            "updated": report.updated,
+            "moved": report.moved,
+            "removed": report.removed,
+        }
         return asdict(report)
 
     import_files()

@@ -21,7 +21,7 @@ from pipelines.settings import get_settings
 
 app = typer.Typer(help="musicrec: recommend music by how it sounds.", no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Demo data.", no_args_is_help=True)
-catalogue_app = typer.Typer(help="The catalogue manifest: import, show.", no_args_is_help=True)
+catalogue_app = typer.Typer(help="The catalogue manifest: import, sync, show.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(catalogue_app, name="catalogue")
 
@@ -91,14 +91,52 @@ def catalogue_import(
     _announce(settings, report)
 
 
+@catalogue_app.command("sync")
+def catalogue_sync(
+    path: Annotated[Path, typer.Argument(help="A folder or CSV imported before.")],
+    genre_map: Annotated[
+        Path | None,
+        typer.Option("--genre-map", help="CSV genre,style: styles from genre tags (default MUSICREC_GENRE_MAP)."),
+    ] = None,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Then embed what changed and update the index in place.")
+    ] = False,
+    model_version: Annotated[
+        str, typer.Option("--model-version", help="With --refresh: 'champion', 'raw' or a version.")
+    ] = "champion",
+) -> None:
+    """Pick up added, changed, moved and removed files of an imported library; moved files keep their ids."""
+    from pipelines.catalogue.importer import sync_catalogue
+
+    settings = get_settings()
+    report = sync_catalogue(path, settings, progress=_bar("syncing"), genre_map=genre_map)
+    for note in report.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"{report.line()}; {report.hashed} files hashed")
+    if not refresh:
+        _announce(settings, report)
+        return
+    from pipelines.features.build import FeatureBuild
+    from pipelines.index.refresh import RefreshCatalogue
+
+    typer.echo(FeatureBuild(settings=settings).run().line())
+    typer.echo(RefreshCatalogue(settings=settings, model_version=model_version).run().line())
+
+
 def _announce(settings: Any, report: Any) -> None:
     """Tell Airflow the manifest changed (when it did and an Airflow API is configured), and say which."""
     from pipelines.catalogue.announce import announce_manifest
 
-    if not (report.added or report.updated or report.removed):
+    if not (report.added or report.updated or report.moved or report.removed):
         typer.echo("manifest unchanged: nothing announced to Airflow")
         return
-    extra = {"origin": report.origin, "added": report.added, "updated": report.updated, "removed": report.removed}
+    extra = {
+        "origin": report.origin,
+        "added": report.added,
+        "updated": report.updated,
+        "moved": report.moved,
+        "removed": report.removed,
+    }
     event = announce_manifest(settings, extra)
     if event is None:
         typer.echo("Airflow not configured (MUSICREC_AIRFLOW_API_URL): the manifest change was not announced")
@@ -121,6 +159,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "serving.cli_features",
     "serving.cli_train",
     "serving.cli_stack",
+    "serving.cli_mpd",
 )
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name).register(app)

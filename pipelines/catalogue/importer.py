@@ -1,4 +1,4 @@
-"""``musicrec catalogue import PATH``: bring-your-own library into the manifest."""
+"""``musicrec catalogue import PATH`` and ``sync PATH``: bring-your-own library into the manifest."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from pipelines.catalogue.ingest import ImportReport, Progress, ingest, no_progress
+from pipelines.catalogue.manifest import MANIFEST_SCHEMA, read_table
 from pipelines.catalogue.scan import scan_csv, scan_folder
 from pipelines.catalogue.tags import GenreMap
 from pipelines.errors import UserError
@@ -39,3 +40,21 @@ def import_catalogue(
     report = ingest(scan.candidates, origin=str(path), label=label, settings=settings, progress=progress)
     report.notes = scan.notes
     return report
+
+
+def sync_catalogue(
+    path: Path, settings: Settings, progress: Progress = no_progress, genre_map: Path | None = None
+) -> ImportReport:
+    """Bring an imported library up to date: added, changed, moved and removed files.
+
+    Unchanged files cost a ``stat`` (size and mtime); only new and changed files are hashed. A moved file
+    keeps its track id. ``path`` must have been imported before (it is the origin being synced).
+    """
+    resolved = Path(path).expanduser()
+    if not resolved.exists():
+        raise UserError(f"path does not exist: {resolved}")
+    origin = str(resolved.resolve())
+    manifest = read_table(settings.manifest_path, MANIFEST_SCHEMA)
+    if not (manifest["origin"] == origin).any():
+        raise UserError(f"{origin} was never imported: run `musicrec catalogue import {origin}` first")
+    return import_catalogue(resolved, settings, progress, genre_map)

@@ -1,7 +1,8 @@
 """Turning scanned candidates into manifest rows and rejects, idempotently.
 
 Every import is tied to an *origin* (the resolved folder or CSV path, or ``demo``). Re-importing an origin
-replaces only that origin's view: files still there keep their ``track_id`` and ``added_at``, new files
+replaces only that origin's view: files still there keep their ``track_id`` and ``added_at``, a file that
+moved (a new path with the content of a vanished one) keeps its ``track_id`` under the new path, new files
 are added, vanished files are marked removed. Input files are only ever opened for reading.
 """
 
@@ -49,6 +50,8 @@ class ImportReport:
     updated: int = 0
     unchanged: int = 0
     removed: int = 0
+    moved: int = 0  # same content at a new path: same track id, new path
+    hashed: int = 0  # files read in full for their sha256 (new, or size/mtime changed)
     rejects: dict[str, int] = field(default_factory=dict)
     unlabelled: int = 0  # tracks kept without a style: indexed, not trained on
     notes: list[str] = field(default_factory=list)  # what the scan wants the user to know
@@ -61,8 +64,8 @@ class ImportReport:
         rej = ", ".join(f"{n} {r}" for r, n in sorted(self.rejects.items())) or "none"
         unlabelled = f"; {self.unlabelled} unlabelled (no style)" if self.unlabelled else ""
         return (
-            f"{self.origin}: {self.added} added, {self.updated} updated, {self.unchanged} unchanged, "
-            f"{self.removed} removed; rejected: {rej}{unlabelled}"
+            f"{self.origin}: {self.added} added, {self.updated} updated, {self.moved} moved, "
+            f"{self.unchanged} unchanged, {self.removed} removed; rejected: {rej}{unlabelled}"
         )
 
 
@@ -89,7 +92,7 @@ def ingest(
 
     ``label`` prefixes generated track ids (the folder name, CSV name or package name). Hashes and probes
     are reused for files whose path, size and mtime are unchanged, so a re-import of a large library
-    costs a ``stat`` per file.
+    costs a ``stat`` per file; only new and changed files are read in full.
     """
     now = datetime.now(UTC)
     manifest = read_table(settings.manifest_path, MANIFEST_SCHEMA)
@@ -98,6 +101,13 @@ def ingest(
     known = {row.path: row for row in mine.itertuples(index=False)}
     taken_ids = set(others["track_id"])
     sha_owner = {r.sha256: r.track_id for r in others.itertuples(index=False) if r.status == ACTIVE}
+    present = {str(c.path) for c in candidates}
+    # Rows whose file vanished, by content: a new path with the same sha256 is that track, moved.
+    vanished: dict[str, Any] = {}
+    for row in sorted(mine.itertuples(index=False), key=lambda r: r.status == ACTIVE):
+        if row.path not in present:
+            vanished[row.sha256] = row  # an active row wins over a removed one with the same content
+    moved_ids: set[str] = set()
     report = ImportReport(origin=origin)
     rejects: list[dict] = []
     rows: list[dict] = []
@@ -114,6 +124,7 @@ def ingest(
             else:
                 info = probe(cand.path, settings.max_audio_bytes)
                 sha = sha256_file(cand.path)
+                report.hashed += 1
                 dur, sr, ch = info.duration_s, info.sample_rate, info.channels
         except AudioRejected as exc:
             rejects.append(_reject(origin, cand, exc.reason, exc.detail))
@@ -131,6 +142,10 @@ def ingest(
             owner = sha_owner[sha]
             rejects.append(_reject(origin, cand, RejectReason.DUPLICATE, f"same content as {owner}", owner))
             continue
+        if prev is None and sha in vanished:
+            prev = vanished.pop(sha)
+            moved_ids.add(prev.track_id)
+            log.info("moved %s: %s -> %s", prev.track_id, prev.path, cand.path)
         track_id = prev.track_id if prev is not None else (cand.track_id or make_track_id(label, cand.relative))
         if len(track_id.encode()) > TRACK_ID_MAX_BYTES:
             detail = f"track_id has {len(track_id.encode())} UTF-8 bytes; the limit is {TRACK_ID_MAX_BYTES}"
@@ -143,6 +158,8 @@ def ingest(
         sha_owner[sha] = track_id
         if prev is None or prev.status != ACTIVE:
             report.added += 1
+        elif track_id in moved_ids:
+            report.moved += 1
         elif prev.sha256 != sha:
             report.updated += 1
         else:
@@ -176,7 +193,7 @@ def ingest(
         )
 
     seen_paths = {r["path"] for r in rows}
-    gone = mine[~mine["path"].isin(seen_paths)].copy()
+    gone = mine[~mine["path"].isin(seen_paths) & ~mine["track_id"].isin(moved_ids)].copy()
     newly_gone = gone["status"] == ACTIVE
     report.removed = int(newly_gone.sum())
     gone.loc[newly_gone, "status"] = REMOVED

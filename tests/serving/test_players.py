@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -201,3 +202,79 @@ def test_exported_playlist_loads_in_mpd_and_every_entry_resolves(library: Librar
     finally:
         client.close()
         client.disconnect()
+
+
+def test_mpd_radio_queues_similar_songs_after_the_current_one(library: Library, mpd: Mpd) -> None:
+    from serving.radio import Radio
+    from serving.service import Recommender, ServingSettings
+
+    client = _client(mpd.port)
+    try:
+        _update(client)
+        client.clear()
+        client.add(LOW0)
+        client.play(0)
+        client.pause(1)  # the current song stays put while the steps run
+        rec = Recommender.from_settings(library.settings, ServingSettings(music_folder=library.music))
+        try:
+            radio = Radio(client, rec, library.music, ahead=3, max_per_artist=3)
+            added = radio.step()
+            queue = [s["file"] for s in client.playlistinfo()]
+            assert queue == [LOW0, *added] and len(added) == 3
+            artists = [f.split("/")[0] for f in queue]
+            # The nearest songs are the other low tones, until the cap (3 per artist) sends it elsewhere.
+            assert artists[:3] == ["Ann Arbor"] * 3 and artists[3] != "Ann Arbor"
+            assert radio.step() == []  # three songs already follow the current one
+            client.next()
+            more = radio.step()
+            queue = [s["file"] for s in client.playlistinfo()]
+            assert len(more) == 1 and queue == [LOW0, *added, *more] and len(set(queue)) == len(queue)
+            window = [f.split("/")[0] for f in queue[int(client.status()["song"]) :]]
+            assert max(window.count(a) for a in window) <= 3
+        finally:
+            rec.close()
+
+        client.clear()
+        client.add(HIGH0)
+        client.play(0)
+        client.pause(1)  # resumed once the radio has queued: then three-second songs move on while it runs
+        env = {
+            **os.environ,
+            "MUSICREC_DATA_ROOT": str(library.settings.data_root),
+            "MUSICREC_MILVUS_URI": library.settings.milvus_uri,
+            "MUSICREC_MUSIC_FOLDER": str(library.music),
+        }
+        args = ["mpd", "radio", "--port", str(mpd.port), "--host", "127.0.0.1", "--ahead", "2"]
+        args += ["--max-per-artist", "2", "--interval", "0.2"]
+        proc = subprocess.Popen([sys.executable, "-c", _MAIN, *args], env=env, stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while len(client.playlistinfo()) < 3 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        client.pause(0)
+        time.sleep(3.5)  # at least one song change
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "MPD connection closed" in out, out
+        queue = [s["file"] for s in client.playlistinfo()]
+        # Two queued at first; a fourth means it topped up again once the song changed.
+        assert queue[0] == HIGH0 and len(queue) >= 4 and len(set(queue)) == len(queue), queue
+        assert queue[1].startswith("Bee Sharp/")  # the nearest song to a high tone is another high tone
+        assert all((library.music / f).is_file() for f in queue)
+    finally:
+        client.close()
+        client.disconnect()
+
+
+def test_mpd_radio_bad_input_is_one_line(library: Library) -> None:
+    for args, words in (
+        (["mpd", "radio", "--port", str(free_port()), "--host", "127.0.0.1"], "cannot connect to MPD"),
+        (["mpd", "radio", "--interval", "0"], "--interval"),
+    ):
+        bad = library.run(*args)
+        assert bad.returncode == 2 and bad.stderr.startswith("error: ") and words in bad.stderr, bad.stderr
+        assert bad.stderr.strip().count("\n") == 0
+    env = {k: v for k, v in os.environ.items() if k != "MUSICREC_MUSIC_FOLDER"}
+    env["MUSICREC_DATA_ROOT"] = str(library.settings.data_root)
+    cmd = [sys.executable, "-c", _MAIN, "mpd", "radio"]
+    bad = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=60)
+    assert bad.returncode == 2 and "MUSICREC_MUSIC_FOLDER" in bad.stderr, bad.stderr
