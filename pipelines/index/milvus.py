@@ -476,7 +476,11 @@ class CatalogueIndex:
         return self._call(count)
 
     def fingerprints(self, name: str) -> dict[str, str]:
-        """``track_id -> sha256`` of every row: what a refresh compares with the feature store.
+        """``track_id -> sha256`` of every row: what a refresh compares with the feature store."""
+        return {t: str(row["sha256"]) for t, row in self.stored(name, ("sha256",)).items()}
+
+    def stored(self, name: str, fields: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """``track_id -> {field: value}`` of every row, for ``fields`` (scalar fields, not the vector).
 
         Read in 16 slices by the sha256's first hex digit (the slices cover every string) rather than with
         pymilvus's query iterator, whose paging cursor splices the last primary key into an expression
@@ -487,18 +491,14 @@ class CatalogueIndex:
             " and ".join(([f'sha256 >= "{lo}"'] if lo else []) + ([f'sha256 < "{hi}"'] if hi else []))
             for lo, hi in itertools.pairwise(bounds)
         ]
+        wanted = list(dict.fromkeys(["track_id", *fields]))
 
-        def scan(c: Any) -> dict[str, str]:
-            out: dict[str, str] = {}
+        def scan(c: Any) -> dict[str, dict[str, Any]]:
+            out: dict[str, dict[str, Any]] = {}
             self._load(c, name)
             for expr in slices:
-                rows = c.query(
-                    name,
-                    filter=expr,
-                    output_fields=["track_id", "sha256"],
-                    consistency_level="Strong",
-                )
-                out.update((r["track_id"], r["sha256"]) for r in rows)
+                rows = c.query(name, filter=expr, output_fields=wanted, consistency_level="Strong")
+                out.update((r["track_id"], {f: r[f] for f in fields}) for r in rows)
             return out
 
         return self._call(scan)

@@ -183,7 +183,7 @@ def _refresh(
     live = index.alias_target()
 
     if index.exists(name):
-        have = index.fingerprints(name)
+        have = index.stored(name, ("sha256", *METADATA))
         mode: Any = "updated" if live == name else "resumed"
     else:
         index.create(
@@ -200,7 +200,10 @@ def _refresh(
         have, mode = {}, "built"
     on_step("created")
 
-    todo = [t for t, sha in want.items() if have.get(t) != sha]
+    # A row is rewritten when its audio changed, and when only its tags or place did (a moved file keeps its
+    # id and vector but may change artist, album or source, which the caps and filters read).
+    written = {t: {"sha256": sha, **{n: clip(meta_rows.at[t, n], n) for n in METADATA}} for t, sha in want.items()}
+    todo = [t for t, row in written.items() if have.get(t) != row]
     stale = [t for t in have if t not in want]
     size = index.settings.embed_batch_size
     batches = [todo[i : i + size] for i in range(0, len(todo), size)]

@@ -83,6 +83,25 @@ def test_rerun_under_the_same_model_embeds_only_new_and_changed_tracks(lib: Sett
     assert (unchanged.mode, unchanged.embedded, unchanged.removed) == ("unchanged", 0, 0)
 
 
+def test_a_track_whose_tags_or_place_changed_is_rewritten_without_new_audio(
+    lib: Settings, index: CatalogueIndex
+) -> None:
+    """A moved or re-tagged file keeps its id and audio; its artist and source must follow in the index."""
+    from pipelines.catalogue.manifest import MANIFEST_SCHEMA, write_table
+
+    first = refresh(lib, PARAMS_A, index)
+    manifest = read_manifest(lib.manifest_path, active_only=False)
+    track = str(manifest["track_id"].iloc[0])
+    manifest.loc[manifest["track_id"] == track, ["artist", "source"]] = ["Someone Else", "another-album"]
+    write_table(manifest, MANIFEST_SCHEMA, lib.manifest_path)
+
+    again = refresh(lib, PARAMS_A, index)
+    assert again.collection == first.collection and (again.mode, again.embedded, again.removed) == ("updated", 1, 0)
+    row = index.stored(again.collection, ("artist", "source", "sha256"))[track]
+    assert (row["artist"], row["source"]) == ("Someone Else", "another-album")
+    assert refresh(lib, PARAMS_A, index).mode == "unchanged"
+
+
 def _crash_after_first_batch(batches: Iterable[Any]) -> Iterator[Any]:
     for n, batch in enumerate(batches):
         if n == 1:
