@@ -19,7 +19,7 @@ from tests.pipelines.training.synth_catalogue import SYNTH_FEATURES, build_synth
 pytestmark = pytest.mark.integration
 
 _MAIN = "from serving.cli import main; main()"
-_LONG = ["train", "--folds", "3", "--no-secondary", "--epochs", "500"]
+_LONG = ["train", "--folds", "3", "--no-secondary", "--epochs", "40"]
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +37,19 @@ def _env(settings: Settings, uri: str) -> dict[str, str]:
 
 
 def _registry(settings: Settings, uri: str) -> Registry:
-    return Registry(settings.model_copy(update={"mlflow_tracking_uri": uri}))
+    """The test's view of the MLflow store; its tables are made here, before any `musicrec train` starts."""
+    registry = Registry(settings.model_copy(update={"mlflow_tracking_uri": uri}))
+    registry.experiment_id()
+    return registry
 
 
 def _start_and_wait_for_run(
-    settings: Settings, uri: str, known: frozenset[str] = frozenset()
+    settings: Settings, registry: Registry, known: frozenset[str] = frozenset()
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start a long `musicrec train` and return once its own MLflow run (not one of ``known``) is RUNNING."""
     cmd = [sys.executable, "-c", _MAIN, *_LONG]
-    proc = subprocess.Popen(cmd, env=_env(settings, uri), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    registry = _registry(settings, uri)
+    env = _env(settings, registry.uri)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         assert proc.poll() is None, "training ended before it could be killed"
@@ -66,12 +69,13 @@ def test_killed_training_ends_failed_and_registers_nothing(catalogue: Settings, 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     registry = _registry(catalogue, uri)
 
-    proc, killed = _start_and_wait_for_run(catalogue, uri)
+    proc, killed = _start_and_wait_for_run(catalogue, registry)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert registry.client.get_run(killed).info.status == "RUNNING", "a SIGKILL cannot be caught"
 
-    proc, termed = _start_and_wait_for_run(catalogue, uri, frozenset({killed}))  # this start ends the SIGKILLed run
+    # the next `musicrec train` ends the SIGKILLed run before it starts its own
+    proc, termed = _start_and_wait_for_run(catalogue, registry, frozenset({killed}))
     run = registry.client.get_run(killed)
     assert run.info.status == "FAILED" and "killed" in run.data.tags["failure"]
     started = time.monotonic()
