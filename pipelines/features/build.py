@@ -553,5 +553,5 @@ class FeatureBuild(BaseModel):
             finally:
                 if not lock.with_suffix("").exists():
                     lock.unlink(missing_ok=True)
-        _remove_staging_if_empty(self.settings)
+                _remove_staging_if_empty(self.settings)
         return BuildReport(**{**asdict(report), "seconds": time.time() - started})

@@ -51,6 +51,7 @@ def test_build_without_a_catalogue_is_a_one_line_error(tmp_path: Path) -> None:
     out = _musicrec(["features", "build"], tmp_path / "data")
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "no catalogue manifest" in out.stderr
+    assert not (tmp_path / "data" / "features" / "_staging").exists()
 
 
 def test_a_killed_build_leaves_its_finished_shards_to_the_rerun_and_no_staging(tmp_path: Path) -> None:
