@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines.audio import AudioRejected, RejectReason, regular_file_size
 from pipelines.errors import UserError
-from pipelines.features.frontend import track_vector
+from pipelines.features.frontend import TrackVector
 from pipelines.features.params import FeatureParams
 from pipelines.index.catalogue_map import CatalogueMap, load_map, refresh_map
 from pipelines.index.milvus import (
@@ -39,6 +39,7 @@ from pipelines.index.models import load_embedder
 from pipelines.model.embedder import Embedder
 from pipelines.settings import Settings
 from serving.batching import SearchBatcher
+from serving.decoding import DecodePool
 from serving.errors import InvalidInput, NotAudio, NotFound, TooLarge
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,14 @@ class ServingSettings(BaseSettings):
     )
     serving_upload_timeout_s: float = Field(
         default=30.0, gt=0, description="An upload body must arrive within this (slow senders get 408)."
+    )
+    serving_decode_timeout_s: float = Field(
+        default=30.0, gt=0, description="An upload whose decoding takes longer is refused (422 decode_timeout)."
+    )
+    serving_decode_workers: int = Field(default=2, ge=1, description="Child processes decoding uploads at once.")
+    serving_upload_dir: Path | None = Field(
+        default=None,
+        description="Where uploads are spooled for the decoding children (default: a private temp folder).",
     )
     serving_keep_alive_s: int = Field(default=5, ge=1, description="Idle keep-alive connections close after this.")
     serving_graceful_stop_s: int = Field(default=2, ge=0, description="Requests in flight get this long at stop.")
@@ -171,6 +180,8 @@ _UPLOAD_PROBLEMS = {
     RejectReason.TOO_SHORT: "the upload is too short",
     RejectReason.NON_FINITE: "the upload has samples that are not finite numbers",
     RejectReason.UNSUPPORTED_FORMAT: "the upload's audio format is out of range",
+    RejectReason.TIMEOUT: "the upload took too long to decode",
+    RejectReason.NOT_AUDIO: "the upload is not audio",
 }
 
 
@@ -223,6 +234,12 @@ class Recommender:
         self._embedders: dict[tuple[str, str], Embedder] = {}
         self._library: tuple[tuple[int, int], pd.DataFrame] | None = None
         self._maps: dict[str, CatalogueMap] = {}
+        self.decoder = DecodePool(
+            self.serving.serving_max_upload_bytes,
+            self.serving.serving_decode_timeout_s,
+            self.serving.serving_decode_workers,
+            self.serving.serving_upload_dir,
+        )
 
     @classmethod
     def from_settings(
@@ -231,6 +248,7 @@ class Recommender:
         return cls(CatalogueIndex.from_settings(settings, index), settings, serving)
 
     def close(self) -> None:
+        self.decoder.close()
         self.index.close()
 
     # ---- which collection, which model ---------------------------------------------------------------
@@ -368,22 +386,38 @@ class Recommender:
         if not looks_like_audio(data[:4]):
             raise NotAudio("the upload is not audio: send WAV, FLAC, Ogg/Opus or MP3")
 
+        return self._similar_decoded(
+            lambda params: self.decoder.vector_of_bytes(data, params), lambda: data, k, filters
+        )
+
+    def _similar_decoded(
+        self,
+        decode: Callable[[FeatureParams], TrackVector],
+        content: Callable[[], bytes],
+        k: int,
+        filters: Filters,
+    ) -> Answer:
+        """Neighbours of audio decoded by ``decode`` (in a child process); ``content`` gives its bytes after."""
+
         def run(meta: CollectionMeta) -> Answer:
             self._check(meta, k, filters)
             params = FeatureParams(**meta.feature_params)
             try:
-                tv = track_vector(data, params)
+                tv = decode(params)
             except AudioRejected as exc:
                 raise upload_rejected(exc) from None
             vec = self.embedder(meta).embed(tv.vector[None, :])[0]
-            sha = hashlib.sha256(data).hexdigest()
+            sha = hashlib.sha256(content()).hexdigest()
             found = self._neighbours(meta, vec, k, filters, set(), {sha})
             return Answer("upload:" + sha[:12], meta.name, meta.model_version, [rec for rec, _ in found])
 
         return self._retrying(run)
 
     def similar_file(self, path: Path, k: int = 10, filters: Filters | None = None) -> Answer:
-        """:meth:`similar_audio` for a local file (the CLI's ``--audio``); the file is only read."""
+        """:meth:`similar_audio` for a local file (the CLI's ``--audio``); the file is only read.
+
+        The child decodes the file itself, so a file that blocks on open costs the deadline, not a hang.
+        """
         if not path.exists():
             raise InvalidInput(f"no such file: {path}")
         try:
@@ -392,7 +426,12 @@ class Recommender:
             raise InvalidInput(f"{path}: {exc.reason} ({exc.detail})") from None
         if size > self.serving.serving_max_upload_bytes:
             raise TooLarge(f"{path} has {size} bytes; the limit is {self.serving.serving_max_upload_bytes}")
-        return self.similar_audio(path.read_bytes(), k, filters)
+        if size == 0:
+            raise InvalidInput("the upload is empty: send the audio file's bytes")
+        filters = filters or Filters()
+        return self._similar_decoded(
+            lambda params: self.decoder.vector_of_file(path, params), path.read_bytes, k, filters
+        )
 
     def playlist(self, seeds: Sequence[str], length: int = 20, filters: Filters | None = None) -> Answer:
         """A playlist of ``length`` tracks near the seeds, taking turns between seeds; no track twice.

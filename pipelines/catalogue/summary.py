@@ -8,11 +8,23 @@ from pipelines.catalogue.manifest import MANIFEST_SCHEMA, REJECTS_SCHEMA, UNLABE
 from pipelines.settings import Settings
 
 
+def quarantined(settings: Settings) -> pd.DataFrame:
+    """Active tracks the current feature version quarantined (same content): they have no vector to serve."""
+    from pipelines.features.quarantine import read_quarantine
+
+    held = read_quarantine(settings, settings.features.version)
+    if held.empty:
+        return held
+    active = read_manifest(settings.manifest_path)[["track_id", "sha256"]]
+    return held.merge(active, on=["track_id", "sha256"]).reset_index(drop=True)
+
+
 def style_summary(settings: Settings) -> pd.DataFrame:
-    """One row per style: tracks, sources, hours; plus a TOTAL row."""
+    """One row per style over the active tracks (quarantined ones left out): tracks, sources, hours; TOTAL."""
     df = read_manifest(settings.manifest_path)
     if df.empty:
         return pd.DataFrame(columns=["style", "tracks", "sources", "hours"])
+    df = df[~df["track_id"].isin(quarantined(settings)["track_id"])]
     table = (
         df.groupby("style")
         .agg(tracks=("track_id", "size"), sources=("source", "nunique"), hours=("duration_s", "sum"))
@@ -34,7 +46,7 @@ def style_summary(settings: Settings) -> pd.DataFrame:
 
 
 def format_summary(settings: Settings) -> str:
-    """The summary as text: the style table, then removed tracks and rejects by reason."""
+    """The summary as text: the style table of active tracks, then removed, quarantined and rejected ones."""
     table = style_summary(settings)
     if table.empty:
         return "catalogue is empty: run `musicrec data fetch-demo` or `musicrec catalogue import PATH`"
@@ -45,5 +57,8 @@ def format_summary(settings: Settings) -> str:
     rejects = read_table(settings.rejects_path, REJECTS_SCHEMA)
     by_reason = rejects["reason"].value_counts().sort_index()
     rej = ", ".join(f"{n} {reason}" for reason, n in by_reason.items()) or "none"
-    lines.append(f"removed: {removed}; rejects: {rej}")
+    held = quarantined(settings)
+    why = ", ".join(f"{n} {reason}" for reason, n in held["reason"].value_counts().sort_index().items())
+    held_text = f"{len(held)} ({why}; features {settings.features.version})" if len(held) else "0"
+    lines.append(f"removed: {removed}; quarantined: {held_text}; rejects: {rej}")
     return "\n".join(lines)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +81,8 @@ def read_tags(path: Path) -> Tags:
     from mutagen.id3 import ID3
 
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return Tags()  # a FIFO would block and a device never ends; the audio rule refuses them later
         audio = mutagen.File(str(path), easy=True)
     except Exception as exc:  # mutagen raises many kinds on damaged headers; tags are only hints
         log.warning("cannot read tags of %s: %s: %s", path, type(exc).__name__, exc)

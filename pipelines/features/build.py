@@ -3,8 +3,9 @@
 Three plain functions, so Airflow can run them as separate tasks (shards as mapped tasks) and the CLI can
 run them in one process with a thread per shard:
 
-1. :func:`plan_shards` reads the manifest, skips what is stored or settled in quarantine, and writes the
-   rest as shard files under ``features/_staging/<run id>/``.
+1. :func:`plan_shards` reads the manifest, skips what is stored or settled in quarantine, takes over the
+   finished shards of abandoned runs (same parameters, same files), removes those runs' folders, and
+   writes the rest as shard files under ``features/_staging/<run id>/``.
 2. :func:`compute_shard` embeds one shard in a child process (:mod:`pipelines.features.worker`) with a
    time limit per file, and writes the shard's vectors and quarantine verdicts next to it.
 3. :func:`merge_shards` validates every shard's output and publishes it: one part file, atomically, then
@@ -15,6 +16,7 @@ Tasks exchange paths only; the parameters are frozen in the plan, so all shards 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -26,7 +28,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -78,6 +80,8 @@ class Plan:
     todo: int
     stored: int
     settled: int
+    reused: list[str] = field(default_factory=list)
+    n_reused: int = 0
 
 
 @dataclass(frozen=True)
@@ -107,11 +111,13 @@ class BuildReport:
     part: str | None
     seconds: float
     reasons: dict[str, int]
+    reused: int = 0
 
     def line(self) -> str:
         why = ", ".join(f"{n} {r}" for r, n in sorted(self.reasons.items()))
+        taken = f"{self.reused} reused from an interrupted run, " if self.reused else ""
         return (
-            f"features {self.version}: {self.embedded} embedded, {self.skipped} skipped (already stored), "
+            f"features {self.version}: {self.embedded} embedded, {taken}{self.skipped} skipped (already stored), "
             f"{self.quarantined} quarantined{f' ({why})' if why else ''}, {self.still_quarantined} still "
             f"quarantined; {self.rows} rows in the store ({self.seconds:.1f} s)"
         )
@@ -121,15 +127,117 @@ def _staging(settings: Settings) -> Path:
     return settings.features_dir / "_staging"
 
 
-def _clean_stale_staging(settings: Settings) -> None:
-    """Remove what crashed runs left behind a day ago or more (a live run's folder is younger)."""
+def _owner_lock(run_dir: Path) -> Path:
+    """The lock file a CLI run holds for its whole life; a free lock means the run's process is gone."""
+    return run_dir.with_name(f"{run_dir.name}.lock")
+
+
+def _lock_is_free(lock: Path) -> bool:
+    try:
+        with lock.open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _abandoned_runs(settings: Settings) -> list[Path]:
+    """Run folders no live process owns: the owner's lock is free, or (no lock: Airflow) a day old."""
     root = _staging(settings)
     if not root.is_dir():
-        return
+        return []
     limit = time.time() - _STALE_STAGING.total_seconds()
-    for run in root.iterdir():
-        if run.is_dir() and run.stat().st_mtime < limit:
-            shutil.rmtree(run, ignore_errors=True)
+    runs = []
+    for run in sorted(root.iterdir()):
+        if not run.is_dir():
+            continue
+        lock = _owner_lock(run)
+        owned = lock.exists()
+        if (owned and _lock_is_free(lock)) or (not owned and run.stat().st_mtime < limit):
+            runs.append(run)
+    return runs
+
+
+def _item_key(item: dict) -> tuple:
+    return (item["track_id"], item["path"], item["sha256"], item["size"], item["mtime_ns"])
+
+
+def _finished_outputs(
+    runs: list[Path], params: FeatureParams, todo: list[dict]
+) -> tuple[list[dict], pa.Table, list[dict]]:
+    """From finished shards of ``runs`` with the same parameters: the items of ``todo`` they already decided.
+
+    An item is taken over only when its track id, path, sha256, size and mtime are those planned now; its
+    vector (by sha256) or its verdict (by track id) comes along. Unreadable leftovers are ignored.
+    """
+    wanted = {_item_key(t): t for t in todo}
+    schema = feature_schema(params.dim)
+    taken: dict[tuple, dict] = {}
+    tables = [schema.empty_table()]
+    verdicts: list[dict] = []
+    for run in runs:
+        try:
+            old_params, _ = _load_plan(run)
+        except (OSError, ValueError, KeyError):
+            continue
+        if old_params != params:
+            continue
+        for done in sorted(run.glob("shard-*.done.json")):
+            shard = done.with_name(done.name.replace(".done.json", ".todo.json"))
+            try:
+                items = json.loads(shard.read_text())
+                vectors = pq.read_table(_out(shard, "features.parquet"), schema=schema)
+                held = pq.read_table(_out(shard, "quarantine.parquet"), schema=QUARANTINE_SCHEMA).to_pylist()
+            except (OSError, ValueError, pa.ArrowException):
+                continue
+            shas = set(vectors.column("sha256").to_pylist())
+            held_by_id = {r["track_id"]: r for r in held}
+            mine = [
+                wanted[_item_key(i)]
+                for i in items
+                if _item_key(i) in wanted
+                and _item_key(i) not in taken
+                and (i["sha256"] in shas or i["track_id"] in held_by_id)
+            ]
+            if not mine:
+                continue
+            keep_shas = {i["sha256"] for i in mine if i["sha256"] in shas}
+            keep = vectors.filter(
+                pc.is_in(vectors.column("sha256"), value_set=pa.array(sorted(keep_shas), pa.string()))
+            )
+            tables.append(keep.take(_first_per_sha(keep)))
+            verdicts += [held_by_id[i["track_id"]] for i in mine if i["sha256"] not in keep_shas]
+            taken.update({_item_key(i): i for i in mine})
+    return list(taken.values()), pa.concat_tables(tables), verdicts
+
+
+def _first_per_sha(table: pa.Table) -> pa.Array:
+    seen: set[str] = set()
+    rows = []
+    for i, sha in enumerate(table.column("sha256").to_pylist()):
+        if sha not in seen:
+            seen.add(sha)
+            rows.append(i)
+    return pa.array(rows, pa.int64())
+
+
+def _remove_runs(runs: list[Path]) -> None:
+    for run in runs:
+        shutil.rmtree(run, ignore_errors=True)
+        _owner_lock(run).unlink(missing_ok=True)
+        log.info("removed the staging folder of abandoned run %s", run.name)
+
+
+def _remove_staging_if_empty(settings: Settings) -> None:
+    root = _staging(settings)
+    if root.is_dir():
+        for lock in root.glob("*.lock"):
+            if not lock.with_suffix("").exists() and _lock_is_free(lock):
+                lock.unlink(missing_ok=True)  # an owner killed before it made its folder
+        with contextlib.suppress(OSError):
+            root.rmdir()
 
 
 def _write_json(obj: object, path: Path) -> None:
@@ -203,10 +311,24 @@ def plan_shards(
         queued.add(item["sha256"])
         todo.append(item)
 
-    _clean_stale_staging(settings)
-    run_id = run_id or f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    abandoned = _abandoned_runs(settings)
+    done_items, done_vectors, done_verdicts = _finished_outputs(abandoned, params, todo)
+    if done_items:
+        finished = {_item_key(i) for i in done_items}
+        todo = [t for t in todo if _item_key(t) not in finished]
+    run_id = run_id or new_run_id()
     run_dir = _staging(settings) / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
+    reused: list[str] = []
+    if done_items:
+        shard = run_dir / "shard-reused.todo.json"
+        _write_json(done_items, shard)
+        write_atomic(done_vectors, _out(shard, "features.parquet"))
+        write_atomic(pa.Table.from_pylist(done_verdicts, schema=QUARANTINE_SCHEMA), _out(shard, "quarantine.parquet"))
+        _write_json({"shard": str(shard), "reused": len(done_items)}, _out(shard, "done.json"))
+        reused.append(str(shard))
+        log.info("taking over %d finished files from %d abandoned runs", len(done_items), len(abandoned))
+    _remove_runs(abandoned)
     n_shards = min(len(todo), max(shards or default_shards(), math.ceil(len(todo) / max_shard_tracks)))
     shard_paths = []
     for i in range(n_shards):
@@ -222,18 +344,26 @@ def plan_shards(
         todo=len(todo),
         stored=n_stored,
         settled=n_settled,
+        reused=reused,
+        n_reused=len(done_items),
     )
     _write_json({"params": params.model_dump(), "plan": asdict(plan)}, run_dir / "plan.json")
     log.info(
-        "plan %s: %d active tracks, %d to compute in %d shards, %d already stored, %d still quarantined",
+        "plan %s: %d active tracks, %d to compute in %d shards, %d taken over, %d already stored, %d still quarantined",
         params.version,
         plan.active,
         plan.todo,
         n_shards,
+        plan.n_reused,
         plan.stored,
         plan.settled,
     )
     return plan
+
+
+def new_run_id() -> str:
+    """A unique, time-ordered run id."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
 def _load_plan(run_dir: Path) -> tuple[FeatureParams, dict]:
@@ -323,7 +453,7 @@ def merge_shards(run_dir: str | Path, settings: Settings) -> BuildReport:
     started = time.time()
     run_dir = Path(run_dir)
     params, plan = _load_plan(run_dir)
-    shards = [Path(s) for s in plan["shards"]]
+    shards = [Path(s) for s in plan["shards"] + plan.get("reused", [])]
     missing = [s.name for s in shards if not _out(s, "done.json").exists()]
     if missing:
         raise FeatureStoreInvalid(f"shards without output: {', '.join(missing)}")
@@ -360,13 +490,16 @@ def merge_shards(run_dir: str | Path, settings: Settings) -> BuildReport:
         if rows != len(stored):
             raise FeatureStoreInvalid(f"version {params.version} holds {rows} rows for {len(stored)} contents")
 
+    taken_over = {i["sha256"] for s in plan.get("reused", []) for i in json.loads(Path(s).read_text())}
+    n_taken = sum(1 for sha in fresh.column("sha256").to_pylist() if sha in taken_over)
     shutil.rmtree(run_dir, ignore_errors=True)
+    _remove_staging_if_empty(settings)
     reasons: dict[str, int] = {}
     for r in rejected:
         reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
     report = BuildReport(
         version=params.version,
-        embedded=fresh.num_rows,
+        embedded=fresh.num_rows - n_taken,
         skipped=plan["stored"],
         quarantined=len(rejected),
         still_quarantined=plan["settled"],
@@ -374,6 +507,7 @@ def merge_shards(run_dir: str | Path, settings: Settings) -> BuildReport:
         part=str(part) if part else None,
         seconds=time.time() - started,
         reasons=reasons,
+        reused=plan.get("n_reused", 0),
     )
     log.info("%s", report.line())
     return report
@@ -399,14 +533,25 @@ class FeatureBuild(BaseModel):
     shards: int = 0
 
     def run(self, progress: Progress = _no_progress) -> BuildReport:
+        """Hold the run's owner lock throughout: should this process die, the next run takes over its work."""
         started = time.time()
-        plan = plan_shards(self.settings, self.params, shards=self.shards)
-        progress("todo", plan.todo)
-        progress("skipped", plan.stored + plan.settled)
-        if plan.shards:
-            with ThreadPoolExecutor(len(plan.shards), thread_name_prefix="shard") as pool:
-                futures = [pool.submit(compute_shard, s, self.settings, progress) for s in plan.shards]
-                for f in futures:
-                    f.result()
-        report = merge_shards(plan.run_dir, self.settings)
+        run_id = new_run_id()
+        lock = _owner_lock(_staging(self.settings) / run_id)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with lock.open("w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                plan = plan_shards(self.settings, self.params, shards=self.shards, run_id=run_id)
+                progress("todo", plan.todo)
+                progress("skipped", plan.stored + plan.settled + plan.n_reused)
+                if plan.shards:
+                    with ThreadPoolExecutor(len(plan.shards), thread_name_prefix="shard") as pool:
+                        futures = [pool.submit(compute_shard, s, self.settings, progress) for s in plan.shards]
+                        for f in futures:
+                            f.result()
+                report = merge_shards(plan.run_dir, self.settings)
+            finally:
+                if not lock.with_suffix("").exists():
+                    lock.unlink(missing_ok=True)
+                _remove_staging_if_empty(self.settings)
         return BuildReport(**{**asdict(report), "seconds": time.time() - started})

@@ -154,13 +154,13 @@ class EmbedWorker:
                 return Outcome(vec, head["frames_real"], seconds=time.monotonic() - started)
             return Outcome(None, 0, head["reason"], head["error_type"], head["detail"], time.monotonic() - started)
         except TimeoutError:
-            log.warning("%s: no result after %.1f s; killing worker %s", path, self.timeout_s, self.pid)
+            log.info("%s: no result after %.1f s; killing worker %s", path, self.timeout_s, self.pid)
             self._kill()
             self.restarts += 1
             detail = f"no result within {self.timeout_s:g} s; the decoder was killed"
             return Outcome(None, 0, RejectReason.TIMEOUT, "DecodeTimeout", detail, time.monotonic() - started)
         except (EOFError, BrokenPipeError) as exc:
-            log.warning("%s: worker %s died (%s)", path, self.pid, exc)
+            log.info("%s: worker %s died (%s)", path, self.pid, exc)
             self._kill()
             self.restarts += 1
             return Outcome(None, 0, RejectReason.CORRUPT, "DecoderCrash", str(exc), time.monotonic() - started)

@@ -7,19 +7,24 @@ by the upload endpoint (HTTP 4xx naming the reason, never 500), and no input byt
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import struct
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from fastapi.testclient import TestClient
 
 from pipelines.catalogue.importer import import_catalogue
 from pipelines.catalogue.manifest import (
@@ -34,6 +39,8 @@ from pipelines.features.build import FeatureBuild
 from pipelines.features.quarantine import read_quarantine
 from pipelines.features.store import read_features
 from pipelines.settings import Settings
+from serving.api import create_app
+from serving.service import Recommender, ServingSettings
 from tests import synth
 from tests.pipelines.index.helpers import PARAMS_A, refresh
 from tests.serving.conftest import Served
@@ -277,3 +284,48 @@ def test_the_cli_says_one_line_for_special_and_non_finite_files(lib: Settings, t
     inf = _wav(tmp_path / "inf.wav", _with(TONE, 100, np.inf), subtype="FLOAT")
     _one_line_error(_musicrec(["recommend", "--audio", str(fifo)], lib), "not_regular_file (a FIFO")
     _one_line_error(_musicrec(["recommend", "--audio", str(inf)], lib), "non_finite_samples")
+    stuck = _wav(tmp_path / "stuck.wav", TONE)
+    with synth.hanging_open(stuck):
+        started = time.monotonic()
+        out = _musicrec(["recommend", "--audio", str(stuck)], lib, MUSICREC_SERVING_DECODE_TIMEOUT_S="2")
+        _one_line_error(out, "decode_timeout")
+        assert time.monotonic() - started < 30, "the CLI waited for the kernel instead of its deadline"
+
+
+def _lease_first_upload(spool: Path, size: int, stack: contextlib.ExitStack, within_s: float = 30.0) -> Path:
+    """Hold a write lease on the first complete upload spooled by the server, before its decoder opens it."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        for path in spool.glob("*.upload"):
+            with contextlib.suppress(OSError):
+                if path.stat().st_size == size:
+                    stack.enter_context(synth.hanging_open(path))
+                    return path
+        time.sleep(0.001)
+    raise AssertionError("no upload was spooled")
+
+
+def test_an_upload_that_hangs_the_decoder_costs_that_request_only(served: Served, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    serving = ServingSettings(serving_alias_ttl_s=0, serving_decode_timeout_s=2.0, serving_upload_dir=spool)
+    recommender = Recommender(served.index, served.settings, serving)
+    buf = io.BytesIO()
+    sf.write(buf, TONE, SR, format="WAV")
+    data = buf.getvalue()
+    answers: dict[str, httpx.Response] = {}
+    with TestClient(create_app(served.settings, recommender=recommender)) as client:
+        hung = threading.Thread(target=lambda: answers.update(hung=client.post("/similar", content=data)))
+        with contextlib.ExitStack() as stack:
+            started = time.monotonic()
+            hung.start()
+            _lease_first_upload(spool, len(data), stack)
+            health = client.get("/health")  # the server answers while the decoder hangs
+            hung.join(timeout=60)
+            elapsed = time.monotonic() - started
+        assert health.status_code == 200 and not hung.is_alive()
+        assert answers["hung"].status_code == 422, answers["hung"].text
+        assert "decode_timeout" in answers["hung"].json()["detail"] and elapsed < 20
+        after = client.post("/similar", params={"k": 2}, content=data)  # a fresh decoder takes the next one
+        assert after.status_code == 200 and len(after.json()["results"]) == 2
+    recommender.decoder.close()
+    assert recommender.decoder.timeouts == 1 and not list(spool.iterdir()), "spooled uploads are removed"
