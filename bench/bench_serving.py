@@ -277,7 +277,8 @@ def direct(index: CatalogueIndex, meta: CollectionMeta, cat: Catalogue) -> dict[
 
 
 @contextmanager
-def api(uri: str, workdir: Path, batching: bool) -> Iterator[str]:
+def api(uri: str, workdir: Path, batching: bool, settings: dict[str, str] | None = None) -> Iterator[str]:
+    """The musicrec API in its own process on ``uri``; ``settings`` (MUSICREC_*) override the defaults here."""
     port = free_port()
     env = {
         **os.environ,
@@ -285,6 +286,7 @@ def api(uri: str, workdir: Path, batching: bool) -> Iterator[str]:
         "MUSICREC_DATA_ROOT": str(workdir / "api-data"),
         "MUSICREC_SERVING_BATCH_SEARCHES": str(batching).lower(),
         "MUSICREC_SERVING_MAX_K": "100",
+        **(settings or {}),
     }
     code = (
         "import uvicorn; from serving.api import create_app; "

@@ -18,7 +18,6 @@ import sys
 import tempfile
 import time
 import uuid
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serving import ROOT, free_port, lite_backend, load, percentiles, synthetic
+from bench_serving import ROOT, api, lite_backend, load, percentiles, synthetic
 
 from pipelines.catalogue.manifest import MANIFEST_SCHEMA, write_table
 
@@ -55,43 +54,6 @@ def manifest(ids: list[str], styles: list[str], path: Path) -> pd.DataFrame:
     )
     write_table(df.reindex(columns=MANIFEST_SCHEMA.names), MANIFEST_SCHEMA, path)
     return df
-
-
-@contextmanager
-def api(uri: str, root: Path):
-    import subprocess
-
-    import httpx
-
-    port = free_port()
-    env = {
-        **os.environ,
-        "MUSICREC_MILVUS_URI": uri,
-        "MUSICREC_DATA_ROOT": str(root),
-        "MUSICREC_MUSIC_FOLDER": str(MUSIC),
-    }
-    code = (
-        "import uvicorn; from serving.api import create_app; "
-        f"uvicorn.run(create_app(), host='127.0.0.1', port={port}, log_level='warning')"
-    )
-    with (root / "api.log").open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(base + "/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"API did not start; see {root / 'api.log'}")
-            time.sleep(0.3)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def timed(client, url: str, params: list[dict[str, str]]) -> tuple[float, float, int]:
@@ -124,7 +86,8 @@ def main() -> None:
         index, meta, built = load(uri, cat, "HNSW", "tracks__raw__bench")
         index.switch_alias(meta.name)
         index.close()
-        with api(uri, root) as base, httpx.Client(base_url=base, timeout=30) as client:
+        settings = {"MUSICREC_DATA_ROOT": str(root), "MUSICREC_MUSIC_FOLDER": str(MUSIC)}
+        with api(uri, work, True, settings) as base, httpx.Client(base_url=base, timeout=30) as client:
             picks = rng.integers(0, len(cat.ids), args.requests)
             rel = [str(Path(df["path"][i]).relative_to(MUSIC)) for i in picks]
             mbid = [df["mbid"][i] for i in picks]
