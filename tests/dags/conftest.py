@@ -7,6 +7,7 @@ The root conftest already points AIRFLOW_HOME and the database at a throw-away f
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 import threading
@@ -20,6 +21,18 @@ import pytest
 from pipelines.settings import Settings, get_settings
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
+
+
+@pytest.fixture(autouse=True)
+def _task_context_stays_in_the_test() -> Iterator[None]:
+    """``dag.test()`` runs tasks in this process, and Airflow exports each task's context to ``os.environ``
+    (``AIRFLOW_CTX_DAG_RUN_ID``, ...); without this, later tests' subprocesses would believe they run
+    inside an Airflow task."""
+    before = {k: v for k, v in os.environ.items() if k.startswith("AIRFLOW_CTX_")}
+    yield
+    for key in [k for k in os.environ if k.startswith("AIRFLOW_CTX_")]:
+        del os.environ[key]
+    os.environ.update(before)
 
 
 @pytest.fixture(scope="session")
