@@ -49,17 +49,15 @@ def _job(params: dict[str, Any] | None) -> Any:
 )
 def train_triplet_model() -> None:
     @task(retries=0)
-    def check_inputs(params: dict[str, Any] | None = None) -> str:
+    def check_inputs(params: dict[str, Any] | None = None) -> None:
         from pipelines.settings import get_settings
-        from pipelines.training.pipeline import inputs_key, trained_version
+        from pipelines.training.pipeline import trained_version
 
-        settings, job = get_settings(), _job(params)
-        if version := trained_version(settings, job):
+        if version := trained_version(get_settings(), _job(params)):
             raise AirflowSkipException(f"model version {version} was trained on these inputs: not retraining")
-        return inputs_key(settings, job)
 
     @task
-    def build_triplets(_inputs: str, params: dict[str, Any] | None = None) -> dict:
+    def build_triplets(params: dict[str, Any] | None = None) -> dict:
         from pipelines.settings import get_settings
         from pipelines.training.pipeline import prepare
 
@@ -95,7 +93,9 @@ def train_triplet_model() -> None:
         outlet_events[CHAMPION].extra = {"version": decision["version"]}
         return decision["version"]
 
-    announce_champion(gate(evaluate(train(build_triplets(check_inputs())))))
+    triplets = build_triplets()
+    check_inputs() >> triplets
+    announce_champion(gate(evaluate(train(triplets))))
 
 
 train_triplet_model()

@@ -70,7 +70,6 @@ class Stack:
     """The services under ``settings.stack.dir``, started and stopped in dependency order."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
         self.ports = settings.stack
         self.root = self.ports.dir.expanduser().resolve()
         self.logs = self.root / "logs"
@@ -208,27 +207,16 @@ class Stack:
                 deadline_s=240.0,
                 tier=2,
             ),
+        ]
+        loops = [  # Airflow's loops, ready once their heartbeat shows in the api-server's health report
             Service(
-                "airflow-scheduler",
-                [airflow, "scheduler"],
-                ready=lambda: _airflow_component(p.airflow, "scheduler"),
+                f"airflow-{component.replace('_', '-')}",
+                [airflow, component.replace("_", "-")],
+                ready=lambda component=component: _airflow_component(p.airflow, component),
                 deadline_s=240.0,
                 tier=2,
-            ),
-            Service(
-                "airflow-dag-processor",
-                [airflow, "dag-processor"],
-                ready=lambda: _airflow_component(p.airflow, "dag_processor"),
-                deadline_s=240.0,
-                tier=2,
-            ),
-            Service(
-                "airflow-triggerer",
-                [airflow, "triggerer"],
-                ready=lambda: _airflow_component(p.airflow, "triggerer"),
-                deadline_s=240.0,
-                tier=2,
-            ),
+            )
+            for component in ("scheduler", "dag_processor", "triggerer")
         ]
         workers = [
             Service(
@@ -248,7 +236,7 @@ class Stack:
             deadline_s=180.0,
             tier=3,
         )
-        return [*base, *workers, api]
+        return [*base, *loops, *workers, api]
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -298,10 +286,6 @@ class Stack:
             else:
                 out.append((service.name, "up" if service.ready() else "starting or unhealthy"))
         return out
-
-    def pids(self) -> list[int]:
-        """Process-group ids of the services that are running."""
-        return [pid for s in self.services() if (pid := self._pid(s.name)) is not None and _group_alive(pid)]
 
     # --- internals --------------------------------------------------------------------------------
 

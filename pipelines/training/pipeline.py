@@ -128,16 +128,11 @@ def catalogue_fingerprint(cat: Catalogue, group_by: GroupBy) -> str:
     return digest.hexdigest()[:16]
 
 
-def inputs_key(settings: Settings, job: TrainingJob) -> str:
-    """:func:`inputs_fingerprint` of the feature store as it is now."""
-    return inputs_fingerprint(load_catalogue(settings), job)
-
-
 def trained_version(settings: Settings, job: TrainingJob) -> str | None:
     """The registered version trained on exactly these inputs, if any (see :func:`inputs_fingerprint`)."""
     from pipelines.registry import Registry
 
-    fingerprint = inputs_key(settings, job)
+    fingerprint = inputs_fingerprint(load_catalogue(settings), job)
     for version in Registry(settings).versions():
         if version.tags.get("inputs") == fingerprint:
             return str(version.version)
