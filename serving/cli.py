@@ -158,6 +158,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "serving.cli_serve",
     "serving.cli_features",
     "serving.cli_train",
+    "serving.cli_evaluate",
     "serving.cli_stack",
     "serving.cli_mpd",
 )

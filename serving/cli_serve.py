@@ -288,7 +288,12 @@ def is_loopback(host: str) -> bool:
 
 def refresh(
     model_version: Annotated[
-        str, typer.Option("--model-version", help="'champion' (registry alias), 'raw' (baseline) or a version.")
+        str,
+        typer.Option(
+            "--model-version",
+            help="'champion' (registry alias), 'raw' or 'meanstd' (baselines), 'best' (the champion if it beats "
+            "the baselines, else the strongest baseline) or a version.",
+        ),
     ] = "champion",
 ) -> None:
     """Embed the feature store into a new collection for the model version, verify it, move `tracks` to it."""
@@ -297,7 +302,14 @@ def refresh(
     from serving.cli import _bar
 
     _quiet_clients()
-    step = RefreshCatalogue(settings=get_settings(), model_version=model_version)
+    settings = get_settings()
+    if model_version == "best":
+        from pipelines.evaluation.best import choose_best
+
+        choice = choose_best(settings)
+        typer.echo(choice.line())
+        model_version = choice.version
+    step = RefreshCatalogue(settings=settings, model_version=model_version)
     report = step.run(progress=_bar("embedding", "batch"))
     typer.echo(report.line())
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-model_app = typer.Typer(help="The model registry: show, promote, roll back.", no_args_is_help=True)
+model_app = typer.Typer(help="The model registry: show, evaluate, promote, roll back.", no_args_is_help=True)
 
 
 def _branch_bar(total: int) -> Any:
@@ -93,10 +93,12 @@ def train(
 @model_app.command("show")
 def show() -> None:
     """Every registered version with its aliases, gate decision and headline metrics."""
+    from pipelines.evaluation.model_eval import evaluation_line, evaluation_runs
     from pipelines.registry import CHALLENGER, CHAMPION, MODEL_NAME, Registry
     from pipelines.settings import get_settings
 
-    registry = Registry(get_settings())
+    settings = get_settings()
+    registry = Registry(settings)
     versions = registry.versions()
     if not versions:
         typer.echo(f"{MODEL_NAME}: no versions yet; run `musicrec train`")
@@ -117,6 +119,11 @@ def show() -> None:
         )
         if "gate.reasons" in tags:
             typer.echo(f"      reasons: {tags['gate.reasons']}")
+        for run in evaluation_runs(settings, str(mv.version))[:3]:
+            typer.echo(f"      {evaluation_line(run)}")
+    for baseline in ("raw", "meanstd", "random"):
+        for run in evaluation_runs(settings, baseline)[:1]:
+            typer.echo(f"{baseline:<5} baseline {evaluation_line(run)}")
 
 
 @model_app.command("promote")

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from pipelines import parallel
 from pipelines.catalogue.manifest import UNLABELLED, read_manifest
 from pipelines.errors import UserError
+from pipelines.evaluation.gate import decide, gate_intervals
 from pipelines.settings import Settings
 from pipelines.training import artifacts
 from pipelines.training.comparison import comparison_html
@@ -467,7 +468,7 @@ def evaluate(settings: Settings, job: TrainingJob, run_id: str, register: bool =
         table = summary(primary)
         fingerprint = catalogue_fingerprint(cat, job.group_by)
         champ_version, champ_metrics, champ_note = _champion_metrics(settings, fingerprint)
-        metrics = table_metrics(table) | champ_metrics
+        metrics = table_metrics(table) | champ_metrics | gate_intervals(primary, job.gate, job.train.seed)
         if champ_metrics:
             table = pd.concat([table, _champion_rows(champ_metrics, int(table["folds"].max()))], ignore_index=True)
         second = summary(tables[SECONDARY]) if SECONDARY in tables else None
@@ -547,33 +548,6 @@ class Decision:
     def line(self) -> str:
         verdict = "PROMOTED to champion" if self.promoted else "kept as challenger (not promoted)"
         return f"version {self.version}: {verdict}: " + "; ".join(self.reasons)
-
-
-def decide(metrics: dict[str, float], gate: GateConfig) -> tuple[bool, list[str]]:
-    """The gate's rule on leave-one-source-out metrics (keys ``<model>/<view>/<metric>``, as logged)."""
-    ok, reasons = True, []
-
-    def get(model: str, key: str) -> float:
-        return float(metrics.get(f"{model}/{key}".replace("@", "_at_"), np.nan))
-
-    for baseline in gate.baselines:
-        for key in gate.beat_on:
-            mine, theirs = get("model", key), get(baseline, key)
-            if not mine > theirs:
-                ok = False
-                reasons.append(f"{key} {mine:.3f} does not beat {baseline} {theirs:.3f}")
-            else:
-                reasons.append(f"{key} {mine:.3f} beats {baseline} {theirs:.3f}")
-    champ = get("champion", gate.metric)
-    mine = get("model", gate.metric)
-    if np.isnan(champ):
-        reasons.append("no comparable champion")
-    elif mine >= champ + gate.margin:
-        reasons.append(f"{gate.metric} {mine:.3f} beats champion {champ:.3f} by >= {gate.margin}")
-    else:
-        ok = False
-        reasons.append(f"{gate.metric} {mine:.3f} does not beat champion {champ:.3f} by {gate.margin}")
-    return ok, reasons
 
 
 def gate(settings: Settings, job: TrainingJob, evaluated: dict[str, str]) -> Decision:
