@@ -50,6 +50,7 @@ def train(
     from pipelines.errors import UserError
     from pipelines.settings import get_settings
     from pipelines.training import pipeline
+    from pipelines.training.config import scheduled_job
     from serving.cli import _bar
 
     if group_by not in ("source", "album", "artist"):
@@ -59,14 +60,10 @@ def train(
         overrides["epochs"] = epochs
     if mining is not None:
         overrides["mining"] = mining
-    job = pipeline.TrainingJob(
-        n_folds=folds,
-        secondary=secondary,
-        workers=workers,
-        group_by=group_by,  # type: ignore[arg-type]
-        train=pipeline.TrainConfig.model_validate(overrides),
-    )
     settings = get_settings()
+    # MUSICREC_TRAINING_JOB (e.g. the gate) as for scheduled runs, these options on top
+    options = {"n_folds": folds, "secondary": secondary, "workers": workers, "group_by": group_by}
+    job = scheduled_job(settings, options | {"train": overrides})
     from pipelines.registry import Registry
 
     Registry(settings).check()
