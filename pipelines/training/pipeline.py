@@ -496,7 +496,7 @@ def evaluate(settings: Settings, job: TrainingJob, run_id: str, register: bool =
         if second is not None:
             second.to_csv(art / "evaluation_track.csv", index=False, float_format="%.4f")
             text += f"\n# Track-disjoint fold {job.eval_fold} (secondary; not used by the gate)\n\n"
-            text += format_table(second) + "\n"
+            text += format_table(second, unseen_is_sanity=False) + "\n"
         (art / "evaluation.md").write_text(text)
         table.to_csv(art / "evaluation.csv", index=False, float_format="%.4f")
         all_tables = pd.concat([t.assign(protocol=p) for p, t in tables.items()], ignore_index=True)
