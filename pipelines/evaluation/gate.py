@@ -26,12 +26,16 @@ def _split(key: str) -> tuple[str, str]:
 
 
 def gate_intervals(per_query: pd.DataFrame, gate: GateConfig, seed: int = 0) -> dict[str, float]:
-    """Paired intervals of ``model`` against each gate baseline on the gate's metrics, as metric keys."""
+    """Paired intervals of ``model`` against each baseline on the gate's metrics, as metric keys.
+
+    Against raw and mean+std always, whatever this job's gate asks, so that ``best`` and later reviews can
+    apply today's rule to the run.
+    """
     from pipelines.training.evaluate import fold_summary
 
     keys = [_split(k) for k in dict.fromkeys([*gate.beat_on, gate.metric])]
     per_fold = fold_summary(per_query)
-    baselines = [b for b in gate.baselines if b in set(per_fold["model"])]
+    baselines = [b for b in dict.fromkeys(["raw", "meanstd", *gate.baselines]) if b in set(per_fold["model"])]
     return interval_metrics(paired_table(per_fold, "model", baselines, keys, DEFAULT_DRAWS, seed))
 
 

@@ -80,7 +80,8 @@ def _heldout_branches(settings: Settings, cat: object, run_id: str, fold_of: dic
     out = run_dir(settings, run_id)
     try:
         prepared = json.loads((out / "prepared.json").read_text())
-        plan = plan_from_json(json.loads(Path(prepared["plan"]).read_text()))
+        plan_file = out.parent.parent / "plans" / Path(prepared["plan"]).name  # this data root's, if it moved
+        plan = plan_from_json(json.loads((plan_file if plan_file.exists() else Path(prepared["plan"])).read_text()))
         holdouts = [h for h in plan if h.protocol == PRIMARY]
         models, _ = load_branches(out, holdouts)
     except (OSError, KeyError, ValueError) as exc:
