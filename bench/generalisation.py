@@ -75,7 +75,7 @@ def choose_weights(learned: dict[str, np.ndarray], stats: np.ndarray, cat: pipel
     table = pd.DataFrame(scores)  # rows: source, columns: weight
     chosen = {}
     for f in learned:
-        others = table.drop(index=f).mean(0)
+        others = table.drop(index=f).mean(axis=0)
         chosen[f] = float(others.idxmax())
     return chosen, table
 
