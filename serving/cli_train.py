@@ -103,7 +103,7 @@ def show() -> None:
     aliases = {CHAMPION: registry.alias(CHAMPION), CHALLENGER: registry.alias(CHALLENGER)}
     typer.echo(f"{MODEL_NAME}: champion v{aliases[CHAMPION] or '-'}, challenger v{aliases[CHALLENGER] or '-'}")
     for mv in versions:
-        marks = ",".join(a for a, v in aliases.items() if v == mv.version)
+        marks = ",".join(a for a, v in aliases.items() if v == str(mv.version))
         metrics = registry.run_metrics(mv.run_id) if mv.run_id else {}
         cat = metrics.get("model/catalogue/p_at_10", float("nan"))
         cross = metrics.get("model/cross_source/map_at_10", float("nan"))
