@@ -12,11 +12,12 @@ most need no training:
   source it is applied to;
 - ``meanstd-z`` / ``champion-z``: the statistics standardised per coefficient with means and deviations
   fitted on the training sources only (per fold), alone and appended at the fixed weight;
-- ``ensemble`` (with ``--seeds``): the learned parts of branches trained with other seeds (the same
-  recipe, leave-one-source-out, trained here) averaged with the run's, then the statistics appended.
+- ``ensemble`` (with ``--members``): the learned parts of branches trained with other seeds (the same
+  recipe, leave-one-source-out, by ``compare_loso.py --save``) averaged with the run's, then the
+  statistics appended.
 
-Run: ``nice -n 5 .venv/bin/python bench/generalisation.py --data-root DATA [--run RUN_ID] [--seeds 100]
-[--workers 2]``. Results: stdout, appended to bench/results/generalisation.md (machine and date), and one
+Run: ``nice -n 5 .venv/bin/python bench/generalisation.py --data-root DATA [--run RUN_ID]
+[--members SAVED.npz ...]``. Results: stdout, appended to bench/results/generalisation.md (machine and date), and one
 MLflow run per candidate (``generalise:<name>``, tag ``comparison``) in DATA's tracking store.
 """
 
@@ -26,7 +27,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -84,8 +84,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", type=Path, required=True)
     ap.add_argument("--run", default=None, help="Training run with per-source branches (default: the champion's).")
-    ap.add_argument("--seeds", type=int, nargs="*", default=[], help="Extra seeds to train for the ensemble.")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--members", type=Path, nargs="*", default=[], help="compare_loso --save files of other seeds (ensemble)."
+    )
     ap.add_argument("--draws", type=int, default=2000)
     args = ap.parse_args()
     from pipelines.registry import CHAMPION, Registry
@@ -121,14 +122,11 @@ def main() -> None:
         f"(chosen: {', '.join(f'{w:.1f}' for w in sorted(set(chosen.values())))})",
         {f: combine(learned[f], stats, chosen[f]) for f in names},
     )
-    seconds = 0.0
-    if args.seeds:
-        start = time.perf_counter()
-        members = [learned] + [train_seed(settings, cat, folds, s, args.workers, dim) for s in args.seeds]
+    if args.members:
+        members = [learned, *load_members(args.members, cat, dim)]
         mean_learned = {f: l2_normalise(sum(m[f] for m in members)) for f in names}
-        seconds = time.perf_counter() - start
         candidates["ensemble-learned"] = (
-            f"learned parts of {len(members)} seeds averaged (seeds: run's, {args.seeds})",
+            f"learned parts of {len(members)} seeds averaged (the run's and {', '.join(p.stem for p in args.members)})",
             mean_learned,
         )
         candidates["ensemble"] = (
@@ -147,7 +145,6 @@ def main() -> None:
         f"{len(cat.track_ids)} tracks, {len(names)} sources, training run {run_id}; "
         f"each cell: mean over sources, then the paired difference with mean+std [95% bootstrap interval, "
         f"{args.draws} draws over sources]; `*`: lower bound above zero."
-        + (f" Training the extra seeds took {seconds:.0f} s." if seconds else ""),
         "",
         "| candidate | catalogue p@10 | catalogue mAP@10 | cross-source p@10 | cross-source mAP@10 |",
         "|---|---|---|---|---|",
@@ -194,27 +191,23 @@ def main() -> None:
         f.write(text)
 
 
-def train_seed(
-    settings: Settings, cat: pipeline.Catalogue, folds: np.ndarray, seed: int, workers: int, dim: int
-) -> dict[str, np.ndarray]:
-    """The default recipe's learned part, leave-one-source-out, with another seed (one branch per source)."""
-    from bench import compare_loso
+def load_members(paths: list[Path], cat: pipeline.Catalogue, dim: int) -> list[dict[str, np.ndarray]]:
+    """Learned parts of other seeds' leave-one-source-out branches saved by ``compare_loso.py --save``.
+
+    Their keys are compare_loso's fold numbers; the same split (a fold per source, ``make_split``) maps
+    them back to sources.
+    """
     from pipelines.training.split import make_split
-    from pipelines.training.train import TrainConfig
 
-    compare_loso.RECIPES[f"seed{seed}"] = (f"default recipe, seed {seed}", TrainConfig(seed=seed))
-    tracks = cat.tracks
-    split = make_split(tracks, n_folds=0, group_by="source").merge(tracks[["track_id", "source"]], on="track_id")
-    bank = pipeline.window_bank(settings, cat, pipeline.TrainingJob())
-    compare_loso._STATE.update(split=split, bank=bank, cat=cat)
-    fold_ids = sorted(set(split["fold"]))
-    import multiprocessing as mp
-
-    with mp.get_context("fork").Pool(workers) as pool:
-        done = pool.map(compare_loso._train_fold, [(f"seed{seed}", int(f)) for f in fold_ids])
-    by_fold = {int(f): e for f, e, _ in done}
-    source_of_fold = split.groupby("fold")["source"].first()
-    return {str(source_of_fold[f]): l2_normalise(e[:, :dim]) for f, e in by_fold.items()}
+    split = make_split(cat.tracks, n_folds=0, group_by="source").merge(
+        cat.tracks[["track_id", "source"]], on="track_id"
+    )
+    source_of = split.groupby("fold")["source"].first()
+    members = []
+    for path in paths:
+        saved = np.load(path)
+        members.append({str(source_of[int(f)]): l2_normalise(saved[f][:, :dim]) for f in saved.files})
+    return members
 
 
 if __name__ == "__main__":
