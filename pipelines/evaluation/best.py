@@ -2,9 +2,11 @@
 
 The champion is judged by its own training run's leave-one-source-out metrics under today's gate rule
 (strongest baseline, paired interval above zero; :func:`pipelines.evaluation.gate.passes_baselines`), so a
-champion promoted by an older, weaker rule is not served when a baseline does better. Without a champion,
-or when it fails, the baseline that is strongest on the gate's metric in the latest evaluated run is served
-(``meanstd`` when nothing was measured yet: it beats raw on every measurement so far).
+champion promoted by an older, weaker rule is not served when a baseline does better. A run trained before
+the intervals were logged is judged by its latest ``model evaluate`` on the catalogue it was trained on.
+Without a champion, or when it fails, the baseline that is strongest on the gate's metric in the latest
+evaluated run is served (``meanstd`` when nothing was measured yet: it beats raw on every measurement so
+far).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ def choose_best(settings: Settings) -> Choice:
     champion = registry.alias(CHAMPION)
     latest = registry.version(champion) if champion else versions[0]
     metrics = registry.run_metrics(latest.run_id) if latest.run_id else {}
+    if not any(k.startswith("paired/") for k in metrics):
+        metrics = _evaluated_metrics(settings, latest) or metrics
     if champion:
         ok, reasons = passes_baselines(metrics, gate)
         if ok:
@@ -55,3 +59,17 @@ def choose_best(settings: Settings) -> Choice:
     if best is None:
         return Choice(FALLBACK, f"{prefix}; no baseline measured, {FALLBACK} by default")
     return Choice(best, f"{prefix}; {best} is the strongest baseline on {gate.metric} ({value:.3f})")
+
+
+def _evaluated_metrics(settings: Settings, version: object) -> dict[str, float]:
+    """A ``model evaluate`` run's metrics for a version trained before the intervals were logged: the
+    latest one on the catalogue it was trained on, scored by its held-out branches; else empty."""
+    from pipelines.evaluation.model_eval import evaluation_runs
+
+    for run in evaluation_runs(settings, str(version.version)):  # type: ignore[attr-defined]
+        tags = run.data.tags
+        same = tags.get("catalogue") == version.tags.get("catalogue")  # type: ignore[attr-defined]
+        if same and tags.get("mode", "").startswith("leave-one-source-out"):
+            log.info("best: using evaluation run %s of version %s", run.info.run_id, version.version)  # type: ignore[attr-defined]
+            return dict(run.data.metrics)
+    return {}
