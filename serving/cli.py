@@ -62,6 +62,8 @@ def fetch_demo() -> None:
 
     settings = get_settings()
     report, downloaded = run(settings, progress=_bar("demo packages", "pkg"))
+    for note in report.notes:
+        typer.echo(f"note: {note}")
     typer.echo(f"packages downloaded: {downloaded} (cache: {settings.demo_dir})")
     typer.echo(report.line())
     typer.echo(format_summary(settings))
