@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.catalogue.demo import DEMO_ORIGIN, PACKAGES, cap_per_source
+from pipelines.catalogue.demo import DEMO_ORIGIN, PACKAGES, cap_per_source, fetch_package
 from pipelines.catalogue.demo_lock import (
     LOCK_PATH,
     MARKER,
@@ -195,3 +195,24 @@ def test_demo_corpus_matches_the_lock_exactly(demo_settings: Settings) -> None:
     )
     assert drift(read_lock(), listing) == []
     assert listing["tracks"] == read_lock().tracks
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="needs apt-get (Debian/Ubuntu)")
+def test_fetch_downloads_the_pinned_version_and_refuses_another_hash(tmp_path: Path) -> None:
+    """A real download of the smallest demo package (about 10 MB) into an empty cache."""
+    pkg = next(p for p in PACKAGES if p.name == "powermanga-data")
+    pin = read_lock().packages[pkg.name]
+    with pytest.raises(UserError, match=r"powermanga-data .*sha256 .*refusing"):
+        fetch_package(pkg, tmp_path / "bad", replace(pin, sha256="0" * 64))
+    assert not (tmp_path / "bad" / pkg.name).exists(), "nothing unpacked from a refused .deb"
+    root, downloaded = fetch_package(pkg, tmp_path / "demo", pin)
+    assert downloaded and (root / pkg.copyright_path).exists()
+    assert json.loads((root / MARKER).read_text()) == {
+        "version": pin.version,
+        "sha256": pin.sha256,
+        "verified": "sha256",
+    }
+    assert fetch_package(pkg, tmp_path / "demo", pin) == (root, False)
+    tracks = {t["file"]: t["sha256"] for t in read_lock().tracks if t["source"] == pkg.name}
+    assert tracks and all(sha256_of(tmp_path / "demo" / f) == sha for f, sha in tracks.items())
