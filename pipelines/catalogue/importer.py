@@ -48,7 +48,11 @@ def ignored_notes(root: Path) -> list[str]:
         has_audio = False
         seen: set[tuple[int, int]] = set()
         for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-            st = os.stat(dirpath)
+            try:
+                st = os.stat(dirpath)
+            except OSError:
+                dirnames[:] = []
+                continue
             if (st.st_dev, st.st_ino) in seen:
                 dirnames[:] = []
                 continue
