@@ -25,7 +25,7 @@ from serving.playlists import XSPF_NS
 from tests import tagged
 from tests.pipelines.index.helpers import PARAMS_A, refresh
 
-_MAIN = "from serving.cli import main; main()"
+_MAIN = "from serving.cli_serve import main; main()"
 LOW0 = "Ann Arbor/Low Hum/01 Low 0.flac"
 HIGH0 = "Bee Sharp/High Notes/01 High 0.ogg"
 

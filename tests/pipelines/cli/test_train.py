@@ -15,7 +15,7 @@ from tests.pipelines.training.synth_catalogue import SYNTH_FEATURES, build_synth
 
 pytestmark = pytest.mark.integration
 
-_MAIN = "from serving.cli import main; main()"
+_MAIN = "from pipelines.cli.app import run; run()"
 
 
 @pytest.fixture(scope="module")

@@ -12,21 +12,9 @@ from typing import Annotated, Any
 
 import typer
 
+from pipelines.cli.console import BranchBar, bar
+
 model_app = typer.Typer(help="The model registry: show, promote, roll back.", no_args_is_help=True)
-
-
-def _branch_bar(total: int) -> Any:
-    """A progress callback for training: one step per trained branch (holdouts train side by side)."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc="training", unit="branch", disable=None, file=sys.stderr)
-
-    def on_branch(name: str, done: int, total: int) -> None:
-        bar.set_postfix_str(name[:40])
-        bar.update(1)
-
-    on_branch.close = bar.close  # type: ignore[attr-defined]
-    return on_branch
 
 
 def train(
@@ -50,7 +38,6 @@ def train(
     from pipelines.errors import UserError
     from pipelines.settings import get_settings
     from pipelines.training import pipeline
-    from serving.cli import _bar
 
     if group_by not in ("source", "album", "artist"):
         raise UserError(f"--group-by must be source, album or artist, not {group_by!r}")
@@ -76,13 +63,13 @@ def train(
     if if_changed and (version := pipeline.trained_version(settings, job)):
         typer.echo(f"model version {version} was trained on these features with this recipe: not retraining")
         return
-    prepared = pipeline.prepare(settings, job, progress=_bar("training windows", "window"))
+    prepared = pipeline.prepare(settings, job, progress=bar("training windows", "window"))
     typer.echo(f"triplets: {prepared['triplets']} ({prepared['branches']} branches to train)")
-    bar = _branch_bar(int(prepared["branches"]))
+    branches = BranchBar(int(prepared["branches"]))
     try:
-        run_id = pipeline.train(settings, job, prepared, on_branch=bar)
+        run_id = pipeline.train(settings, job, prepared, on_branch=branches)
     finally:
-        bar.close()
+        branches.close()
     evaluated = pipeline.evaluate(settings, job, run_id)
     decision = pipeline.gate(settings, job, evaluated)
     typer.echo(pipeline.evaluation_text(settings, run_id))

@@ -12,7 +12,7 @@ from tests import synth
 
 def _musicrec(args: list[str], data_root: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MUSICREC_DATA_ROOT": str(data_root)}
-    cmd = [sys.executable, "-c", "from serving.cli import main; main()", *args]
+    cmd = [sys.executable, "-c", "from pipelines.cli.app import run; run()", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=120)
 
 
