@@ -7,7 +7,7 @@ whenever the feature store changes; either run skips when the registry already h
 exactly these features with this recipe. A promotion announces the champion Asset, on which the
 catalogue refresh is scheduled; a run that does not promote announces nothing.
 
-The recipe is ``MUSICREC_TRAINING_JOB`` (fields of :class:`pipelines.training.pipeline.TrainingJob`), and
+The recipe is ``MUSICREC_TRAINING_JOB`` (fields of :class:`pipelines.training.config.TrainingJob`), and
 a run's ``job`` parameter overrides it, validated when the run is triggered, e.g.
 ``airflow dags trigger train_triplet_model -c '{"job": {"secondary": false, "train": {"epochs": 10}}}'``.
 """
@@ -51,7 +51,7 @@ def train_triplet_model() -> None:
     @task(retries=0)
     def check_inputs(params: dict[str, Any] | None = None) -> None:
         from pipelines.settings import get_settings
-        from pipelines.training.pipeline import trained_version
+        from pipelines.training.labelled import trained_version
 
         if version := trained_version(get_settings(), _job(params)):
             raise AirflowSkipException(f"model version {version} was trained on these inputs: not retraining")
@@ -59,21 +59,21 @@ def train_triplet_model() -> None:
     @task
     def build_triplets(params: dict[str, Any] | None = None) -> dict:
         from pipelines.settings import get_settings
-        from pipelines.training.pipeline import prepare
+        from pipelines.training.steps.prepare import prepare
 
         return prepare(get_settings(), _job(params))
 
     @task(execution_timeout=timedelta(hours=8))
     def train(prepared: dict, params: dict[str, Any] | None = None) -> str:
         from pipelines.settings import get_settings
-        from pipelines.training.pipeline import train as run_training
+        from pipelines.training.steps.train import train as run_training
 
         return run_training(get_settings(), _job(params), prepared)
 
     @task
     def evaluate(mlflow_run_id: str, params: dict[str, Any] | None = None) -> dict:
         from pipelines.settings import get_settings
-        from pipelines.training.pipeline import evaluate as run_evaluation
+        from pipelines.training.steps.evaluate import evaluate as run_evaluation
 
         return run_evaluation(get_settings(), _job(params), mlflow_run_id)
 
@@ -82,7 +82,7 @@ def train_triplet_model() -> None:
         from dataclasses import asdict
 
         from pipelines.settings import get_settings
-        from pipelines.training.pipeline import gate as run_gate
+        from pipelines.training.steps.gate import gate as run_gate
 
         return asdict(run_gate(get_settings(), _job(params), evaluated))
 

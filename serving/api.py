@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from pipelines.errors import UserError
-from pipelines.index.milvus import CatalogueUnavailable
+from pipelines.index.errors import CatalogueUnavailable
 from pipelines.settings import Settings, get_settings
 from serving.errors import status_of, validation_detail
 from serving.observability import Metrics, ObservabilityMiddleware

@@ -87,15 +87,16 @@ def recommend(
 
 def _examples(n: int, k: int) -> None:
     """What `make run` ends with: a few tracks' recommendations, the quality number, how to go on."""
+    from pipelines.index import quality
     from serving.service import ServingSettings
 
     rec = _recommender()
     try:
-        for track_id in rec.example_tracks(n):
+        for track_id in quality.example_tracks(rec.index, rec.catalogue(fresh=True), n):
             _print(rec.similar(track_id, k), f"similar to {track_id}")
             typer.echo("")
-        share, tracks = rec.style_agreement(k)
-        raw = rec.raw_baseline_agreement(k)
+        share, tracks = quality.style_agreement(rec.index, rec.catalogue(fresh=True), k)
+        raw = quality.raw_baseline_agreement(rec.settings, rec.catalogue(fresh=True), k)
         meta = rec.catalogue()
     finally:
         rec.close()

@@ -37,7 +37,13 @@ def train(
     """Train the triplet model, evaluate it leave-one-source-out, register it, and run the promotion gate."""
     from pipelines.errors import UserError
     from pipelines.settings import get_settings
-    from pipelines.training import pipeline
+    from pipelines.training.config import TrainConfig, TrainingJob
+    from pipelines.training.labelled import trained_version
+    from pipelines.training.steps.evaluate import evaluate, evaluation_text
+    from pipelines.training.steps.gate import gate
+    from pipelines.training.steps.prepare import prepare
+    from pipelines.training.steps.train import end_abandoned_runs
+    from pipelines.training.steps.train import train as train_branches
 
     if group_by not in ("source", "album", "artist"):
         raise UserError(f"--group-by must be source, album or artist, not {group_by!r}")
@@ -46,33 +52,33 @@ def train(
         overrides["epochs"] = epochs
     if mining is not None:
         overrides["mining"] = mining
-    job = pipeline.TrainingJob(
+    job = TrainingJob(
         n_folds=folds,
         secondary=secondary,
         workers=workers,
         group_by=group_by,  # type: ignore[arg-type]
-        train=pipeline.TrainConfig.model_validate(overrides),
+        train=TrainConfig.model_validate(overrides),
     )
     settings = get_settings()
     from pipelines.registry import Registry
 
     Registry(settings).check()
-    pipeline.end_abandoned_runs(settings)  # runs of an earlier `musicrec train` that was killed
+    end_abandoned_runs(settings)  # runs of an earlier `musicrec train` that was killed
     # SIGTERM (a service manager, `kill`) ends the MLflow run as FAILED, like Ctrl+C does
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    if if_changed and (version := pipeline.trained_version(settings, job)):
+    if if_changed and (version := trained_version(settings, job)):
         typer.echo(f"model version {version} was trained on these features with this recipe: not retraining")
         return
-    prepared = pipeline.prepare(settings, job, progress=bar("training windows", "window"))
+    prepared = prepare(settings, job, progress=bar("training windows", "window"))
     typer.echo(f"triplets: {prepared['triplets']} ({prepared['branches']} branches to train)")
     branches = BranchBar(int(prepared["branches"]))
     try:
-        run_id = pipeline.train(settings, job, prepared, on_branch=branches)
+        run_id = train_branches(settings, job, prepared, on_branch=branches)
     finally:
         branches.close()
-    evaluated = pipeline.evaluate(settings, job, run_id)
-    decision = pipeline.gate(settings, job, evaluated)
-    typer.echo(pipeline.evaluation_text(settings, run_id))
+    evaluated = evaluate(settings, job, run_id)
+    decision = gate(settings, job, evaluated)
+    typer.echo(evaluation_text(settings, run_id))
     typer.echo(f"MLflow run {run_id} ({settings.mlflow_tracking_uri})")
     typer.echo(decision.line())
 

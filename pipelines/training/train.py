@@ -65,12 +65,6 @@ class WindowBank:
             mats.append(np.asarray(extra, np.float32))
         return cls(np.concatenate(mats), rows)
 
-    def offsets(self) -> dict[str, list[float]]:
-        out: dict[str, list[float]] = {}
-        for t, o in sorted(self.row):
-            out.setdefault(t, []).append(o)
-        return out
-
 
 @dataclass
 class TrainResult:

@@ -34,16 +34,14 @@ falls back to same-source pairs.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from pipelines.errors import UserError
-
-if TYPE_CHECKING:
-    from pipelines.training.config import TrainConfig
+from pipelines.training.config import TrainConfig
 
 Strategy = Literal["random", "semi-hard", "batch-all"]
 STRATEGIES = ("random", "semi-hard", "batch-all")

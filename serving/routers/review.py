@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from pipelines.index.quality import example_tracks
 from serving.deps import RecommenderDep, require_api_key
 from serving.errors import Forbidden, Unauthorized
 from serving.review import ModelReview
@@ -64,7 +65,7 @@ def examples(
 ) -> dict[str, Any]:
     """The same example queries (each style in turn) answered by each version, from its own collection."""
     versions = [review.version(v).version for v in dict.fromkeys(version)]
-    queries = recommender.example_tracks(n)
+    queries = example_tracks(recommender.index, recommender.catalogue(fresh=True), n)
     found = review.examples(queries, versions, k)
     return {"versions": versions, "examples": [asdict(e) for e in found]}
 

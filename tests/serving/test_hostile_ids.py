@@ -16,7 +16,8 @@ from fastapi.testclient import TestClient
 
 from pipelines.catalogue.manifest import REJECTS_SCHEMA, read_manifest, read_table
 from pipelines.features.build import FeatureBuild
-from pipelines.index.milvus import CatalogueIndex, literal
+from pipelines.index.metadata import literal
+from pipelines.index.milvus import CatalogueIndex
 from pipelines.settings import Settings
 from serving.api import create_app
 from serving.service import Recommender, ServingSettings

@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from pipelines.index.milvus import MilvusUnavailable
+from pipelines.index.errors import MilvusUnavailable
+from pipelines.index.quality import style_agreement
 from pipelines.model.embedder import l2_normalise
 from serving.batching import SearchBatcher
 from serving.service import Filters
@@ -47,7 +48,8 @@ def test_batcher_hands_a_failure_to_every_waiting_caller(served: Served) -> None
 
 
 def test_same_style_share_matches_exact_cosine(served: Served) -> None:
-    share, n = served.recommender.style_agreement(k=4)
+    rec = served.recommender
+    share, n = style_agreement(rec.index, rec.catalogue(fresh=True), k=4)
     features = build_features(served.settings, PARAMS_A)
     vectors = l2_normalise(features.matrix)
     sims = vectors @ vectors.T
@@ -60,17 +62,3 @@ def test_same_style_share_matches_exact_cosine(served: Served) -> None:
 
 def test_filters_are_plain_values() -> None:
     assert Filters() == Filters(None, True, None, None)
-
-
-def test_exact_style_agreement_excludes_self_and_copies() -> None:
-    import numpy as np
-
-    from serving.service import exact_style_agreement
-
-    vectors = np.array([[1.0, 0.0], [1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]], dtype=np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    styles = np.array(["a", "a", "b", "b", "b"])
-    sha = np.array(["x", "x", "y", "z", "w"])  # rows 0 and 1 are copies of one file
-    # top-1: row0 -> row2 (b, wrong; row1 is its copy), row1 -> row2 (wrong), row2 -> row0 (wrong),
-    # row3 -> row4 (right), row4 -> row3 (right)
-    assert exact_style_agreement(vectors, styles, sha, 1) == 2 / 5

@@ -13,8 +13,9 @@ import pytest
 from pipelines.catalogue.manifest import read_manifest
 from pipelines.errors import UserError
 from pipelines.features.params import FeatureParams
+from pipelines.index.errors import CatalogueNotBuilt, RefreshFailed
 from pipelines.index.lite_server import LiteServer
-from pipelines.index.milvus import CatalogueIndex, CatalogueNotBuilt, IndexSettings, RefreshFailed
+from pipelines.index.milvus import CatalogueIndex, IndexSettings
 from pipelines.index.refresh import refresh_collection, rollback
 from pipelines.model.embedder import RawEmbedder
 from pipelines.settings import Settings

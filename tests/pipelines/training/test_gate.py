@@ -14,8 +14,10 @@ import numpy as np
 import pandas as pd
 
 from pipelines.model.embedder import l2_normalise
+from pipelines.training.config import GateConfig
 from pipelines.training.evaluate import baseline_embeddings, evaluate_models, summary
-from pipelines.training.pipeline import GateConfig, decide, table_metrics
+from pipelines.training.steps.evaluate import table_metrics
+from pipelines.training.steps.gate import decide
 
 STYLES, SOURCES_PER_STYLE, TRACKS = 4, 3, 6
 
