@@ -38,11 +38,11 @@ def radio(
     from pipelines.cli.console import quiet_clients
     from pipelines.settings import get_settings
     from serving import radio as station
-    from serving.service import Recommender, ServingSettings
+    from serving.service import Recommender
 
     if interval <= 0:
         raise UserError(f"--interval must be above 0, got {interval}")
-    serving = ServingSettings()
+    serving = get_settings().serving
     if serving.music_folder is None:
         raise UserError("set MUSICREC_MUSIC_FOLDER to MPD's music_directory: songs are matched by path under it")
     host = host or os.environ.get("MPD_HOST", "localhost")

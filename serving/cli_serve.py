@@ -19,7 +19,8 @@ from pipelines.errors import UserError, one_line
 if TYPE_CHECKING:  # serving.service imports librosa and numpy: only load it when a command runs
     import uvicorn
 
-    from serving.service import Answer, Filters, Recommender, ServingSettings
+    from pipelines.settings import ServingSettings
+    from serving.service import Answer, Filters, Recommender
 
 
 def _filters(style: str | None, dupes: bool, per_source: int | None, per_artist: int | None) -> Filters:
@@ -88,7 +89,6 @@ def recommend(
 def _examples(n: int, k: int) -> None:
     """What `make run` ends with: a few tracks' recommendations, the quality number, how to go on."""
     from pipelines.index import quality
-    from serving.service import ServingSettings
 
     rec = _recommender()
     try:
@@ -105,7 +105,7 @@ def _examples(n: int, k: int) -> None:
         f"(model {meta.model_version}, collection {meta.name}); raw-MFCC baseline: "
         + (f"{raw:.3f}" if raw is not None else "n/a (its feature version is not in the store)")
     )
-    serving = ServingSettings()
+    serving = rec.serving
     url = f"http://{serving.serving_host}:{serving.serving_port}"
     typer.echo(f"start the API: musicrec serve   (then {url}/docs, e.g. GET {url}/tracks/{{track_id}}/similar?k=10)")
 
@@ -203,10 +203,10 @@ def serve(
     from pipelines.index.lite_server import LiteServer, is_remote, replace_orphan, resolve_uri
     from pipelines.settings import get_settings
     from serving.observability import log_config, prepare_multiprocess_dir
-    from serving.service import ServingSettings
 
     quiet_clients()
-    settings, serving = get_settings(), ServingSettings()
+    settings = get_settings()
+    serving = settings.serving
     host, port = host or serving.serving_host, port or serving.serving_port
     if not is_loopback(host) and serving.serving_api_key is None:
         raise UserError(

@@ -18,8 +18,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines.audio import AudioRejected, RejectReason, regular_file_size
 from pipelines.errors import UserError
@@ -28,10 +26,10 @@ from pipelines.features.params import FeatureParams
 from pipelines.index.catalogue_map import CatalogueMap, load_map, refresh_map
 from pipelines.index.errors import CatalogueUnavailable
 from pipelines.index.metadata import RESULT_FIELDS, CollectionMeta, Hit, literal
-from pipelines.index.milvus import CatalogueIndex, IndexSettings
+from pipelines.index.milvus import CatalogueIndex
 from pipelines.index.models import load_embedder
 from pipelines.model.embedder import Embedder
-from pipelines.settings import Settings
+from pipelines.settings import IndexSettings, ServingSettings, Settings
 from serving.batching import SearchBatcher
 from serving.decoding import DecodePool
 from serving.errors import InvalidInput, NotAudio, NotFound, TooLarge
@@ -41,53 +39,6 @@ log = logging.getLogger(__name__)
 MAX_FETCH = 16384  # Milvus's largest top-k
 # Leading bytes of the containers the front end decodes (WAV, RF64, Ogg, FLAC, MP3 with ID3, AIFF).
 _MAGIC = (b"RIFF", b"RF64", b"OggS", b"fLaC", b"ID3", b"FORM")
-
-
-class ServingSettings(BaseSettings):
-    """Serving knobs (env ``MUSICREC_<FIELD>``); the Milvus URI itself is ``Settings.milvus_uri``."""
-
-    model_config = SettingsConfigDict(env_prefix="MUSICREC_", env_file=".env", extra="ignore", frozen=True)
-
-    serving_host: str = "127.0.0.1"
-    serving_port: int = Field(default=8000, ge=1, le=65535)
-    serving_max_k: int = Field(default=100, ge=1, le=1000)
-    serving_max_playlist: int = Field(default=200, ge=1, le=5000)
-    serving_max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, description="A FLAC song is ~30 MB.")
-    serving_alias_ttl_s: float = Field(
-        default=1.0, ge=0.0, description="How long the alias's target is cached; a refresh shows after this."
-    )
-    serving_batch_searches: bool = Field(default=True, description="Coalesce concurrent searches.")
-    serving_max_batch: int = Field(default=64, ge=1)
-    serving_max_inflight: int = Field(default=1, ge=1, description="Concurrent Milvus searches.")
-    serving_api_key: SecretStr | None = Field(
-        default=None,
-        description="Required (header X-API-Key) on every recommendation route when set; `musicrec serve` "
-        "refuses a non-loopback address without one.",
-    )
-    serving_upload_timeout_s: float = Field(
-        default=30.0, gt=0, description="An upload body must arrive within this (slow senders get 408)."
-    )
-    serving_decode_timeout_s: float = Field(
-        default=30.0, gt=0, description="An upload whose decoding takes longer is refused (422 decode_timeout)."
-    )
-    serving_decode_workers: int = Field(default=2, ge=1, description="Child processes decoding uploads at once.")
-    serving_upload_dir: Path | None = Field(
-        default=None,
-        description="Where uploads are spooled for the decoding children (default: a private temp folder).",
-    )
-    serving_keep_alive_s: int = Field(default=5, ge=1, description="Idle keep-alive connections close after this.")
-    serving_graceful_stop_s: int = Field(default=2, ge=0, description="Requests in flight get this long at stop.")
-    serving_start_milvus: bool = Field(
-        default=True, description="`musicrec serve` runs `milvus-lite server` on a local Milvus Lite folder."
-    )
-    music_folder: Path | None = Field(
-        default=None,
-        description="The music server's library root: players' tracks are matched by path relative to it, and "
-        "playlists can name tracks relative to it.",
-    )
-    playlist_dir: Path | None = Field(
-        default=None, description="Where `musicrec playlist --write` puts M3U8/XSPF files (a folder players scan)."
-    )
 
 
 @dataclass(frozen=True)
@@ -219,7 +170,7 @@ class Recommender:
     ) -> None:
         self.index = index
         self.settings = settings
-        self.serving = serving or ServingSettings()
+        self.serving = serving or settings.serving
         self.loader = loader or self._load_registered
         self.batcher = SearchBatcher(index, self.serving.serving_max_batch, self.serving.serving_max_inflight)
         self._lock = threading.Lock()

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import Annotated
@@ -14,7 +15,7 @@ from typer.exceptions import TyperException
 
 from pipelines.cli import catalogue, features, stack, train
 from pipelines.errors import UserError, one_line
-from pipelines.settings import get_settings
+from pipelines.settings import effective_values, get_settings
 
 app = typer.Typer(help="musicrec: recommend music by how it sounds.", no_args_is_help=True, add_completion=False)
 
@@ -28,11 +29,28 @@ def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log ea
 
 
 @app.command()
-def config() -> None:
-    """Print the effective settings (environment variables MUSICREC_* override them)."""
-    settings = get_settings()
-    for name, value in settings.model_dump().items():
-        typer.echo(f"{name} = {value}")
+def config(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object: name -> {value, source}.")] = False,
+) -> None:
+    """Print every effective setting and where it came from: default, environment (MUSICREC_*) or .env."""
+    rows = effective_values(get_settings())
+    if as_json:
+        values = {name: {"value": _plain(value), "source": source} for name, value, source in rows}
+        typer.echo(json.dumps(values, indent=1))
+        return
+    for name, value, source in rows:
+        typer.echo(f"{name} = {value}  ({source})")
+
+
+def _plain(value: object) -> object:
+    """A setting's value as JSON: paths and secrets as strings, tuples as lists."""
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
 
 
 catalogue.register(app)

@@ -12,11 +12,9 @@ import itertools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines.index.connection import MilvusConnection
 from pipelines.index.errors import CatalogueNotBuilt
@@ -30,34 +28,9 @@ from pipelines.index.metadata import (
     Hit,
     key_filter,
 )
-from pipelines.settings import Settings
+from pipelines.settings import IndexSettings, Settings
 
 log = logging.getLogger(__name__)
-
-
-class IndexSettings(BaseSettings):
-    """Index and refresh knobs (env ``MUSICREC_<FIELD>``); paths and URIs stay in ``Settings``."""
-
-    model_config = SettingsConfigDict(env_prefix="MUSICREC_", env_file=".env", extra="ignore", frozen=True)
-
-    milvus_alias: str = Field(default="tracks", pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
-    index_type: Literal["HNSW", "IVF_FLAT", "FLAT"] = Field(
-        default="HNSW", description="HNSW: see bench/results/serving.md for the measurement behind it."
-    )
-    hnsw_m: int = Field(default=16, ge=4, le=64)
-    hnsw_ef_construction: int = Field(default=200, ge=8)
-    search_ef: int = Field(default=128, ge=8, description="HNSW search breadth; raised to k when k is larger.")
-    ivf_nlist: int = Field(default=1024, ge=1)
-    ivf_nprobe: int = Field(default=32, ge=1)
-    collections_kept: int = Field(
-        default=1, ge=1, description="Earlier collections kept for rollback besides the live one."
-    )
-    embed_batch_size: int = Field(default=256, ge=1, description="Tracks embedded and inserted per batch.")
-    verify_sample: int = Field(default=32, ge=1, description="Tracks whose nearest neighbour must be themselves.")
-    milvus_timeout_s: float = Field(default=10.0, gt=0)
-    index_lock_timeout_s: float = Field(
-        default=120.0, ge=0, description="How long a refresh or rollback waits for another writer to finish."
-    )
 
 
 class CatalogueIndex:

@@ -26,10 +26,10 @@ from pipelines.features.params import FeatureParams
 from pipelines.index.catalogue_map import map_file, refresh_map
 from pipelines.index.errors import CatalogueNotBuilt, RefreshFailed
 from pipelines.index.metadata import CollectionMeta, clip, collection_name, now_iso
-from pipelines.index.milvus import CatalogueIndex, IndexSettings
+from pipelines.index.milvus import CatalogueIndex
 from pipelines.index.models import CHAMPION, load_embedder, resolve_model_version
 from pipelines.model.embedder import Embedder
-from pipelines.settings import Settings
+from pipelines.settings import IndexSettings, Settings
 
 log = logging.getLogger(__name__)
 

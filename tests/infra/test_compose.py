@@ -17,10 +17,8 @@ from urllib.parse import urlparse
 import typer
 import yaml
 
-from pipelines.index.milvus import IndexSettings
-from pipelines.settings import Settings
+from pipelines.settings import IndexSettings, ServingSettings, Settings
 from serving.cli_serve import musicrec_app
-from serving.service import ServingSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"

@@ -205,8 +205,9 @@ def test_exported_playlist_loads_in_mpd_and_every_entry_resolves(library: Librar
 
 
 def test_mpd_radio_queues_similar_songs_after_the_current_one(library: Library, mpd: Mpd) -> None:
+    from pipelines.settings import ServingSettings
     from serving.radio import Radio
-    from serving.service import Recommender, ServingSettings
+    from serving.service import Recommender
 
     client = _client(mpd.port)
     try:

@@ -11,10 +11,10 @@ from pipelines.catalogue.importer import import_catalogue, sync_catalogue
 from pipelines.catalogue.manifest import REMOVED, read_manifest
 from pipelines.features.build import FeatureBuild
 from pipelines.features.store import read_features
-from pipelines.index.milvus import CatalogueIndex, IndexSettings
+from pipelines.index.milvus import CatalogueIndex
 from pipelines.index.refresh import RefreshReport, refresh_collection
 from pipelines.model.embedder import RawEmbedder
-from pipelines.settings import Settings
+from pipelines.settings import IndexSettings, Settings
 from tests import synth, tagged
 from tests.pipelines.index.helpers import PARAMS_A
 

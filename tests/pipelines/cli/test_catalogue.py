@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -41,9 +42,19 @@ def test_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     assert usage.returncode == 2 and usage.stderr.strip().startswith("error:")
 
 
-def test_config_prints_effective_settings(tmp_path: Path) -> None:
-    out = _musicrec(["config"], tmp_path / "data")
-    assert out.returncode == 0
-    values = dict(line.split(" = ", 1) for line in out.stdout.splitlines())
-    assert values["data_root"] == str((tmp_path / "data").resolve())
-    assert values["mlflow_tracking_uri"] == f"sqlite:///{(tmp_path / 'data').resolve() / 'mlflow.db'}"
+def test_config_prints_each_effective_value_with_its_source(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("MUSICREC_HNSW_M=24\nMUSICREC_SERVING_PORT=8111\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUSICREC_")}
+    env |= {"MUSICREC_DATA_ROOT": str(tmp_path / "data"), "MUSICREC_FEATURES__N_MFCC": "13", "MUSICREC_HNSW_M": "20"}
+    cmd = [sys.executable, "-c", "from pipelines.cli.app import run; run()", "config", "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, check=False, timeout=120)
+    assert out.returncode == 0, out.stderr
+    values = json.loads(out.stdout)
+    assert values["data_root"] == {"value": str((tmp_path / "data").resolve()), "source": "environment"}
+    assert values["mlflow_tracking_uri"]["value"] == f"sqlite:///{(tmp_path / 'data').resolve() / 'mlflow.db'}"
+    assert values["features.n_mfcc"] == {"value": 13, "source": "environment"}
+    assert values["index.hnsw_m"] == {"value": 20, "source": "environment"}  # the environment beats .env
+    assert values["serving.serving_port"] == {"value": 8111, "source": ".env"}
+    assert values["index.index_type"] == {"value": "HNSW", "source": "default"}
+    text = subprocess.run(cmd[:-1], capture_output=True, text=True, env=env, cwd=tmp_path, check=True, timeout=120)
+    assert "serving.serving_port = 8111  (.env)" in text.stdout.splitlines()
