@@ -136,9 +136,11 @@ def playlist(
     """A playlist near the SEEDS (each seed in turn adds its nearest unused track; no repeats), or a path."""
     from serving import playlists
 
-    if fmt not in ("m3u8", "m3u", "xspf"):
+    formats: dict[str, playlists.Format] = {"m3u8": "m3u8", "m3u": "m3u", "xspf": "xspf"}
+    styles: dict[str, playlists.PathStyle] = {"relative": "relative", "absolute": "absolute", "music": "music"}
+    if fmt not in formats:
         raise UserError(f"--format must be m3u8, m3u or xspf, got {fmt!r}")
-    if paths not in ("relative", "absolute", "music"):
+    if paths not in styles:
         raise UserError(f"--paths must be relative, absolute or music, got {paths!r}")
     rec = _recommender()
     try:
@@ -175,9 +177,9 @@ def playlist(
             items,
             serving.playlist_dir,
             write,
-            fmt,
-            paths,
-            serving.music_folder,  # type: ignore[arg-type]
+            formats[fmt],
+            styles[paths],
+            serving.music_folder,
         )
         typer.echo(f"wrote {target}")
 
@@ -251,6 +253,7 @@ def server_config(app: object, host: str, port: int, serving: ServingSettings) -
     """uvicorn's settings for the API: idle keep-alive connections and a stop are both bounded."""
     import uvicorn
 
+    # app is any ASGI app; uvicorn's hint names its own union of app types
     return uvicorn.Config(app, host=host, port=port, **server_options(serving))  # type: ignore[arg-type]
 
 

@@ -37,7 +37,7 @@ def train(
     """Train the triplet model, evaluate it leave-one-source-out, register it, and run the promotion gate."""
     from pipelines.errors import UserError
     from pipelines.settings import get_settings
-    from pipelines.training.config import TrainConfig, TrainingJob
+    from pipelines.training.config import GroupBy, TrainConfig, TrainingJob
     from pipelines.training.labelled import trained_version
     from pipelines.training.steps.evaluate import evaluate, evaluation_text
     from pipelines.training.steps.gate import gate
@@ -45,7 +45,8 @@ def train(
     from pipelines.training.steps.train import end_abandoned_runs
     from pipelines.training.steps.train import train as train_branches
 
-    if group_by not in ("source", "album", "artist"):
+    groups: dict[str, GroupBy] = {"source": "source", "album": "album", "artist": "artist"}
+    if group_by not in groups:
         raise UserError(f"--group-by must be source, album or artist, not {group_by!r}")
     overrides: dict[str, Any] = {"seed": seed}
     if epochs is not None:
@@ -56,7 +57,7 @@ def train(
         n_folds=folds,
         secondary=secondary,
         workers=workers,
-        group_by=group_by,  # type: ignore[arg-type]
+        group_by=groups[group_by],
         train=TrainConfig.model_validate(overrides),
     )
     settings = get_settings()

@@ -8,6 +8,7 @@ a server's default consistency hides fresh rows) the difference is handled here 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 from collections.abc import Sequence
@@ -150,7 +151,7 @@ class CatalogueIndex:
         keys = list(dict.fromkeys(track_ids))
         for start in range(0, len(keys), KEYS_PER_QUERY):
             expr = key_filter("track_id", keys[start : start + KEYS_PER_QUERY])
-            self.connection.call(lambda c, expr=expr: c.delete(name, filter=expr))
+            self.connection.call(functools.partial(_delete, name=name, expr=expr))
 
     def flush(self, name: str) -> None:
         self.connection.call(lambda c: c.flush(name))
@@ -255,3 +256,7 @@ class CatalogueIndex:
             ]
             for hits in res
         ]
+
+
+def _delete(client: Any, name: str, expr: str) -> Any:
+    return client.delete(name, filter=expr)

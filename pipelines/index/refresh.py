@@ -47,13 +47,22 @@ def no_step(step: Step) -> None:
 
 
 class FeatureRows(Protocol):
-    """What the refresh needs of the feature store's ``FeatureMatrix`` (issue 4)."""
+    """What the refresh needs of the feature store's ``FeatureMatrix`` (read-only)."""
 
-    track_ids: list[str]
-    matrix: np.ndarray
-    sha256: list[str]
-    version: str
-    params: FeatureParams
+    @property
+    def track_ids(self) -> list[str]: ...
+
+    @property
+    def matrix(self) -> np.ndarray: ...
+
+    @property
+    def sha256(self) -> list[str]: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def params(self) -> FeatureParams: ...
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,9 @@ def with_deltas(frames: torch.Tensor, order: int) -> torch.Tensor:
 class Encoder(nn.Module):
     """One branch of the triplet network; the weights are shared by anchor, positive and negative."""
 
+    mean: torch.Tensor  # buffers, registered in __init__: declared so their type is known
+    std: torch.Tensor
+
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
         if config.context % 2 == 0:

@@ -23,6 +23,7 @@ without its network); (b) ``meanstd``: per-coefficient mean and standard deviati
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -84,7 +85,7 @@ def evaluate_fold(
 
 
 def evaluate_models(
-    embedders: Mapping[str, Mapping[int, Embed | np.ndarray]],
+    embedders: Mapping[str, Mapping[Any, Embed | np.ndarray]],
     matrix: np.ndarray,
     track_ids: list[str],
     styles: list[str],

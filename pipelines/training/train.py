@@ -25,7 +25,7 @@ and the weights with the best validation mAP@10 are kept. Training stops once th
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,7 +54,12 @@ class WindowBank:
 
     @classmethod
     def build(
-        cls, track_ids: list[str], first: np.ndarray, extra_ids: list[str] = (), extra_offsets=(), extra=None
+        cls,
+        track_ids: list[str],
+        first: np.ndarray,
+        extra_ids: Sequence[str] = (),
+        extra_offsets: Sequence[float] | np.ndarray = (),
+        extra: np.ndarray | None = None,
     ) -> WindowBank:
         rows = {(t, 0.0): i for i, t in enumerate(track_ids)}
         mats = [np.asarray(first, np.float32)]

@@ -15,9 +15,9 @@ from pipelines.index.quality import example_tracks
 from serving.deps import RecommenderDep, require_api_key
 from serving.errors import Forbidden, Unauthorized
 from serving.review import ModelReview
-from serving.schemas import ErrorResponse
+from serving.schemas import error_responses
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422, 503)}
+_ERRORS = error_responses((401, 403, 404, 422, 503))
 
 router = APIRouter(tags=["model review"], dependencies=[Depends(require_api_key)])
 admin = APIRouter(tags=["admin"])
@@ -73,7 +73,7 @@ def examples(
 @router.get(
     "/models/{version}/artifacts/{name}",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}, "text/csv": {}}}} | _ERRORS,
+    responses=error_responses((401, 403, 404, 422, 503), {200: {"content": {"image/png": {}, "text/csv": {}}}}),
 )
 def artifact(
     review: ReviewDep,

@@ -9,7 +9,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
+from pipelines.model.config import EncoderConfig
+from pipelines.model.encoder import Encoder
 from pipelines.settings import Settings
 from pipelines.training import artifacts
 from pipelines.training.config import TrainingJob
@@ -28,12 +31,8 @@ from pipelines.training.plan import ALL, PRIMARY, SECONDARY, Holdout, file_stem,
 from pipelines.training.train import embed
 
 
-def load_branches(out: Path, plan: list[Holdout]) -> tuple[dict[str, object], object]:
+def load_branches(out: Path, plan: list[Holdout]) -> tuple[dict[str, Encoder], EncoderConfig]:
     """The trained branch of every holdout of a run, by holdout name, in eval mode."""
-    import torch
-
-    from pipelines.model.encoder import Encoder, EncoderConfig
-
     config = EncoderConfig.model_validate_json((out / "encoder.json").read_text())
     models = {}
     for holdout in plan:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pipelines.registry import Registry
 from pipelines.settings import Settings
 from pipelines.training import artifacts
 from pipelines.training.comparison import comparison_html
@@ -55,7 +56,7 @@ def decide(metrics: dict[str, float], gate: GateConfig) -> tuple[bool, list[str]
 
 def gate(settings: Settings, job: TrainingJob, evaluated: dict[str, str]) -> Decision:
     """Decide on the challenger, tag the decision on its version, move ``champion`` if it passes."""
-    from pipelines.registry import CHAMPION, Registry
+    from pipelines.registry import CHAMPION
 
     registry = Registry(settings)
     registry.check()
@@ -105,8 +106,9 @@ def gate(settings: Settings, job: TrainingJob, evaluated: dict[str, str]) -> Dec
     return decision
 
 
-def metrics_tag(registry: object, run_id: str, tag: str) -> str:
-    return registry.client.get_run(run_id).data.tags.get(tag, "")  # type: ignore[attr-defined]
+def metrics_tag(registry: Registry, run_id: str, tag: str) -> str:
+    """A tag of the run (an empty string when it has none)."""
+    return str(registry.client.get_run(run_id).data.tags.get(tag, ""))
 
 
 def _markdown(df: pd.DataFrame) -> str:
