@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipelines.catalogue.manifest import REJECTS_SCHEMA, read_manifest, read_table
+from pipelines.settings import Settings
 from tests import synth
 
 
@@ -18,11 +20,16 @@ def _musicrec(args: list[str], data_root: Path) -> subprocess.CompletedProcess[s
 
 
 def test_import_then_show(tmp_path: Path) -> None:
-    synth.style_tree(tmp_path / "lib", per_style=2, seconds=1.5)
+    tree = synth.style_tree(tmp_path / "lib", per_style=2, seconds=1.5)
     (tmp_path / "lib" / "noise" / "junk.ogg").write_text("junk")
     out = _musicrec(["catalogue", "import", str(tmp_path / "lib")], tmp_path / "data")
     assert out.returncode == 0, out.stderr
     assert "6 added" in out.stdout and "1 not_audio" in out.stdout
+    settings = Settings(data_root=tmp_path / "data")
+    manifest = read_manifest(settings.manifest_path)
+    assert len(manifest) == 6 and set(manifest["style"]) == set(tree)
+    rejects = read_table(settings.rejects_path, REJECTS_SCHEMA)
+    assert rejects["reason"].tolist() == ["not_audio"] and rejects["path"].iloc[0].endswith("junk.ogg")
     show = _musicrec(["catalogue", "show"], tmp_path / "data")
     assert show.returncode == 0
     lines = show.stdout.splitlines()

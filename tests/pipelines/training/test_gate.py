@@ -11,7 +11,6 @@ the logged keys -> decide).
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from pipelines.model.embedder import l2_normalise
 from pipelines.training.config import GateConfig
@@ -96,4 +95,7 @@ def test_the_gate_can_require_the_mean_std_baseline_too() -> None:
     assert not ok and "catalogue/p@10 0.400 does not beat meanstd 0.450" in reasons
     assert not decide(metrics | {"champion/cross_source/map_at_10": 0.295}, GateConfig())[0]  # not by the margin
     assert decide(metrics | {"champion/cross_source/map_at_10": 0.28}, GateConfig())[0]
-    assert pd.notna(metrics["model/catalogue/p_at_10"])
+    # A metric that was never logged cannot pass: NaN beats nothing.
+    unmeasured = {k: v for k, v in metrics.items() if k != "model/catalogue/p_at_10"}
+    ok, reasons = decide(unmeasured, GateConfig())
+    assert not ok and "catalogue/p@10 nan does not beat raw 0.300" in reasons
