@@ -319,7 +319,7 @@ class RefreshCatalogue(BaseModel):
         embedder = load_embedder(self.settings, version, params)
         if embedder.version != version:  # serving reloads the model by the version recorded in the collection
             raise UserError(f"model loaded for version {version} calls itself {embedder.version}")
-        from pipelines.features.store import read_features  # the feature store (issue 4)
+        from pipelines.features.store import read_features
 
         features = read_features(self.settings, params)
         manifest = read_manifest(self.settings.manifest_path)
