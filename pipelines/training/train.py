@@ -1,25 +1,6 @@
 """Training one branch on a triplet dataset: seeded, deterministic, early-stopped on validation precision.
 
-Each batch of the triplet dataset is a pool of windows (see :mod:`pipelines.training.triplets`): the pool
-is embedded once by the branch, the pool's pairwise cosine distances are formed, and the batch's triplets
-are scored from them with the triplet margin loss. Anchor, positive and negative therefore go through the
-very same weights (the shared branch of the triplet network) without three copies of it.
-
-Mining (see :mod:`pipelines.training.triplets`): ``batch-all`` scores every listed (anchor, positive)
-pair against every other-style member of the pool; ``semi-hard`` re-chooses each negative with the model
-being trained, after ``mine_after_epochs`` epochs of the dataset's random negatives (a random model has
-nothing to mine); ``random`` uses the listed triplets as they are.
-
-Channel augmentation (``augment_channel``): each training window gets a random constant added to each
-MFCC over all its frames, ``augment_channel`` standard deviations of that coefficient. An equaliser, a
-microphone or a mastering chain multiplies the spectrum, which is an additive constant in the cepstrum:
-exactly the recording fingerprint a model must not rely on to tell styles apart. Deltas are unchanged by
-it, as they should be.
-
-An epoch is ``batches_per_epoch`` batches; after each, the validation tracks (carved from the training
-side, never the evaluation fold) are ranked against the training tracks by their first-N-frames vectors,
-and the weights with the best validation mAP@10 are kept. Training stops once that has not improved for
-``patience_epochs`` epochs. A loss that is not finite stops the run with :class:`TrainingFailed`.
+How a batch is scored, augmentation and early stopping: docs/training.md ("Training loop").
 """
 
 from __future__ import annotations
