@@ -30,11 +30,13 @@ def build_triplets() -> None:
     @task
     def build(params: dict[str, Any] | None = None) -> dict:
         from pipelines.settings import get_settings
+        from pipelines.steps import log_report
         from pipelines.training.config import scheduled_job
-        from pipelines.training.steps.prepare import prepare
+        from pipelines.training.steps.prepare import run
 
         settings = get_settings()
-        return prepare(settings, scheduled_job(settings, (params or {}).get("job")))
+        job = scheduled_job(settings, (params or {}).get("job"))
+        return log_report("build_triplets", run(settings, job)).as_dict()
 
     build()
 

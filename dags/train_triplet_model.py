@@ -59,32 +59,41 @@ def train_triplet_model() -> None:
     @task
     def build_triplets(params: dict[str, Any] | None = None) -> dict:
         from pipelines.settings import get_settings
-        from pipelines.training.steps.prepare import prepare
+        from pipelines.steps import log_report
+        from pipelines.training.steps.prepare import run
 
-        return prepare(get_settings(), _job(params))
+        return log_report("build_triplets", run(get_settings(), _job(params))).as_dict()
 
     @task(execution_timeout=timedelta(hours=8))
     def train(prepared: dict, params: dict[str, Any] | None = None) -> str:
         from pipelines.settings import get_settings
-        from pipelines.training.steps.train import train as run_training
+        from pipelines.steps import log_report
+        from pipelines.training.steps.prepare import Prepared
+        from pipelines.training.steps.train import run
 
-        return run_training(get_settings(), _job(params), prepared)
+        return log_report("train", run(get_settings(), _job(params), Prepared(**prepared))).run_id
 
     @task
     def evaluate(mlflow_run_id: str, params: dict[str, Any] | None = None) -> dict:
         from pipelines.settings import get_settings
-        from pipelines.training.steps.evaluate import evaluate as run_evaluation
+        from pipelines.steps import log_report
+        from pipelines.training.steps.evaluate import run
+        from pipelines.training.steps.train import Trained
 
-        return run_evaluation(get_settings(), _job(params), mlflow_run_id)
+        settings = get_settings()
+        trained = Trained(mlflow_run_id, settings.mlflow_tracking_uri)
+        return log_report("evaluate", run(settings, _job(params), trained)).as_dict()
 
     @task
     def gate(evaluated: dict, params: dict[str, Any] | None = None) -> dict:
         from dataclasses import asdict
 
         from pipelines.settings import get_settings
-        from pipelines.training.steps.gate import gate as run_gate
+        from pipelines.steps import log_report
+        from pipelines.training.steps.evaluate import Evaluated
+        from pipelines.training.steps.gate import run
 
-        return asdict(run_gate(get_settings(), _job(params), evaluated))
+        return asdict(log_report("gate", run(get_settings(), _job(params), Evaluated(**evaluated))))
 
     @task(outlets=[CHAMPION])
     def announce_champion(decision: dict, outlet_events: Any = None) -> str:

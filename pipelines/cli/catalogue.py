@@ -42,11 +42,11 @@ def catalogue_import(
     ] = None,
 ) -> None:
     """Import your own music into the manifest; broken files go to the rejects table, nothing is changed."""
-    from pipelines.catalogue.importer import import_catalogue
+    from pipelines.catalogue.import_step import ImportJob, run
     from pipelines.catalogue.summary import format_summary
 
     settings = get_settings()
-    report = import_catalogue(path, settings, progress=bar("importing"), genre_map=genre_map)
+    report = run(settings, ImportJob(path=path, genre_map=genre_map), progress=bar("importing"))
     for note in report.notes:
         typer.echo(f"note: {note}")
     typer.echo(report.line())
@@ -69,21 +69,21 @@ def catalogue_sync(
     ] = "champion",
 ) -> None:
     """Pick up added, changed, moved and removed files of an imported library; moved files keep their ids."""
-    from pipelines.catalogue.importer import sync_catalogue
+    from pipelines.catalogue.import_step import ImportJob, run
 
     settings = get_settings()
-    report = sync_catalogue(path, settings, progress=bar("syncing"), genre_map=genre_map)
+    report = run(settings, ImportJob(path=path, sync=True, genre_map=genre_map), progress=bar("syncing"))
     for note in report.notes:
         typer.echo(f"note: {note}")
     typer.echo(f"{report.line()}; {report.hashed} files hashed")
     if not refresh:
         _announce(settings, report)
         return
-    from pipelines.features.build import FeatureBuild
-    from pipelines.index.refresh import RefreshCatalogue
+    from pipelines.features import build
+    from pipelines.index import refresh as index_refresh
 
-    typer.echo(FeatureBuild(settings=settings).run().line())
-    typer.echo(RefreshCatalogue(settings=settings, model_version=model_version).run().line())
+    typer.echo(build.run(settings, build.FeatureJob()).line())
+    typer.echo(index_refresh.run(settings, index_refresh.RefreshJob(model_version=model_version)).line())
 
 
 def _announce(settings: Any, report: Any) -> None:
@@ -121,11 +121,10 @@ def refresh(
     ] = "champion",
 ) -> None:
     """Embed the feature store into a new collection for the model version, verify it, move `tracks` to it."""
-    from pipelines.index.refresh import RefreshCatalogue
+    from pipelines.index.refresh import RefreshJob, run
 
     quiet_clients()
-    step = RefreshCatalogue(settings=get_settings(), model_version=model_version)
-    report = step.run(progress=bar("embedding", "batch"))
+    report = run(get_settings(), RefreshJob(model_version=model_version), progress=bar("embedding", "batch"))
     typer.echo(report.line())
 
 

@@ -18,11 +18,11 @@ def build(
     shards: Annotated[int, typer.Option(help="Worker processes (shards); 0: one per core.", min=0)] = 0,
 ) -> None:
     """Embed every catalogue track not yet in the feature store; broken files go to the quarantine table."""
-    from pipelines.features.build import FeatureBuild
+    from pipelines.features.build import FeatureJob, run
 
     bar = CountBar()
     try:
-        report = FeatureBuild(settings=get_settings(), shards=shards).run(progress=bar)
+        report = run(get_settings(), FeatureJob(shards=shards), progress=bar)
     finally:
         bar.close()
     typer.echo(report.line())

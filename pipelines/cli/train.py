@@ -39,11 +39,9 @@ def train(
     from pipelines.settings import get_settings
     from pipelines.training.config import GroupBy, TrainConfig, TrainingJob
     from pipelines.training.labelled import trained_version
-    from pipelines.training.steps.evaluate import evaluate, evaluation_text
-    from pipelines.training.steps.gate import gate
-    from pipelines.training.steps.prepare import prepare
+    from pipelines.training.steps import evaluate, gate, prepare
+    from pipelines.training.steps import train as train_step
     from pipelines.training.steps.train import end_abandoned_runs
-    from pipelines.training.steps.train import train as train_branches
 
     groups: dict[str, GroupBy] = {"source": "source", "album": "album", "artist": "artist"}
     if group_by not in groups:
@@ -70,17 +68,17 @@ def train(
     if if_changed and (version := trained_version(settings, job)):
         typer.echo(f"model version {version} was trained on these features with this recipe: not retraining")
         return
-    prepared = prepare(settings, job, progress=bar("training windows", "window"))
-    typer.echo(f"triplets: {prepared['triplets']} ({prepared['branches']} branches to train)")
-    branches = BranchBar(int(prepared["branches"]))
+    prepared = prepare.run(settings, job, progress=bar("training windows", "window"))
+    typer.echo(prepared.line())
+    branches = BranchBar(int(prepared.branches))
     try:
-        run_id = train_branches(settings, job, prepared, on_branch=branches)
+        trained = train_step.run(settings, job, prepared, on_branch=branches)
     finally:
         branches.close()
-    evaluated = evaluate(settings, job, run_id)
-    decision = gate(settings, job, evaluated)
-    typer.echo(evaluation_text(settings, run_id))
-    typer.echo(f"MLflow run {run_id} ({settings.mlflow_tracking_uri})")
+    evaluated = evaluate.run(settings, job, trained)
+    decision = gate.run(settings, job, evaluated)
+    typer.echo(evaluated.line())
+    typer.echo(trained.line())
     typer.echo(decision.line())
 
 

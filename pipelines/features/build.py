@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.catalogue.manifest import read_manifest
 from pipelines.errors import UserError
@@ -51,6 +51,7 @@ from pipelines.features.quarantine import (
 from pipelines.features.store import add_part, build_table, feature_schema, read_store, stored_shas, write_atomic
 from pipelines.features.worker import EmbedWorker
 from pipelines.settings import Settings
+from pipelines.steps import StepJob
 
 log = logging.getLogger(__name__)
 
@@ -555,3 +556,14 @@ class FeatureBuild(BaseModel):
                     lock.unlink(missing_ok=True)
                 _remove_staging_if_empty(self.settings)
         return BuildReport(**{**asdict(report), "seconds": time.time() - started})
+
+
+class FeatureJob(StepJob):
+    """Embed every manifest track not yet stored, in ``shards`` worker processes (0: one per core)."""
+
+    shards: int = Field(default=0, ge=0)
+
+
+def run(settings: Settings, job: FeatureJob, inputs: None = None, progress: Progress = _no_progress) -> BuildReport:
+    """The feature build step; its input is the manifest the settings point at."""
+    return FeatureBuild(settings=settings, shards=job.shards).run(progress)

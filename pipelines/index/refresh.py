@@ -30,6 +30,7 @@ from pipelines.index.milvus import CatalogueIndex
 from pipelines.index.models import CHAMPION, load_embedder, resolve_model_version
 from pipelines.model.embedder import Embedder
 from pipelines.settings import IndexSettings, Settings
+from pipelines.steps import StepJob
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +311,7 @@ class RefreshCatalogue(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     settings: Settings
-    index: IndexSettings = Field(default_factory=IndexSettings)
+    index: IndexSettings | None = None  # default: the settings' own index section
     model_version: str = Field(default=CHAMPION, description="'champion' (registry alias), 'raw' or a version.")
 
     def run(self, progress: Progress = no_progress, on_step: Callable[[Step], None] = no_step) -> RefreshReport:
@@ -323,10 +324,21 @@ class RefreshCatalogue(BaseModel):
 
         features = read_features(self.settings, params)
         manifest = read_manifest(self.settings.manifest_path)
-        index = CatalogueIndex.from_settings(self.settings, self.index)
+        index = CatalogueIndex.from_settings(self.settings, self.index or self.settings.index)
         try:
             return refresh_collection(
                 index, embedder, features, manifest, progress, on_step, map_root=self.settings.data_root
             )
         finally:
             index.close()
+
+
+class RefreshJob(StepJob):
+    """Which model's embeddings the new collection holds: 'champion', 'challenger', 'raw' or a version."""
+
+    model_version: str = CHAMPION
+
+
+def run(settings: Settings, job: RefreshJob, inputs: None = None, progress: Progress = no_progress) -> RefreshReport:
+    """The index refresh step: embed the feature store, verify the collection, move the alias."""
+    return RefreshCatalogue(settings=settings, model_version=job.model_version).run(progress)

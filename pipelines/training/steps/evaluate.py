@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from pipelines.training.evaluate import (
 from pipelines.training.labelled import evaluation_fingerprint, inputs_fingerprint, load_labelled, run_dir
 from pipelines.training.metrics import METRICS
 from pipelines.training.plan import ALL, PRIMARY, SECONDARY, Holdout, file_stem, plan_from_json
+from pipelines.training.steps.train import Trained
 from pipelines.training.train import embed
 
 
@@ -193,3 +195,24 @@ def _primary_title(split_file: str, group_by: str, holdouts: int) -> str:
 def evaluation_text(settings: Settings, run_id: str) -> str:
     """The evaluation tables of a run (as the CLI prints them)."""
     return (run_dir(settings, run_id) / "artifacts" / "evaluation.md").read_text()
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """The evaluate step's report: the run and the version it registered; ``line()`` is the tables."""
+
+    run_id: str
+    version: str
+    tables: str = field(default="", compare=False, repr=False)
+
+    def line(self) -> str:
+        return self.tables
+
+    def as_dict(self) -> dict[str, str]:
+        return {"run_id": self.run_id, "version": self.version}
+
+
+def run(settings: Settings, job: TrainingJob, inputs: Trained) -> Evaluated:
+    """The evaluate step on the train step's run."""
+    evaluated = evaluate(settings, job, inputs.run_id)
+    return Evaluated(evaluated["run_id"], evaluated["version"], evaluation_text(settings, inputs.run_id))

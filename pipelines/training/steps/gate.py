@@ -13,6 +13,7 @@ from pipelines.training import artifacts
 from pipelines.training.comparison import comparison_html
 from pipelines.training.config import GateConfig, TrainingJob
 from pipelines.training.labelled import run_dir
+from pipelines.training.steps.evaluate import Evaluated
 
 
 @dataclass(frozen=True)
@@ -117,3 +118,8 @@ def _markdown(df: pd.DataFrame) -> str:
     for _, row in df.iterrows():
         lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |")
     return "\n".join(lines)
+
+
+def run(settings: Settings, job: TrainingJob, inputs: Evaluated) -> Decision:
+    """The gate step on the evaluate step's registered version."""
+    return gate(settings, job, inputs.as_dict())

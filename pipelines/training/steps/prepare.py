@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -72,3 +73,26 @@ def prepare(settings: Settings, job: TrainingJob, progress: ItemProgress | None 
         "tracks": str(len(cat.track_ids)),
         "branches": str(len(plan)),
     }
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The prepare step's report: where the plan, split and triplets are, and how much there is to train."""
+
+    plan: str
+    split: str
+    triplets: str
+    feature_version: str
+    tracks: str
+    branches: str
+
+    def line(self) -> str:
+        return f"triplets: {self.triplets} ({self.branches} branches to train)"
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def run(settings: Settings, job: TrainingJob, inputs: None = None, progress: ItemProgress | None = None) -> Prepared:
+    """The prepare step (its input is the feature store the settings point at)."""
+    return Prepared(**prepare(settings, job, progress))

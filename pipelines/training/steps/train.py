@@ -31,6 +31,7 @@ from pipelines.training.labelled import (
     window_bank,
 )
 from pipelines.training.plan import ALL, Holdout, file_stem, plan_from_json
+from pipelines.training.steps.prepare import Prepared
 from pipelines.training.train import TrainingFailed, TrainResult, WindowBank, train_branch
 
 log = logging.getLogger(__name__)
@@ -182,3 +183,20 @@ def train(
     finally:
         _INPUTS.clear()
     return run_id
+
+
+@dataclass(frozen=True)
+class Trained:
+    """The train step's report: the MLflow run that holds the trained branches."""
+
+    run_id: str
+    tracking_uri: str
+
+    def line(self) -> str:
+        return f"MLflow run {self.run_id} ({self.tracking_uri})"
+
+
+def run(settings: Settings, job: TrainingJob, inputs: Prepared, on_branch: BranchProgress | None = None) -> Trained:
+    """The train step on the prepare step's output."""
+    run_id = train(settings, job, inputs.as_dict(), on_branch)
+    return Trained(run_id, settings.mlflow_tracking_uri)
