@@ -29,12 +29,13 @@ from pipelines.index.metadata import CollectionMeta, clip, collection_name, now_
 from pipelines.index.milvus import CatalogueIndex
 from pipelines.index.models import CHAMPION, load_embedder, resolve_model_version
 from pipelines.model.embedder import Embedder
+from pipelines.progress import ItemProgress
 from pipelines.settings import IndexSettings, Settings
 from pipelines.steps import StepJob
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[Iterable[Any]], Iterable[Any]]
+Progress = ItemProgress  # the callback shape of pipelines.progress, under the name callers import
 Step = Literal["created", "inserted", "verified", "switched"]
 METADATA = ("style", "source", "artist", "album", "title")
 
