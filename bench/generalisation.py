@@ -40,8 +40,8 @@ from pipelines.evaluation.bootstrap import interval_metrics, paired_table
 from pipelines.evaluation.model_eval import KEYS, _heldout_branches
 from pipelines.model.embedder import l2_normalise
 from pipelines.settings import Settings
-from pipelines.training import pipeline
 from pipelines.training.evaluate import baseline_embeddings, evaluate_models, fold_summary, meanstd_vectors
+from pipelines.training.labelled import LabelledFeatures, load_labelled, run_dir
 
 RESULTS = Path(__file__).resolve().parent / "results" / "generalisation.md"
 GRID = np.round(np.linspace(0.0, 1.0, 11), 2)
@@ -59,13 +59,13 @@ def standardised_stats(raw_stats: np.ndarray, train_rows: np.ndarray) -> np.ndar
     return l2_normalise((raw_stats - mu) / sd)
 
 
-def _score(per_fold_emb: dict[str, np.ndarray], cat: pipeline.Catalogue, folds: np.ndarray) -> pd.DataFrame:
+def _score(per_fold_emb: dict[str, np.ndarray], cat: LabelledFeatures, folds: np.ndarray) -> pd.DataFrame:
     sources = list(folds)
     pq = evaluate_models({"m": per_fold_emb}, cat.matrix, cat.track_ids, list(cat.tracks["style"]), folds, sources)
     return fold_summary(pq[pq["view"] != "unseen"])
 
 
-def choose_weights(learned: dict[str, np.ndarray], stats: np.ndarray, cat: pipeline.Catalogue, folds: np.ndarray):
+def choose_weights(learned: dict[str, np.ndarray], stats: np.ndarray, cat: LabelledFeatures, folds: np.ndarray):
     """Per source: the weight that does best on the other sources' held-out numbers (nested, no peeking)."""
     scores = {}
     for w in GRID:
@@ -94,13 +94,13 @@ def main() -> None:
     settings = Settings(data_root=args.data_root)
     registry = Registry(settings)
     run_id = args.run or registry.version(registry.alias(CHAMPION)).run_id
-    cat = pipeline.load_catalogue(settings)
+    cat = load_labelled(settings)
     folds = np.asarray(cat.groups("source"), dtype=object)
     names = sorted(set(folds))
     served = _heldout_branches(settings, cat, run_id, dict(zip(cat.track_ids, folds, strict=True)))
     if served is None:
         raise SystemExit(f"run {run_id} has no per-source branches for this catalogue")
-    encoder = json.loads((pipeline.run_dir(settings, run_id) / "encoder.json").read_text())
+    encoder = json.loads((run_dir(settings, run_id) / "encoder.json").read_text())
     dim, w0 = int(encoder["dim"]), float(encoder["stats_weight"])
     learned = {f: l2_normalise(e[:, :dim]) for f, e in served.items()}
     stats = baseline_embeddings("meanstd", cat.matrix, cat.n_mfcc)
@@ -191,7 +191,7 @@ def main() -> None:
         f.write(text)
 
 
-def load_members(paths: list[Path], cat: pipeline.Catalogue, dim: int) -> list[dict[str, np.ndarray]]:
+def load_members(paths: list[Path], cat: LabelledFeatures, dim: int) -> list[dict[str, np.ndarray]]:
     """Learned parts of other seeds' leave-one-source-out branches saved by ``compare_loso.py --save``.
 
     Their keys are compare_loso's fold numbers; the same split (a fold per source, ``make_split``) maps

@@ -2,9 +2,10 @@
 
 Triggered by hand, e.g. from the UI with ``version`` (a number, ``champion``, ``challenger``, ``raw``,
 ``meanstd`` or ``random``) and ``catalogue`` (the data root of a labelled catalogue; empty: this data
-root). One task calls :func:`pipelines.evaluation.model_eval.evaluate_model`: leave-one-source-out views
-beside every baseline, paired bootstrap intervals over sources, logged as an MLflow run linked to the
-version (``musicrec model show`` lists it). Bad parameters fail the task at once, without retries.
+root). One task runs the evaluate-model step (:func:`pipelines.evaluation.model_eval.run`, as ``musicrec
+model evaluate`` does): leave-one-source-out views beside every baseline, paired bootstrap intervals
+over sources, logged as an MLflow run linked to the version (``musicrec model show`` lists it). Bad
+parameters fail the task at once, without retries.
 """
 
 from __future__ import annotations
@@ -47,19 +48,22 @@ def evaluate_model() -> None:
         from pathlib import Path
 
         from pipelines.errors import UserError
-        from pipelines.evaluation.model_eval import evaluate_model as run
+        from pipelines.evaluation.model_eval import EvaluateModelJob, run
         from pipelines.registry import RegistryUnavailable
         from pipelines.settings import get_settings
+        from pipelines.steps import log_report
 
         params = params or {}
         catalogue = str(params.get("catalogue") or "")
+        version = str(params.get("version", "champion"))
+        job = EvaluateModelJob(version=version, catalogue=Path(catalogue) if catalogue else None)
         try:
-            result = run(get_settings(), str(params.get("version", "champion")), Path(catalogue) if catalogue else None)
+            report = log_report("evaluate_model", run(get_settings(), job))
         except RegistryUnavailable:
             raise
         except UserError as exc:
             raise AirflowFailException(str(exc)) from exc
-        return {"version": result.version, "run_id": result.run_id, "mode": result.mode}
+        return {"version": report.version, "run_id": report.run_id, "mode": report.mode}
 
     evaluate()
 

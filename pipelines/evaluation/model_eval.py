@@ -26,6 +26,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,7 @@ from pipelines.errors import UserError
 from pipelines.evaluation.bootstrap import DEFAULT_DRAWS, DEFAULT_SEED, interval_metrics, mean_interval, paired_table
 from pipelines.model.embedder import l2_normalise
 from pipelines.settings import Settings
+from pipelines.steps import StepJob
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,25 @@ class ModelEvaluation:
     per_fold: pd.DataFrame
     intervals: pd.DataFrame  # paired: model, against, view, metric, diff, lo, hi, ...
 
+    def line(self) -> str:
+        """The report, then one line with the headline numbers and the MLflow run."""
+        cells = []
+        for view, metric in (("catalogue", "p@10"), ("cross_source", "map@10")):
+            row = self.table[(self.table["model"] == "model") & (self.table["view"] == view)]
+            value = float(row[metric].iloc[0]) if len(row) else float("nan")
+            cells.append(f"{view.replace('_', '-')} {metric.replace('map', 'mAP')} {value:.3f}")
+        logged = f"MLflow run {self.run_id}" if self.run_id else "not logged"
+        return f"{self.text.rstrip()}\n\nmodel {self.version}: " + ", ".join(cells) + f" ({logged})"
+
+
+class EvaluateModelJob(StepJob):
+    """Which model to evaluate on which labelled catalogue, and the bootstrap's draws and seed."""
+
+    version: str = "champion"  # a version number, champion, challenger, raw, meanstd or random
+    catalogue: Path | None = None  # a data root with a manifest and features; None: this data root
+    draws: int = DEFAULT_DRAWS
+    seed: int = DEFAULT_SEED
+
 
 def catalogue_settings(settings: Settings, catalogue: Path | None) -> Settings:
     """Settings whose data root is ``catalogue`` for reading tracks; MLflow and Milvus stay where they were."""
@@ -73,8 +94,9 @@ def catalogue_settings(settings: Settings, catalogue: Path | None) -> Settings:
 
 def _heldout_branches(settings: Settings, cat: object, run_id: str, fold_of: dict[str, str]) -> dict | None:
     """Per-source embeddings from a training run's leave-one-source-out branches, or None when not there."""
-    from pipelines.training.pipeline import load_branches, plan_from_json, run_dir
-    from pipelines.training.plan import PRIMARY
+    from pipelines.training.labelled import run_dir
+    from pipelines.training.plan import PRIMARY, plan_from_json
+    from pipelines.training.steps.evaluate import load_branches
     from pipelines.training.train import embed
 
     out = run_dir(settings, run_id)
@@ -108,7 +130,7 @@ def _model_embeddings(
     settings: Settings, cat: object, requested: str, folds: np.ndarray
 ) -> tuple[str, str, dict[str, dict[str, np.ndarray]], dict[str, str]]:
     """(version, mode, {name: {fold: embeddings}}, version tags) of what was asked for."""
-    from pipelines.training.pipeline import catalogue_fingerprint
+    from pipelines.training.labelled import evaluation_fingerprint
 
     fold_names = sorted(set(folds))
     matrix = cat.matrix  # type: ignore[attr-defined]
@@ -128,7 +150,7 @@ def _model_embeddings(
         )
     encoder = json.loads(tags.get("encoder", "{}"))
     dim, weight = int(encoder.get("dim", 0)), float(encoder.get("stats_weight", 0.0))
-    same = tags.get("catalogue") == catalogue_fingerprint(cat, tags.get("group_by", "source"))  # type: ignore[arg-type]
+    same = tags.get("catalogue") == evaluation_fingerprint(cat, tags.get("group_by", "source"))  # type: ignore[arg-type]
     fold_of = dict(zip(cat.track_ids, folds, strict=True))  # type: ignore[attr-defined]
     per_fold = _heldout_branches(settings, cat, mv.run_id, fold_of) if same and mv.run_id else None
     if per_fold is not None:
@@ -143,7 +165,7 @@ def _model_embeddings(
     out = {"model": per_fold}
     learned = {f: _learned_part(e, dim, weight) for f, e in per_fold.items()}
     if all(v is not None for v in learned.values()):
-        out[LEARNED] = learned  # type: ignore[assignment]
+        out[LEARNED] = learned
     return version, mode, out, tags
 
 
@@ -227,12 +249,12 @@ def evaluate_model(
 ) -> ModelEvaluation:
     """Evaluate ``requested`` (a version, ``champion``, ``challenger``, or a baseline) on ``catalogue``."""
     from pipelines.training.evaluate import baseline_embeddings, evaluate_models, fold_summary, summary
-    from pipelines.training.pipeline import catalogue_fingerprint, load_catalogue
+    from pipelines.training.labelled import evaluation_fingerprint, load_labelled
 
     if draws < 100:
         raise UserError(f"--draws must be at least 100, not {draws}")
     cat_settings = catalogue_settings(settings, catalogue)
-    cat = load_catalogue(cat_settings)
+    cat = load_labelled(cat_settings)
     sources = cat.groups("source")
     styles = list(cat.tracks["style"])
     if len(set(sources)) < 2 or len(set(styles)) < 2:
@@ -263,7 +285,7 @@ def evaluate_model(
         t.insert(0, "model", b)
         parts.append(t)
     intervals = pd.concat(parts, ignore_index=True)
-    fingerprint = catalogue_fingerprint(cat, "source")
+    fingerprint = evaluation_fingerprint(cat, "source")
     root = cat_settings.data_root
     title = (
         f"model {version} ({requested}) on {root}: {len(cat.track_ids)} tracks, {len(fold_names)} sources, "
@@ -294,14 +316,14 @@ def _log(
 ) -> str:
     """One MLflow run for the evaluation, linked to the version by tag and parameter; the tables as artifacts."""
     from pipelines.registry import Registry
-    from pipelines.training.pipeline import table_metrics
+    from pipelines.training.steps.evaluate import table_metrics
 
     registry = Registry(settings)
     registry.check()
     params = {"model_version": version, "requested": requested, "catalogue": str(root), "draws": draws, "seed": seed}
     tags = {EVAL_TAG: "model", "model_version": version, "catalogue": fingerprint, "mode": mode}
     run_id = registry.start_run(params, tags, name=f"evaluate:{version}")
-    try:
+    with registry.run(run_id, finish=True):
         metrics = table_metrics(table)
         for model, g in intervals.groupby("model", sort=False):
             metrics |= interval_metrics(g, str(model))
@@ -315,14 +337,10 @@ def _log(
         registry.log_artifacts(run_id, out, "evaluation")
         if version not in BASELINE_NAMES:
             registry.tag_version(version, {"evaluation.last_run": run_id, "evaluation.catalogue": str(root)})
-    except BaseException:
-        registry.end_run(run_id, failed=True)
-        raise
-    registry.end_run(run_id)
     return run_id
 
 
-def evaluation_runs(settings: Settings, version: str | None = None) -> list[object]:
+def evaluation_runs(settings: Settings, version: str | None = None) -> list[Any]:
     """Evaluation runs, newest first; of one model version (or baseline name) when given."""
     from pipelines.registry import EXPERIMENT_NAME, Registry
 
@@ -353,3 +371,8 @@ def evaluation_line(run: object) -> str:
         f"{pair(cat)}, cross-source mAP@10 {m.get(f'model/{cross}', float('nan')):.3f}{pair(cross)} "
         f"[run {run.info.run_id}]"  # type: ignore[attr-defined]
     )
+
+
+def run(settings: Settings, job: EvaluateModelJob, inputs: None = None) -> ModelEvaluation:
+    """The evaluate-model step: score ``job.version`` on ``job.catalogue`` and log it as an MLflow run."""
+    return evaluate_model(settings, job.version, job.catalogue, draws=job.draws, seed=job.seed)

@@ -13,11 +13,16 @@ import pytest
 from pipelines.errors import UserError
 from pipelines.evaluation.best import choose_best
 from pipelines.evaluation.gate import passes_baselines
-from pipelines.evaluation.model_eval import LEARNED, evaluate_model, evaluation_runs
+from pipelines.evaluation.model_eval import LEARNED, EvaluateModelJob, evaluate_model, evaluation_runs
+from pipelines.evaluation.model_eval import run as evaluate_step
 from pipelines.registry import Registry
 from pipelines.settings import Settings
-from pipelines.training import pipeline
 from pipelines.training.config import GateConfig
+from pipelines.training.labelled import load_labelled
+from pipelines.training.steps.evaluate import evaluate
+from pipelines.training.steps.gate import gate
+from pipelines.training.steps.prepare import prepare
+from pipelines.training.steps.train import train
 from tests.pipelines.training.synth_catalogue import SMALL_JOB, SYNTH_FEATURES, build_synthetic_catalogue
 
 pytestmark = pytest.mark.integration
@@ -32,9 +37,11 @@ def _row(result: object, model: str, view: str) -> object:
 
 def test_a_baseline_on_a_catalogue_with_intervals_logged_as_an_evaluation_run(synth_settings: Settings) -> None:
     settings = synth_settings
-    sources = pipeline.load_catalogue(settings).groups("source")
-    result = evaluate_model(settings, "meanstd", draws=500)
+    sources = load_labelled(settings).groups("source")
+    # The step, as the CLI command and the DAG task call it.
+    result = evaluate_step(settings, EvaluateModelJob(version="meanstd", draws=500))
     assert result.version == "meanstd" and result.mode.startswith("baseline")
+    assert result.line().startswith(result.text.rstrip()) and f"(MLflow run {result.run_id})" in result.line()
     for view, metric in HEADLINE:
         assert _row(result, "model", view)[metric] == _row(result, "meanstd", view)[metric]
         assert _row(result, "model", view)["folds"] == len(set(sources))
@@ -64,10 +71,10 @@ def test_a_trained_version_scored_by_its_held_out_branches_and_on_another_catalo
     synth_settings: Settings, tmp_path: Path
 ) -> None:
     settings = synth_settings
-    prepared = pipeline.prepare(settings, SMALL_JOB)
-    run_id = pipeline.train(settings, SMALL_JOB, prepared)
-    evaluated = pipeline.evaluate(settings, SMALL_JOB, run_id)
-    decision = pipeline.gate(settings, SMALL_JOB, evaluated)
+    prepared = prepare(settings, SMALL_JOB)
+    run_id = train(settings, SMALL_JOB, prepared)
+    evaluated = evaluate(settings, SMALL_JOB, run_id)
+    decision = gate(settings, SMALL_JOB, evaluated)
     registry = Registry(settings)
     trained = registry.run_metrics(run_id)
 
@@ -94,7 +101,7 @@ def test_a_trained_version_scored_by_its_held_out_branches_and_on_another_catalo
         "MUSICREC_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
     }
     shown = subprocess.run(
-        [sys.executable, "-c", "from serving.cli import main; main()", "model", "show"],
+        [sys.executable, "-c", "from serving.cli_serve import main; main()", "model", "show"],
         capture_output=True,
         text=True,
         env=env,
@@ -106,7 +113,7 @@ def test_a_trained_version_scored_by_its_held_out_branches_and_on_another_catalo
         [
             sys.executable,
             "-c",
-            "from serving.cli import main; main()",
+            "from serving.cli_serve import main; main()",
             "model",
             "evaluate",
             "1",

@@ -11,7 +11,7 @@ import numpy as np
 from pipelines.evaluation.gate import decide, gate_intervals, passes_baselines, strongest_baseline
 from pipelines.training.config import GateConfig
 from pipelines.training.evaluate import baseline_embeddings, evaluate_models, summary
-from pipelines.training.pipeline import table_metrics
+from pipelines.training.steps.evaluate import table_metrics
 
 STYLES, SOURCES_PER_STYLE, TRACKS, N_MFCC, FRAMES = 3, 3, 6, 4, 8
 

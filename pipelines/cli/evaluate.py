@@ -1,8 +1,9 @@
 """``musicrec model evaluate``: a registered model or a baseline on a labelled catalogue, no training.
 
-Prints the report of :func:`pipelines.evaluation.model_eval.evaluate_model` (means with intervals over
-sources, paired differences against every baseline, per style and per source) and the MLflow run it was
-logged as; ``musicrec model show`` lists these runs under their version.
+Runs the evaluate-model step (:func:`pipelines.evaluation.model_eval.run`, as the ``evaluate_model`` DAG
+does) and prints its report: means with intervals over sources, paired differences against every
+baseline, per style and per source, and the MLflow run it was logged as; ``musicrec model show`` lists
+these runs under their version.
 """
 
 from __future__ import annotations
@@ -23,16 +24,15 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Bootstrap (and random baseline) seed.")] = 0,
 ) -> None:
     """Evaluate VERSION leave-one-source-out on a catalogue, beside every baseline, with paired intervals."""
-    from pipelines.evaluation.model_eval import evaluate_model
+    from pipelines.evaluation.model_eval import EvaluateModelJob, run
     from pipelines.settings import get_settings
 
-    settings = get_settings()
-    result = evaluate_model(settings, version, catalogue, draws=draws, seed=seed)
-    typer.echo(result.text)
-    typer.echo(f"MLflow run {result.run_id} ({settings.mlflow_tracking_uri})")
+    job = EvaluateModelJob(version=version, catalogue=catalogue, draws=draws, seed=seed)
+    typer.echo(run(get_settings(), job).line())
 
 
 def register(app: typer.Typer) -> None:
-    from serving.cli_train import model_app
+    """Add ``evaluate`` to the ``model`` group (which :mod:`pipelines.cli.train` adds to ``app``)."""
+    from pipelines.cli.train import model_app
 
     model_app.command("evaluate")(evaluate)
