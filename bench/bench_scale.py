@@ -189,14 +189,14 @@ def _tree_rss(proc: Any) -> int:
     return total
 
 
-def run_stage(name: str, cmd: list[str], env: dict[str, str], log_path: Path) -> dict[str, Any]:
+def run_stage(name: str, cmd: list[str], env: dict[str, str], log_path: Path, cwd: Path = ROOT) -> dict[str, Any]:
     """Run one stage to completion; wall s, CPU s, peak RSS of its largest process and of its process tree."""
     import psutil
 
     load = os.getloadavg()[0]
     started = time.perf_counter()
     with log_path.open("w") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
         handle = psutil.Process(proc.pid)
         peak = [0]
         done = threading.Event()
@@ -252,7 +252,8 @@ def run(n: int, label: str, code: Path | None = None) -> None:
     rows = []
     for name, cmd in stages:
         log.info("n=%d: %s", n, name)
-        row = run_stage(name, cmd, env, data / f"{name}.log")
+        # ``python -c`` imports from its working directory first: run another checkout from inside it.
+        row = run_stage(name, cmd, env, data / f"{name}.log", cwd=code.resolve() if code else ROOT)
         row.update(size=n, items=QUERIES if name == "queries" else n)
         row["per_s"] = round(row["items"] / row["wall_s"], 2)
         log.info("n=%d %s: %s", n, name, row)
@@ -296,12 +297,50 @@ def query(n: int) -> None:
 # -------------------------------------------------------------------------------------------- training
 
 
-def train(sizes: list[int], epochs: int) -> None:
-    """``musicrec train`` on the first N labelled tracks of the 20k library's features (cost against N)."""
-    source = WORK / f"n{MAX_N}"
-    if not (source / "manifest.parquet").exists() and not any(source.glob("**/manifest*.parquet")):
-        raise SystemExit(f"run `bench_scale.py run --size {MAX_N}` first: training reuses its feature store")
-    raise SystemExit("not implemented yet")
+def train(sizes: list[int], epochs: int, source_size: int) -> None:
+    """``musicrec train`` on the first N tracks of a measured library (cost against N labelled tracks).
+
+    Each N gets a data root holding the first N tracks of the ``source_size`` run's manifest and a hard-linked
+    copy of its feature store, so only training is measured (its audio windows, triplets, every branch).
+    """
+    import pandas as pd
+
+    from pipelines.catalogue.manifest import MANIFEST_SCHEMA, read_table, write_table
+
+    source = WORK / f"n{source_size}"
+    manifest = read_table(source / "manifest.parquet", MANIFEST_SCHEMA)
+    if manifest.empty or not (source / "features").is_dir():
+        raise SystemExit(f"run `bench_scale.py run --size {source_size}` first: training reuses its feature store")
+    manifest["order"] = manifest["path"].str.extract(r"track-(\d+)\.")[0].astype(int)
+    for n in sizes:
+        root = WORK / f"train-{n}"
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        subset = manifest[manifest["order"] < n].drop(columns="order")
+        write_table(pd.DataFrame(subset), MANIFEST_SCHEMA, root / "manifest.parquet")
+        shutil.copytree(source / "features", root / "features", copy_function=os.link)
+        env = {**os.environ, "MUSICREC_DATA_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
+        env.pop("MUSICREC_MILVUS_URI", None)
+        env.pop("MUSICREC_MLFLOW_TRACKING_URI", None)
+        cmd = [str(MUSICREC), "-v", "train", "--epochs", str(epochs), "--no-secondary"]
+        log.info("training on %d tracks", len(subset))
+        row = run_stage("train", cmd, env, root / "train.log")
+        row.update(
+            kind="training",
+            label="training",
+            size=n,
+            tracks=len(subset),
+            at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            machine=machine(),
+            note=(
+                f"`musicrec train --epochs {epochs} --no-secondary` (the recipe's other defaults: a branch per "
+                "held-out source, or k source-disjoint folds above 24 sources, plus the served branch; training "
+                "windows decoded from the audio) on the first N tracks of the synthetic library, 8 styles, "
+                "sources = album folders of 50 tracks. Few epochs: this measures how the cost grows, not quality."
+            ),
+        )
+        log.info("training %d: %s", n, row)
+        _append(row)
 
 
 # --------------------------------------------------------------------------------------------- results
@@ -321,7 +360,7 @@ def _load() -> list[dict[str, Any]]:
 
 
 def _append(record: dict[str, Any]) -> None:
-    records = [r for r in _load() if (r["label"], r["size"]) != (record["label"], record["size"])]
+    records = [r for r in _load() if (r.get("label"), r.get("size")) != (record.get("label"), record.get("size"))]
     records.append(record)
     RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_JSON.write_text(json.dumps(records, indent=1) + "\n")
@@ -342,7 +381,8 @@ def main() -> None:
     q.add_argument("--n", type=int, default=QUERIES)
     t = sub.add_parser("train")
     t.add_argument("--tracks", type=int, nargs="+", default=[250, 1000, 2000])
-    t.add_argument("--epochs", type=int, default=5)
+    t.add_argument("--epochs", type=int, default=3)
+    t.add_argument("--source-size", type=int, default=5000)
     sub.add_parser("report")
     args = parser.parse_args()
     if args.cmd == "generate":
@@ -352,7 +392,7 @@ def main() -> None:
     elif args.cmd == "query":
         query(args.n)
     elif args.cmd == "train":
-        train(args.tracks, args.epochs)
+        train(args.tracks, args.epochs, args.source_size)
     else:
         report()
 

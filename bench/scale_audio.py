@@ -440,6 +440,40 @@ class Mp3Reel:
         return cls(info, frames, frames[-30], spf, sr)
 
 
+def _side_info_bytes(header: bytes) -> int:
+    mpeg1, mono = (header[1] >> 3) & 3 == 3, header[3] >> 6 == 3
+    return (17 if mono else 32) if mpeg1 else (9 if mono else 17)
+
+
+def _lead_in(frames: list[bytes], start: int) -> bytes:
+    """A silent frame that carries the bit reservoir ``frames[start]`` reads from the frames before it.
+
+    MP3 frames borrow bytes from earlier frames (``main_data_begin``); a file cut out of a reel would start
+    with a frame whose data is missing. This frame decodes to silence (all side information zero) and ends
+    with exactly those bytes, so the cut decodes cleanly from its first music frame.
+    """
+    first = frames[start]
+    assert first[1] & 1, "frames with CRC protection are not expected from libsndfile"
+    mpeg1 = (first[1] >> 3) & 3 == 3
+    side = _side_info_bytes(first)
+    need = ((first[4] << 1) | (first[5] >> 7)) if mpeg1 else first[4]
+    reservoir = b""
+    i = start - 1
+    while len(reservoir) < need and i >= 0:
+        prev = frames[i]
+        reservoir = prev[4 + _side_info_bytes(prev) :] + reservoir
+        i -= 1
+    reservoir = reservoir[-need:].rjust(need, b"\0") if need else b""
+    header = bytearray(first[:4])
+    header[2] = (14 << 4) | (header[2] & 0x0C)  # the highest bitrate, no padding: room for any reservoir
+    version = (header[1] >> 3) & 3
+    sr = _MP3_RATES[version][(header[2] >> 2) & 3]
+    length = (144 if mpeg1 else 72) * _MP3_BITRATES[1 if mpeg1 else 2][14] * 1000 // sr
+    payload = length - 4 - side
+    assert payload >= need
+    return bytes(header) + bytes(side) + bytes(payload - need) + reservoir
+
+
 def write_mp3(spec: Spec, path: Path, reel: Mp3Reel) -> None:
     """The reel's frames from this file's window, then silent frames; the VBR header says the new length."""
     info = bytearray(reel.info)
@@ -452,7 +486,8 @@ def write_mp3(spec: Spec, path: Path, reel: Mp3Reel) -> None:
     start = int(spec.reel_slot * REEL_STEP_S * per_s)
     take = min(n_frames, int(OPENING_S * per_s))
     assert start + take < len(reel.frames) - 40, "reel too short"
-    body = reel.frames[start : start + take] + [reel.silent] * (n_frames - take)
+    lead = _lead_in(reel.frames, start)
+    body = [lead, *reel.frames[start : start + take - 1]] + [reel.silent] * (n_frames - take)
     audio_bytes = sum(len(f) for f in body)
     flags = struct.unpack_from(">I", info, tag + 4)[0]
     assert flags & 7 == 7, flags

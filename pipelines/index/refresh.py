@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -35,6 +35,7 @@ from pipelines.index.milvus import (
 )
 from pipelines.index.models import CHAMPION, load_embedder, resolve_model_version
 from pipelines.model.embedder import Embedder
+from pipelines.progress import ProgressLog, Sized
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,13 +54,28 @@ def no_step(step: Step) -> None:
 
 
 class FeatureRows(Protocol):
-    """What the refresh needs of the feature store's ``FeatureMatrix`` (issue 4)."""
+    """What the refresh needs of the feature store: which content each track has, and its vectors.
+
+    ``StoredFeatures`` (which reads vectors a batch at a time) and ``FeatureMatrix`` give vectors through
+    ``iter_batches``; any object with a ``matrix`` (rows in ``track_ids`` order) does too.
+    """
 
     track_ids: list[str]
-    matrix: np.ndarray
     sha256: list[str]
     version: str
     params: FeatureParams
+
+
+def _vector_batches(features: FeatureRows, track_ids: list[str], size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+    batches = getattr(features, "iter_batches", None)
+    if batches is not None:
+        yield from batches(track_ids, size)
+        return
+    row = {t: i for i, t in enumerate(features.track_ids)}
+    matrix = features.matrix  # type: ignore[attr-defined]
+    for start in range(0, len(track_ids), size):
+        batch = track_ids[start : start + size]
+        yield batch, matrix[[row[t] for t in batch]]
 
 
 @dataclass(frozen=True)
@@ -206,10 +222,14 @@ def _refresh(
     todo = [t for t, row in written.items() if have.get(t) != row]
     stale = [t for t in have if t not in want]
     size = index.settings.embed_batch_size
-    batches = [todo[i : i + size] for i in range(0, len(todo), size)]
-    for batch in progress(batches):
-        vectors = embedder.embed(features.matrix[[position[t] for t in batch]])
+    # Vectors are read, embedded and inserted a batch at a time: memory stays flat however large the library.
+    meter = ProgressLog(f"refresh {name}: embed and insert", len(todo), log)
+    batches = progress(Sized(_vector_batches(features, todo, size), -(-len(todo) // size)))
+    for batch, raw in batches:
+        vectors = embedder.embed(raw)
         index.insert(name, _rows(batch, vectors, meta_rows, want, embedder.version, features.version))
+        meter.add(len(batch))
+    meter.finish()
     index.delete(name, stale)
     index.flush(name)
     on_step("inserted")
@@ -284,9 +304,9 @@ class RefreshCatalogue(BaseModel):
         embedder = load_embedder(self.settings, version, params)
         if embedder.version != version:  # serving reloads the model by the version recorded in the collection
             raise UserError(f"model loaded for version {version} calls itself {embedder.version}")
-        from pipelines.features.store import read_features  # the feature store (issue 4)
+        from pipelines.features.store import stored_features
 
-        features = read_features(self.settings, params)
+        features = stored_features(self.settings, params)
         manifest = read_manifest(self.settings.manifest_path)
         index = CatalogueIndex.from_settings(self.settings, self.index)
         try:
