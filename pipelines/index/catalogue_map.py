@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,55 +97,57 @@ def project(vectors: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
     return (vectors - mean) @ axes, explained
 
 
-def _fetch(index: CatalogueIndex, name: str, ids: list[str], fields: tuple[str, ...]) -> dict[str, dict]:
-    return {r["track_id"]: r for r in index.get(name, ids, fields)}
+VectorSource = Callable[[list[str]], Iterable[tuple[list[str], np.ndarray]]]
 
 
-def compute_map(index: CatalogueIndex, meta: CollectionMeta) -> CatalogueMap:
-    """The map of ``meta``'s collection, from the vectors stored in it, read a batch at a time."""
-    ids = sorted(index.fingerprints(meta.name))
+def build_map(
+    collection: str, model_version: str, ids: Sequence[str], labels: dict[str, tuple[str, str]], vectors: VectorSource
+) -> CatalogueMap:
+    """The map of ``ids`` (``labels``: track id -> (style, title)) from ``vectors``, which yields batches.
+
+    The axes come from every vector up to :data:`FIT_SAMPLE` tracks, else from a fixed random sample;
+    then every vector is projected batch by batch, so memory stays bounded however large the catalogue.
+    """
+    ids = sorted(ids)
     if not ids:
-        return CatalogueMap(meta.name, meta.model_version, (0.0, 0.0), [])
-    fields = ("track_id", "style", "title", "vector")
+        return CatalogueMap(collection, model_version, (0.0, 0.0), [])
     small = len(ids) <= FIT_SAMPLE  # then the one read serves both the fit and the projection
     rng = np.random.default_rng(0)
     fit_ids = ids if small else sorted(str(t) for t in rng.choice(ids, FIT_SAMPLE, replace=False))
-    fit_rows: dict[str, dict] = {}
-    sample_ids: list[str] = []
-    blocks = []
-    for start in range(0, len(fit_ids), _BATCH):  # vectors arrive as Python floats: convert a batch at a time
-        chunk = fit_ids[start : start + _BATCH]
-        rows = _fetch(index, meta.name, chunk, fields)
-        chunk = [t for t in chunk if t in rows]
-        sample_ids += chunk
-        blocks.append(np.asarray([rows[t].pop("vector") for t in chunk], dtype=np.float64).reshape(len(chunk), -1))
-        if small:
-            fit_rows.update(rows)
-    sample = np.concatenate(blocks)
-    mean, axes, explained = fit_axes(sample)
-    position = {t: i for i, t in enumerate(sample_ids)}
-    kept: list[str] = []
-    xy_parts: list[np.ndarray] = []
-    labels: dict[str, tuple[str, str]] = {}
-    for start in range(0, len(ids), _BATCH):
-        chunk = ids[start : start + _BATCH]
-        if small:
-            rows = {t: fit_rows[t] for t in chunk if t in fit_rows}
-            chunk = [t for t in chunk if t in rows]
-            vectors = sample[[position[t] for t in chunk]]
-        else:
-            rows = _fetch(index, meta.name, chunk, fields)
-            chunk = [t for t in chunk if t in rows]
-            vectors = np.asarray([rows[t]["vector"] for t in chunk], dtype=np.float64).reshape(len(chunk), -1)
-        if not chunk:
-            continue
-        xy_parts.append((vectors - mean) @ axes)
-        kept += chunk
-        labels.update((t, (str(rows[t]["style"]), str(rows[t]["title"] or t))) for t in chunk)
-    xy = np.concatenate(xy_parts) if xy_parts else np.zeros((0, 2))
+    got: dict[str, np.ndarray] = {}
+    for batch, block in vectors(fit_ids):
+        got.update(zip(batch, np.asarray(block, dtype=np.float64), strict=True))
+    sample_ids = [t for t in fit_ids if t in got]
+    mean, axes, explained = fit_axes(np.asarray([got[t] for t in sample_ids]).reshape(len(sample_ids), -1))
+    xy: dict[str, np.ndarray] = {}
+    if small:
+        xy = {t: (got[t] - mean) @ axes for t in sample_ids}
+    else:
+        got.clear()
+        for batch, block in vectors(ids):
+            xy.update(zip(batch, (np.asarray(block, dtype=np.float64) - mean) @ axes, strict=True))
+    kept = [t for t in ids if t in xy]
     order = np.random.default_rng(0).permutation(len(kept))
-    points = [MapPoint(kept[i], round(float(xy[i, 0]), 5), round(float(xy[i, 1]), 5), *labels[kept[i]]) for i in order]
-    return CatalogueMap(meta.name, meta.model_version, explained, points)
+    points = [
+        MapPoint(kept[i], round(float(xy[kept[i]][0]), 5), round(float(xy[kept[i]][1]), 5), *labels[kept[i]])
+        for i in order
+    ]
+    return CatalogueMap(collection, model_version, explained, points)
+
+
+def compute_map(index: CatalogueIndex, meta: CollectionMeta) -> CatalogueMap:
+    """The map of ``meta``'s collection, from the vectors stored in it (fetched a batch at a time)."""
+    labels: dict[str, tuple[str, str]] = {}
+
+    def fetch(ids: list[str]) -> Iterator[tuple[list[str], np.ndarray]]:
+        for start in range(0, len(ids), _BATCH):  # vectors arrive as Python floats: convert a batch at a time
+            rows = index.get(meta.name, ids[start : start + _BATCH], ("track_id", "style", "title", "vector"))
+            if rows:
+                labels.update((r["track_id"], (str(r["style"]), str(r["title"] or r["track_id"]))) for r in rows)
+                yield [r["track_id"] for r in rows], np.asarray([r["vector"] for r in rows], dtype=np.float64)
+
+    ids = sorted(index.fingerprints(meta.name))
+    return build_map(meta.name, meta.model_version, ids, labels, fetch)
 
 
 def save_map(data_root: Path, cmap: CatalogueMap) -> Path:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines.catalogue.manifest import read_manifest
 from pipelines.errors import UserError
 from pipelines.features.params import FeatureParams
-from pipelines.index.catalogue_map import map_file, refresh_map
+from pipelines.index.catalogue_map import build_map, map_file, save_map
 from pipelines.index.milvus import (
     CatalogueIndex,
     CatalogueNotBuilt,
@@ -244,7 +244,15 @@ def _refresh(
         name, state="ready", previous=previous, styles=json.dumps(styles), updated_at=now_iso(), **moved
     )
     if map_root is not None and (todo or stale or not map_file(map_root, name).is_file()):
-        refresh_map(index, index.describe(name), map_root)
+        # From the feature store through the same embedder (what the collection now holds): reading 8,600-value
+        # vectors back out of Milvus Lite took minutes per thousand tracks.
+        labels = {t: (written[t]["style"], written[t]["title"] or t) for t in want}
+
+        def embedded(ids: list[str]) -> Iterator[tuple[list[str], np.ndarray]]:
+            for batch, raw in _vector_batches(features, ids, size):
+                yield batch, embedder.embed(raw)
+
+        save_map(map_root, build_map(name, embedder.version, list(want), labels, embedded))
     on_step("verified")
 
     if live != name:
