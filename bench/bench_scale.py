@@ -249,7 +249,15 @@ def run(n: int, label: str, code: Path | None = None) -> None:
         ("refresh", [*cli, "-v", "catalogue", "refresh", "--model-version", "raw"]),
         ("queries", [sys.executable, str(Path(__file__).resolve()), "query", "--n", str(QUERIES)]),
     ]
-    rows = []
+    rows: list[dict[str, Any]] = []
+    record = {
+        "label": label,
+        "code": "this checkout" if code is None else str(code),
+        "size": n,
+        "machine": machine(),
+        "library": json.loads((lib / ".complete").read_text()),
+        "stages": rows,
+    }
     for name, cmd in stages:
         log.info("n=%d: %s", n, name)
         # ``python -c`` imports from its working directory first: run another checkout from inside it.
@@ -258,17 +266,10 @@ def run(n: int, label: str, code: Path | None = None) -> None:
         row["per_s"] = round(row["items"] / row["wall_s"], 2)
         log.info("n=%d %s: %s", n, name, row)
         rows.append(row)
-    record = {
-        "label": label,
-        "code": str(code) if code else "this checkout",
-        "size": n,
-        "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(),
-        "library": json.loads((lib / ".complete").read_text()),
-        "stages": rows,
-        "import_to_served_s": round(sum(r["wall_s"] for r in rows if r["stage"] != "queries"), 1),
-    }
-    _append(record)
+        record["at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        record["import_to_served_s"] = round(sum(r["wall_s"] for r in rows if r["stage"] != "queries"), 1)
+        record["complete"] = len(rows) == len(stages)
+        _append(record)  # after every stage, so a long run's finished stages survive an interruption
 
 
 def query(n: int) -> None:
@@ -420,7 +421,7 @@ def report() -> None:
     ]
     for label in dict.fromkeys(r["label"] for r in runs):
         mine = [r for r in runs if r["label"] == label]
-        lines += [f"## {label}: {mine[0]['code']}", ""]
+        lines += [f"## {label}: {mine[0]['code'].replace('this checkout', 'this branch')}", ""]
         for r in mine:
             m = r["machine"]
             lib = r["library"]
@@ -428,7 +429,11 @@ def report() -> None:
                 f"- {r['size']} tracks, measured {r['at']} on {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB, "
                 f"Python {m['python']}; library {lib['hours']} h, {lib['bytes'] / 2**30:.1f} GiB "
                 f"({', '.join(f'{n} {c}' for c, n in sorted(lib['codecs'].items()))}); "
-                f"import to served index: **{r['import_to_served_s']:.0f} s**"
+                + (
+                    f"import to served index: **{r['import_to_served_s']:.0f} s**"
+                    if r.get("complete", True)
+                    else "interrupted: only the stages listed below ran"
+                )
             )
         lines += [
             "",
@@ -517,11 +522,13 @@ def plot(runs: list[dict[str, Any]], training: list[dict[str, Any]]) -> None:
         mine = sorted((r for r in runs if r["label"] == label), key=lambda r: r["size"])
         style = "--" if label == "before" else "-"
         for stage in STAGES[:3]:
-            xs = [r["size"] for r in mine]
-            rows = [next(x for x in r["stages"] if x["stage"] == stage) for r in mine]
+            have = [(r, x) for r in mine for x in r["stages"] if x["stage"] == stage]
+            xs = [r["size"] for r, _ in have]
+            rows = [x for _, x in have]
+            mine_s = [r for r, _ in have]
             axes[0].plot(
                 xs,
-                [1000 * x["wall_s"] / r["size"] for x, r in zip(rows, mine, strict=False)],
+                [1000 * x["wall_s"] / r["size"] for x, r in zip(rows, mine_s, strict=True)],
                 style,
                 marker="o",
                 label=f"{stage} ({label})",
