@@ -309,7 +309,7 @@ def train(sizes: list[int], epochs: int, source_size: int) -> None:
     from pipelines.catalogue.manifest import MANIFEST_SCHEMA, read_table, write_table
 
     source = WORK / f"n{source_size}"
-    manifest = read_table(source / "manifest.parquet", MANIFEST_SCHEMA)
+    manifest = read_table(source / "catalogue" / "manifest.parquet", MANIFEST_SCHEMA)
     if manifest.empty or not (source / "features").is_dir():
         raise SystemExit(f"run `bench_scale.py run --size {source_size}` first: training reuses its feature store")
     manifest["order"] = manifest["path"].str.extract(r"track-(\d+)\.")[0].astype(int)
@@ -318,7 +318,7 @@ def train(sizes: list[int], epochs: int, source_size: int) -> None:
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
         subset = manifest[manifest["order"] < n].drop(columns="order")
-        write_table(pd.DataFrame(subset), MANIFEST_SCHEMA, root / "manifest.parquet")
+        write_table(pd.DataFrame(subset), MANIFEST_SCHEMA, root / "catalogue" / "manifest.parquet")
         shutil.copytree(source / "features", root / "features", copy_function=os.link)
         env = {**os.environ, "MUSICREC_DATA_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
         env.pop("MUSICREC_MILVUS_URI", None)
