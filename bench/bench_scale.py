@@ -518,23 +518,17 @@ def plot(runs: list[dict[str, Any]], training: list[dict[str, Any]]) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3 if training else 2, figsize=(15 if training else 10, 4))
+    colours = dict(zip(STAGES, ("tab:blue", "tab:orange", "tab:green", "tab:red"), strict=True))
     for label in dict.fromkeys(r["label"] for r in runs):
         mine = sorted((r for r in runs if r["label"] == label), key=lambda r: r["size"])
         style = "--" if label == "before" else "-"
         for stage in STAGES[:3]:
             have = [(r, x) for r in mine for x in r["stages"] if x["stage"] == stage]
             xs = [r["size"] for r, _ in have]
-            rows = [x for _, x in have]
-            mine_s = [r for r, _ in have]
-            axes[0].plot(
-                xs,
-                [1000 * x["wall_s"] / r["size"] for x, r in zip(rows, mine_s, strict=True)],
-                style,
-                marker="o",
-                label=f"{stage} ({label})",
-            )
-            axes[1].plot(xs, [x["tree_rss_mb"] for x in rows], style, marker="o", label=f"{stage} ({label})")
-    axes[0].set(xscale="log", xlabel="tracks in the library", ylabel="wall ms per track", title="cost per track")
+            kw = {"color": colours[stage], "marker": "o", "label": f"{stage} ({label})"}
+            axes[0].plot(xs, [1000 * x["cpu_s"] / r["size"] for r, x in have], style, **kw)
+            axes[1].plot(xs, [x["tree_rss_mb"] for _, x in have], style, **kw)
+    axes[0].set(xscale="log", xlabel="tracks in the library", ylabel="CPU ms per track", title="cost per track (CPU)")
     axes[1].set(xscale="log", xlabel="tracks in the library", ylabel="peak RSS MB (process tree)", title="peak memory")
     for ax in axes[:2]:
         ax.grid(True, alpha=0.3)
