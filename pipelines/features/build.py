@@ -554,13 +554,19 @@ def _store_lock(settings: Settings) -> Iterator[None]:
 
 
 class FeatureBuild(BaseModel):
-    """The whole step without Airflow: plan, one thread (and one worker process) per shard, merge."""
+    """The whole step without Airflow: plan, shards on a thread (and one worker process) each, merge.
+
+    A large library has more shards than cores (shards hold at most ``max_shard_tracks`` files, the size of
+    one Airflow task); they run ``shards`` (default: one per core) at a time, so the number of worker
+    processes, and the memory they take, does not grow with the library.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     settings: Settings
     params: FeatureParams | None = None
     shards: int = 0
+    max_shard_tracks: int = 2000
 
     def run(self, progress: Progress = _no_progress) -> BuildReport:
         """Hold the run's owner lock throughout: should this process die, the next run takes over its work."""
@@ -571,7 +577,13 @@ class FeatureBuild(BaseModel):
         with lock.open("w") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
-                plan = plan_shards(self.settings, self.params, shards=self.shards, run_id=run_id)
+                plan = plan_shards(
+                    self.settings,
+                    self.params,
+                    shards=self.shards,
+                    max_shard_tracks=self.max_shard_tracks,
+                    run_id=run_id,
+                )
                 progress("todo", plan.todo)
                 progress("skipped", plan.stored + plan.settled + plan.n_reused)
                 meter = ProgressLog("features (all shards)", plan.todo, log, unit="files")
@@ -582,7 +594,8 @@ class FeatureBuild(BaseModel):
                         meter.add(n)
 
                 if plan.shards:
-                    with ThreadPoolExecutor(len(plan.shards), thread_name_prefix="shard") as pool:
+                    at_once = min(len(plan.shards), self.shards or default_shards())
+                    with ThreadPoolExecutor(at_once, thread_name_prefix="shard") as pool:
                         futures = [pool.submit(compute_shard, s, self.settings, tick) for s in plan.shards]
                         for f in futures:
                             f.result()

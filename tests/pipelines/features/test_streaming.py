@@ -85,3 +85,22 @@ def test_build_streams_vectors_into_row_groups_and_the_refresh_reader_matches_th
         np.testing.assert_array_equal(vec, matrix.matrix[row[tid]])
     again = {t: v for ids, vs in matrix.iter_batches(wanted, 4) for t, v in zip(ids, vs, strict=True)}
     assert sorted(again) == sorted(wanted) and all(np.array_equal(again[t], seen[t]) for t in wanted)
+
+
+def test_more_shards_than_cores_run_a_core_at_a_time(tmp_path: Path) -> None:
+    """Shards are capped in size, so a big library has many; only ``shards`` of them (and workers) run at once."""
+    import threading
+
+    settings = Settings(data_root=tmp_path / "data", features=PARAMS)
+    good = {p: style for style, paths in good_files(tmp_path / "lib", per_style=2).items() for p in paths}
+    write_manifest(settings, good)
+    threads: set[str] = set()
+
+    def progress(event: str, n: int) -> None:
+        if event == "embedded":
+            threads.add(threading.current_thread().name)
+
+    report = FeatureBuild(settings=settings, shards=2, max_shard_tracks=2).run(progress)
+
+    assert report.embedded == len(good) > 4  # so there are more than two shards of at most two files
+    assert len(threads) == 2, threads
