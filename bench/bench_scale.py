@@ -272,6 +272,33 @@ def run(n: int, label: str, code: Path | None = None) -> None:
         _append(record)  # after every stage, so a long run's finished stages survive an interruption
 
 
+def features_only(n: int, label: str) -> None:
+    """Re-measure only the feature build on the manifest of an earlier ``run --size n`` (after a fix)."""
+    source = WORK / f"n{n}"
+    if not (source / "catalogue" / "manifest.parquet").exists():
+        raise SystemExit(f"run `bench_scale.py run --size {n}` first")
+    data = WORK / f"n{n}-features"
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    shutil.copytree(source / "catalogue", data / "catalogue")
+    env = {**os.environ, "MUSICREC_DATA_ROOT": str(data), "PYTHONUNBUFFERED": "1"}
+    row = run_stage("features", [str(MUSICREC), "-v", "features", "build"], env, data / "features.log")
+    row.update(size=n, items=n, per_s=round(n / row["wall_s"], 2))
+    _append(
+        {
+            "label": label,
+            "code": "this branch; the features stage alone, on the manifest of the run above",
+            "size": n,
+            "machine": machine(),
+            "library": json.loads((CACHE / f"lib-{n}" / ".complete").read_text()),
+            "stages": [row],
+            "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "import_to_served_s": row["wall_s"],
+            "complete": False,
+        }
+    )
+
+
 def query(n: int) -> None:
     """The query stage's body (runs in its own process): ``n`` similar-track queries through the service."""
     import numpy as np
@@ -378,6 +405,9 @@ def main() -> None:
     r.add_argument("--size", type=int, required=True)
     r.add_argument("--label", default="after")
     r.add_argument("--code", type=Path, default=None, help="another checkout to measure (default: this one)")
+    f = sub.add_parser("features-only")
+    f.add_argument("--size", type=int, required=True)
+    f.add_argument("--label", default="after, features again")
     q = sub.add_parser("query")
     q.add_argument("--n", type=int, default=QUERIES)
     t = sub.add_parser("train")
@@ -390,6 +420,8 @@ def main() -> None:
         generate(args.size, args.workers)
     elif args.cmd == "run":
         run(args.size, args.label, args.code)
+    elif args.cmd == "features-only":
+        features_only(args.size, args.label)
     elif args.cmd == "query":
         query(args.n)
     elif args.cmd == "train":
