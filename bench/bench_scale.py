@@ -567,9 +567,11 @@ def plot(runs: list[dict[str, Any]], training: list[dict[str, Any]]) -> None:
     colours = dict(zip(STAGES, ("tab:blue", "tab:orange", "tab:green", "tab:red"), strict=True))
     for label in dict.fromkeys(r["label"] for r in runs):
         mine = sorted((r for r in runs if r["label"] == label), key=lambda r: r["size"])
-        style = "--" if label == "before" else "-"
+        style = {"before": "--", "after": "-"}.get(label, ":")
         for stage in STAGES[:3]:
             have = [(r, x) for r in mine for x in r["stages"] if x["stage"] == stage]
+            if not have:
+                continue
             xs = [r["size"] for r, _ in have]
             kw = {"color": colours[stage], "marker": "o", "label": f"{stage} ({label})"}
             axes[0].plot(xs, [1000 * x["cpu_s"] / r["size"] for r, x in have], style, **kw)
