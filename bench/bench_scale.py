@@ -464,7 +464,7 @@ def report() -> None:
                 + (
                     f"import to served index: **{r['import_to_served_s']:.0f} s**"
                     if r.get("complete", True)
-                    else "interrupted: only the stages listed below ran"
+                    else "only the stages listed below were measured"
                 )
             )
         lines += [
