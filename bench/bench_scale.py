@@ -242,7 +242,9 @@ def run(n: int, label: str, code: Path | None = None) -> None:
     cli = [str(MUSICREC)]
     if code is not None:
         env["PYTHONPATH"] = str(code.resolve())
-        cli = [sys.executable, "-c", "import sys; sys.argv[0] = 'musicrec'; from serving.cli import main; main()"]
+        # The entry point moved from serving.cli to serving.cli_serve; a checkout from before has the old one.
+        main = "try:\n from serving.cli_serve import main\nexcept ImportError:\n from serving.cli import main\n"
+        cli = [sys.executable, "-c", f"import sys; sys.argv[0] = 'musicrec'\n{main}main()"]
     stages = [
         ("import", [*cli, "-v", "catalogue", "import", str(lib)]),
         ("features", [*cli, "-v", "features", "build"]),

@@ -1,7 +1,12 @@
-"""Progress of long stages as log lines: done/total, percent, tracks per second, at most every few seconds.
+"""Progress of long steps: the callbacks library steps accept, and progress as log lines.
 
-A tqdm bar shows nothing in an Airflow task log or a redirected terminal; a log line at INFO does, and
-the throughput in it is what tells whether a stage's cost per track stays flat as a library grows.
+Callbacks (each with a no-op default) let the CLI draw bars while the DAGs stay silent: an item wrapper, a
+counter of named events, and one call per trained branch. ``Sized`` gives a lazy iterable a length so a bar
+need not materialise it first.
+
+``ProgressLog`` writes done/total, percent, tracks per second, at most every few seconds. A bar shows nothing
+in an Airflow task log or a redirected terminal; a log line at INFO does, and the throughput in it is what
+tells whether a step's cost per track stays flat as a library grows.
 """
 
 from __future__ import annotations
@@ -9,12 +14,37 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+ItemProgress = Callable[[Iterable[Any]], Iterable[Any]]  # wraps the items of a loop, yields them unchanged
+CountProgress = Callable[[str, int], None]  # (event, how many): "todo", "embedded", "skipped", ...
+BranchProgress = Callable[[str, int, int], None]  # (holdout just trained, done, total)
+
 LOG_EVERY_S = 10.0
+
+
+def no_items(items: Iterable[Any]) -> Iterable[Any]:
+    return items
+
+
+def no_counts(event: str, n: int) -> None:
+    return None
+
+
+class Sized:
+    """A lazy iterable that knows its length, so a progress bar can advance as results arrive."""
+
+    def __init__(self, items: Iterable[Any], n: int) -> None:
+        self.items, self.n = items, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.items)
 
 
 class ProgressLog:
@@ -72,16 +102,3 @@ class ProgressLog:
             if not self._finished:
                 self._finished = True
                 self._emit(time.monotonic())
-
-
-class Sized:
-    """A lazy iterable that knows its length, so a progress bar need not materialise it first."""
-
-    def __init__(self, items: Iterable[Any], n: int) -> None:
-        self.items, self.n = items, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.items)

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.index.milvus import RESULT_FIELDS, CatalogueIndex, CollectionMeta, Hit
+from pipelines.index.metadata import RESULT_FIELDS, CollectionMeta, Hit
+from pipelines.index.milvus import CatalogueIndex
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,16 +33,15 @@ from pipelines.catalogue.manifest import (
 )
 from pipelines.catalogue.scan import Candidate
 from pipelines.parallel import imap
-from pipelines.progress import ProgressLog, Sized
+from pipelines.progress import ItemProgress, ProgressLog, Sized, no_items
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[Iterable[Any]], Iterable[Any]]
+Progress = ItemProgress  # the callback shape of pipelines.progress, under the name callers import
 
 
-def no_progress(items: Iterable[Any]) -> Iterable[Any]:
-    return items
+no_progress = no_items  # the no-op default, under the name callers import
 
 
 @dataclass
@@ -162,12 +161,12 @@ def ingest(
             continue
         key = str(cand.path)
         try:
-            st = stats[key] = cand.path.stat()
+            found = stats[key] = cand.path.stat()
         except OSError as exc:
             stats[key] = exc
             continue
         prev = known.get(key)
-        if not (prev is not None and prev.size == st.st_size and prev.mtime_ns == st.st_mtime_ns):
+        if not (prev is not None and prev.size == found.st_size and prev.mtime_ns == found.st_mtime_ns):
             to_read.append(key)
     read = _read_files(list(dict.fromkeys(to_read)), settings.max_audio_bytes, label, progress)
 
@@ -181,6 +180,7 @@ def ingest(
             rejects.append(_reject(origin, cand, RejectReason.UNREADABLE, f"{type(st).__name__}: {st}"))
             continue
         if str(cand.path) not in read:
+            assert prev is not None  # not read again only when its manifest row has the same size and mtime
             sha, dur, sr, ch = prev.sha256, prev.duration_s, prev.sample_rate, prev.channels
         else:
             outcome = read[str(cand.path)]
