@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import cpu_model  # noqa: E402
 from pipelines.catalogue.manifest import read_manifest  # noqa: E402
 from pipelines.index.lite_server import LiteServer, free_port  # noqa: E402
-from pipelines.index.milvus import CatalogueIndex  # noqa: E402
+from pipelines.index.milvus import TrackIndex  # noqa: E402
 from pipelines.index.refresh import rollback  # noqa: E402
 from pipelines.settings import Settings  # noqa: E402
 from tests.pipelines.index.helpers import PARAMS_A, make_library, refresh  # noqa: E402
@@ -44,11 +44,11 @@ _SETTLE_S = 1.0
 _REFRESH_B = """
 import sys
 from pipelines.settings import IndexSettings
-from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.milvus import TrackIndex
 from pipelines.settings import Settings
 from tests.pipelines.index.helpers import PARAMS_B, refresh
 settings = Settings(data_root=sys.argv[1], milvus_uri=sys.argv[2])
-print(refresh(settings, PARAMS_B, CatalogueIndex(sys.argv[2], IndexSettings(embed_batch_size=2))).collection)
+print(refresh(settings, PARAMS_B, TrackIndex(sys.argv[2], IndexSettings(embed_batch_size=2))).collection)
 """
 
 _SERVE = """
@@ -120,7 +120,7 @@ def run(clients: int, phase_s: float, max_requests: int, work: Path) -> tuple[li
     api: subprocess.Popen[bytes] | None = None
     try:
         settings = Settings(data_root=settings.data_root, milvus_uri=server.uri)
-        index = CatalogueIndex(server.uri)
+        index = TrackIndex(server.uri)
         a = refresh(settings, PARAMS_A, index).collection
         ids = list(read_manifest(settings.manifest_path)["track_id"])
         port = free_port()

@@ -92,12 +92,12 @@ def _examples(n: int, k: int) -> None:
 
     rec = _recommender()
     try:
-        for track_id in quality.example_tracks(rec.index, rec.catalogue(fresh=True), n):
+        for track_id in quality.example_tracks(rec.index, rec.collection(fresh=True), n):
             _print(rec.similar(track_id, k), f"similar to {track_id}")
             typer.echo("")
-        share, tracks = quality.style_agreement(rec.index, rec.catalogue(fresh=True), k)
-        raw = quality.raw_baseline_agreement(rec.settings, rec.catalogue(fresh=True), k)
-        meta = rec.catalogue()
+        share, tracks = quality.style_agreement(rec.index, rec.collection(fresh=True), k)
+        raw = quality.raw_baseline_agreement(rec.settings, rec.collection(fresh=True), k)
+        meta = rec.collection()
     finally:
         rec.close()
     typer.echo(
@@ -199,7 +199,7 @@ def serve(
         typer.Option("--workers", min=1, help="Worker processes (metrics summed over them); all share one Milvus."),
     ] = 1,
 ) -> None:
-    """Start the HTTP API (docs at /docs). Keeps answering while `musicrec catalogue refresh` runs."""
+    """Start the HTTP API (docs at /docs). Keeps answering while `musicrec index refresh` runs."""
     import uvicorn
 
     from pipelines.index.lite_server import LiteServer, is_remote, replace_orphan, resolve_uri

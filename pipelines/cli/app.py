@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from typer.exceptions import TyperException
 
-from pipelines.cli import catalogue, features, stack, train
+from pipelines.cli import catalogue, deprecated, features, index, stack, train
 from pipelines.errors import UserError, one_line
 from pipelines.settings import effective_values, get_settings
 
@@ -54,6 +54,8 @@ def _plain(value: object) -> object:
 
 
 catalogue.register(app)
+index.register(app)
+deprecated.add_aliases()
 features.register(app)
 train.register(app)
 stack.register(app)

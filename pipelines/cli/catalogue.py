@@ -1,6 +1,6 @@
-"""``musicrec data fetch-demo`` and ``musicrec catalogue import|sync|show|refresh|rollback``.
+"""``musicrec data fetch-demo`` and ``musicrec catalogue import|sync|show``.
 
-The catalogue is the manifest of tracks; ``refresh`` and ``rollback`` act on the index built from it.
+The catalogue is the manifest of tracks; the index built from it has its own group (:mod:`pipelines.cli.index`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pipelines.cli.console import bar, quiet_clients
+from pipelines.cli.console import bar
 from pipelines.settings import get_settings
 
 data_app = typer.Typer(help="Demo data.", no_args_is_help=True)
@@ -115,37 +115,6 @@ def catalogue_show() -> None:
     from pipelines.catalogue.summary import format_summary
 
     typer.echo(format_summary(get_settings()))
-
-
-def refresh(
-    model_version: Annotated[
-        str, typer.Option("--model-version", help="'champion' (registry alias), 'raw' (baseline) or a version.")
-    ] = "champion",
-) -> None:
-    """Embed the feature store into a new collection for the model version, verify it, move `tracks` to it."""
-    from pipelines.index.refresh import RefreshJob, run
-
-    quiet_clients()
-    report = run(get_settings(), RefreshJob(model_version=model_version), progress=bar("embedding", "batch"))
-    typer.echo(report.line())
-
-
-def rollback() -> None:
-    """Point `tracks` back at the collection the last refresh replaced."""
-    from pipelines.index.milvus import CatalogueIndex
-    from pipelines.index.refresh import rollback as run
-
-    quiet_clients()
-    index = CatalogueIndex.from_settings(get_settings())
-    try:
-        old, new = run(index)
-    finally:
-        index.close()
-    typer.echo(f"alias {index.alias}: {old} -> {new}")
-
-
-catalogue_app.command("refresh")(refresh)
-catalogue_app.command("rollback")(rollback)
 
 
 def register(app: typer.Typer) -> None:

@@ -25,8 +25,8 @@ import pytest
 import torch
 
 from pipelines.catalogue.manifest import read_manifest
-from pipelines.index.catalogue_map import map_file
-from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.index_map import map_file
+from pipelines.index.milvus import TrackIndex
 from pipelines.index.models import load_embedder
 from pipelines.index.refresh import refresh_collection
 from pipelines.model.encoder import Encoder, EncoderConfig
@@ -87,7 +87,7 @@ def free_port() -> int:
 class Site:
     url: str
     settings: Settings
-    index: CatalogueIndex
+    index: TrackIndex
     champion: str
     challenger: str
     downloads: Path
@@ -103,7 +103,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     champion = register_tiny(settings, 1, 0.61, "promoted")
     Registry(settings).set_champion(champion, by="test", reason="first")
     challenger = register_tiny(settings, 2, 0.55, "rejected")
-    index = CatalogueIndex(settings.milvus_uri, IndexSettings(collections_kept=1, embed_batch_size=8, verify_sample=4))
+    index = TrackIndex(settings.milvus_uri, IndexSettings(collections_kept=1, embed_batch_size=8, verify_sample=4))
     features = build_features(settings, PARAMS_A)
     manifest = read_manifest(settings.manifest_path)
     for version in (challenger, champion):  # the champion's collection ends up live, the challenger's kept

@@ -1,4 +1,4 @@
-"""`musicrec recommend / playlist / serve / catalogue rollback`, run as a user would: subprocesses, exit codes."""
+"""`musicrec recommend / playlist / serve / index rollback`, run as a user would: subprocesses, exit codes."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 from pipelines.catalogue.manifest import read_manifest
 from pipelines.index.lite_server import endpoint_file, free_port
-from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.milvus import TrackIndex
 from pipelines.settings import Settings
 from tests.pipelines.index.helpers import PARAMS_A, PARAMS_B, refresh
 
@@ -79,7 +79,7 @@ def test_recommend_playlist_and_their_errors(lib: Settings) -> None:
     _one_line_error(_musicrec(["playlist", "nope"], lib), "unknown seed track id(s): 'nope'")
 
 
-def test_catalogue_refresh_command_from_the_feature_store(lib: Settings) -> None:
+def test_index_refresh_command_from_the_feature_store(lib: Settings) -> None:
     from pipelines.features.build import FeatureBuild
 
     settings = Settings(data_root=lib.data_root, milvus_uri=lib.milvus_uri, features=PARAMS_A)
@@ -87,14 +87,14 @@ def test_catalogue_refresh_command_from_the_feature_store(lib: Settings) -> None
     params = {"MUSICREC_FEATURES__N_FRAMES": "24", "MUSICREC_FEATURES__N_MFCC": "13"}
     name = f"tracks__raw__{PARAMS_A.version}"
 
-    out = _musicrec(["catalogue", "refresh", "--model-version", "raw"], settings, **params)
+    out = _musicrec(["index", "refresh", "--model-version", "raw"], settings, **params)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().startswith(f"built {name} (model raw): 15 tracks, 15 embedded")
-    again = _musicrec(["catalogue", "refresh", "--model-version", "raw"], settings, **params)
+    again = _musicrec(["index", "refresh", "--model-version", "raw"], settings, **params)
     assert again.returncode == 0 and again.stdout.startswith(f"unchanged {name} (model raw): 15 tracks, 0 embedded")
     # @champion needs a trained model: exit 2 with the reason.
     # Only the last line is checked: MLflow logs its own lines when it creates its database on first use.
-    champion = _musicrec(["catalogue", "refresh"], settings, **params)
+    champion = _musicrec(["index", "refresh"], settings, **params)
     missing = "no model registry" if importlib.util.find_spec("pipelines.registry") is None else "champion"
     assert champion.returncode == 2
     last = champion.stderr.strip().splitlines()[-1]
@@ -103,12 +103,12 @@ def test_catalogue_refresh_command_from_the_feature_store(lib: Settings) -> None
 
 def test_rollback_command(lib: Settings) -> None:
     a = refresh(lib, PARAMS_A).collection
-    _one_line_error(_musicrec(["catalogue", "rollback"], lib), "no earlier collection to roll back to")
+    _one_line_error(_musicrec(["index", "rollback"], lib), "no earlier collection to roll back to")
     b = refresh(lib, PARAMS_B).collection
-    out = _musicrec(["catalogue", "rollback"], lib)
+    out = _musicrec(["index", "rollback"], lib)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"alias tracks: {b} -> {a}"
-    index = CatalogueIndex(lib.milvus_uri)
+    index = TrackIndex(lib.milvus_uri)
     assert index.alias_target() == a
     index.close()
 

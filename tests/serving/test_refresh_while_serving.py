@@ -15,7 +15,7 @@ import uvicorn
 
 from pipelines.catalogue.manifest import read_manifest
 from pipelines.index.lite_server import LiteServer, free_port
-from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.milvus import TrackIndex
 from pipelines.index.refresh import rollback
 from pipelines.settings import ServingSettings, Settings
 from serving.api import create_app
@@ -24,11 +24,11 @@ from tests.pipelines.index.helpers import PARAMS_A, refresh
 _REFRESH_B = """
 import sys
 from pipelines.settings import IndexSettings
-from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.milvus import TrackIndex
 from pipelines.settings import Settings
 from tests.pipelines.index.helpers import PARAMS_B, refresh
 settings = Settings(data_root=sys.argv[1], milvus_uri=sys.argv[2])
-print(refresh(settings, PARAMS_B, CatalogueIndex(sys.argv[2], IndexSettings(embed_batch_size=2))).collection)
+print(refresh(settings, PARAMS_B, TrackIndex(sys.argv[2], IndexSettings(embed_batch_size=2))).collection)
 """
 
 
@@ -56,7 +56,7 @@ def test_queries_never_fail_or_come_back_empty_across_refresh_and_rollback(
     lib: Settings, lite_server: LiteServer
 ) -> None:
     settings = Settings(data_root=lib.data_root, milvus_uri=lite_server.uri)
-    index = CatalogueIndex(lite_server.uri)
+    index = TrackIndex(lite_server.uri)
     a = refresh(settings, PARAMS_A, index).collection
     manifest = read_manifest(settings.manifest_path)
     ids = list(manifest["track_id"])

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pipelines.catalogue.manifest import read_manifest
-from pipelines.index.catalogue_map import load_map, map_file, project
+from pipelines.index.index_map import load_map, map_file, project
 from pipelines.settings import ServingSettings
 from serving.api import create_app
 from serving.service import Recommender

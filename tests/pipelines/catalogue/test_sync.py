@@ -11,7 +11,7 @@ from pipelines.catalogue.importer import import_catalogue, sync_catalogue
 from pipelines.catalogue.manifest import REMOVED, read_manifest
 from pipelines.features.build import FeatureBuild
 from pipelines.features.store import read_features
-from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.milvus import TrackIndex
 from pipelines.index.refresh import RefreshReport, refresh_collection
 from pipelines.model.embedder import RawEmbedder
 from pipelines.settings import IndexSettings, Settings
@@ -25,7 +25,7 @@ ADDED = "Ann Arbor/Low Hum/05 Low 5.flac"
 
 
 def _refresh(settings: Settings) -> RefreshReport:
-    index = CatalogueIndex(settings.milvus_uri, IndexSettings(collections_kept=1, embed_batch_size=4))
+    index = TrackIndex(settings.milvus_uri, IndexSettings(collections_kept=1, embed_batch_size=4))
     try:
         embedder = RawEmbedder(feature_version=PARAMS_A.version, dim=PARAMS_A.dim)
         features = read_features(settings, PARAMS_A)
@@ -35,7 +35,7 @@ def _refresh(settings: Settings) -> RefreshReport:
 
 
 def _indexed(settings: Settings, collection: str) -> dict[str, str]:
-    index = CatalogueIndex(settings.milvus_uri, IndexSettings())
+    index = TrackIndex(settings.milvus_uri, IndexSettings())
     try:
         return index.fingerprints(collection)
     finally:

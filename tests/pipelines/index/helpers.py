@@ -18,7 +18,7 @@ from pipelines.catalogue.manifest import read_manifest
 from pipelines.features.frontend import TrackVector, track_vector
 from pipelines.features.params import FeatureParams
 from pipelines.index.lite_server import LiteServer
-from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.milvus import TrackIndex
 from pipelines.index.models import RAW
 from pipelines.index.refresh import RefreshReport, refresh_collection
 from pipelines.model.embedder import RawEmbedder
@@ -107,12 +107,10 @@ def build_features(settings: Settings, params: FeatureParams) -> Features:
     )
 
 
-def refresh(
-    settings: Settings, params: FeatureParams, index: CatalogueIndex | None = None, **kw: object
-) -> RefreshReport:
+def refresh(settings: Settings, params: FeatureParams, index: TrackIndex | None = None, **kw: object) -> RefreshReport:
     """One real refresh with the raw baseline embedder for ``params``."""
     own = index is None
-    index = index or CatalogueIndex(settings.milvus_uri, IndexSettings(collections_kept=1, embed_batch_size=4))
+    index = index or TrackIndex(settings.milvus_uri, IndexSettings(collections_kept=1, embed_batch_size=4))
     try:
         features = build_features(settings, params)
         embedder = RawEmbedder(feature_version=params.version, dim=params.dim)
@@ -130,8 +128,8 @@ def lib(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def index(lib: Settings) -> Iterator[CatalogueIndex]:
-    idx = CatalogueIndex(lib.milvus_uri, IndexSettings(collections_kept=1, embed_batch_size=4, verify_sample=8))
+def index(lib: Settings) -> Iterator[TrackIndex]:
+    idx = TrackIndex(lib.milvus_uri, IndexSettings(collections_kept=1, embed_batch_size=4, verify_sample=8))
     yield idx
     idx.close()
 

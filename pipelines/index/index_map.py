@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.index.metadata import CollectionMeta
-from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.milvus import TrackIndex
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class MapPoint:
 
 
 @dataclass(frozen=True)
-class CatalogueMap:
+class TrackMap:
     """Every track of one collection at a 2-D position, in a fixed random order."""
 
     collection: str
@@ -84,7 +84,7 @@ def project(vectors: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
     return centred @ axes, (share[0], share[1])
 
 
-def compute_map(index: CatalogueIndex, meta: CollectionMeta) -> CatalogueMap:
+def compute_map(index: TrackIndex, meta: CollectionMeta) -> TrackMap:
     """The map of ``meta``'s collection, from the vectors stored in it."""
     ids = sorted(index.fingerprints(meta.name))
     rows = {r["track_id"]: r for r in index.get(meta.name, ids, ("track_id", "style", "title", "vector"))}
@@ -102,10 +102,10 @@ def compute_map(index: CatalogueIndex, meta: CollectionMeta) -> CatalogueMap:
         )
         for i in order
     ]
-    return CatalogueMap(meta.name, meta.model_version, explained, points)
+    return TrackMap(meta.name, meta.model_version, explained, points)
 
 
-def save_map(data_root: Path, cmap: CatalogueMap) -> Path:
+def save_map(data_root: Path, cmap: TrackMap) -> Path:
     """Write the map next to nothing else: atomically, so a reader never sees half a file."""
     path = map_file(data_root, cmap.collection)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,17 +122,17 @@ def save_map(data_root: Path, cmap: CatalogueMap) -> Path:
     return path
 
 
-def load_map(data_root: Path, collection: str) -> CatalogueMap | None:
+def load_map(data_root: Path, collection: str) -> TrackMap | None:
     """The stored map of ``collection``, or None when there is none."""
     path = map_file(data_root, collection)
     if not path.is_file():
         return None
     body = json.loads(path.read_text())
     points = [MapPoint(str(t), float(x), float(y), str(s), str(title)) for t, x, y, s, title in body["points"]]
-    return CatalogueMap(body["collection"], body["model_version"], tuple(body["explained"]), points)
+    return TrackMap(body["collection"], body["model_version"], tuple(body["explained"]), points)
 
 
-def refresh_map(index: CatalogueIndex, meta: CollectionMeta, data_root: Path) -> CatalogueMap:
+def refresh_map(index: TrackIndex, meta: CollectionMeta, data_root: Path) -> TrackMap:
     cmap = compute_map(index, meta)
     save_map(data_root, cmap)
     return cmap

@@ -1,4 +1,4 @@
-"""The ingest_catalogue DAG run end to end by Airflow: synthetic audio, real parallel shards, demo corpus."""
+"""The build_features DAG run end to end by Airflow: synthetic audio, real parallel shards, demo corpus."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def test_dag_embeds_a_library_and_a_second_run_computes_nothing(
     active = read_manifest(settings.manifest_path)
     events_before = len(_feature_events())
 
-    dag = dag_bag.dags["ingest_catalogue"]
+    dag = dag_bag.dags["build_features"]
     first = _run(dag, shards=2)
     tis = task_instances(first)
     assert [ti.state for ti in tis["compute"]] == ["success", "success"]
@@ -105,7 +105,7 @@ def test_mapped_shards_run_in_parallel_tasks(
         write(lib / "noise" / f"n{i}.ogg", noise(12.0, seed=i, colour=0.3))
     import_catalogue(lib, settings)
 
-    run = _run(dag_bag.dags["ingest_catalogue"], shards=3, use_executor=True)
+    run = _run(dag_bag.dags["build_features"], shards=3, use_executor=True)
     tis = task_instances(run)["compute"]
     assert len(tis) == 3 and {ti.state for ti in tis} == {"success"}
     assert len({ti.pid for ti in tis}) == 3, "each shard ran in its own task process"
@@ -124,7 +124,7 @@ def test_dag_on_the_demo_corpus(dag_bag: Any, musicrec_env: Any, demo_settings: 
     shutil.copy(demo_settings.manifest_path, settings.manifest_path)  # the demo manifest, a fresh store
     musicrec_env(settings)
     active = read_manifest(settings.manifest_path)
-    dag = dag_bag.dags["ingest_catalogue"]
+    dag = dag_bag.dags["build_features"]
 
     first = _run(dag, shards=2)
     report = _xcom(first, "merge")
