@@ -88,14 +88,14 @@ def demo(workdir: Path) -> Catalogue | None:
     from pipelines.catalogue.demo import fetch_demo
     from pipelines.catalogue.manifest import read_manifest
     from pipelines.features.frontend import track_vector
-    from pipelines.settings import Settings
+    from pipelines.settings import PathSettings, Settings
 
     params = FeatureParams()
     cache = workdir / f"demo-{params.version}.npz"
     if not cache.exists():
         if shutil.which("apt-get") is None:
             return None
-        settings = Settings(data_root=workdir / "demo-data")
+        settings = Settings(paths=PathSettings(data_root=workdir / "demo-data"))
         fetch_demo(settings)
         m = read_manifest(settings.manifest_path)
         log.info("embedding %d demo tracks with the front end", len(m))

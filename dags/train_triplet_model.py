@@ -81,7 +81,7 @@ def train_triplet_model() -> None:
         from pipelines.training.steps.train import Trained
 
         settings = get_settings()
-        trained = Trained(mlflow_run_id, settings.mlflow_tracking_uri)
+        trained = Trained(mlflow_run_id, settings.paths.mlflow_tracking_uri)
         return log_report("evaluate", run(settings, _job(params), trained)).as_dict()
 
     @task

@@ -217,19 +217,22 @@ def serve(
         )
     start = serving.serving_start_milvus if milvus_server is None else milvus_server
     server = None
-    if start and not is_remote(settings.milvus_uri):
-        if (orphan := replace_orphan(Path(settings.milvus_uri))) is not None:
+    if start and not is_remote(settings.paths.milvus_uri):
+        if (orphan := replace_orphan(Path(settings.paths.milvus_uri))) is not None:
             typer.echo(f"stopped milvus-lite server {orphan}, left running by a `musicrec serve` that died")
-        if resolve_uri(settings.milvus_uri) == settings.milvus_uri:
-            server = LiteServer(Path(settings.milvus_uri))
-            typer.echo(f"starting milvus-lite server for {settings.milvus_uri} ...")
+        if resolve_uri(settings.paths.milvus_uri) == settings.paths.milvus_uri:
+            server = LiteServer(Path(settings.paths.milvus_uri))
+            typer.echo(f"starting milvus-lite server for {settings.paths.milvus_uri} ...")
             server.start()
             server.keep_alive()
             typer.echo(f"milvus-lite server at {server.uri} (other musicrec commands find it by themselves)")
-    if not is_remote(settings.milvus_uri) and (address := resolve_uri(settings.milvus_uri)) != settings.milvus_uri:
+    if (
+        not is_remote(settings.paths.milvus_uri)
+        and (address := resolve_uri(settings.paths.milvus_uri)) != settings.paths.milvus_uri
+    ):
         # Talk to the server by its address: if it dies, requests get 503 until it is back, instead of
         # this process opening (and locking) the folder itself. Worker processes read it from the environment.
-        settings = settings.model_copy(update={"milvus_uri": address})
+        settings = settings.model_copy(update={"paths": settings.paths.model_copy(update={"milvus_uri": address})})
         os.environ["MUSICREC_MILVUS_URI"] = address
     cleanup = prepare_multiprocess_dir(workers)
     try:

@@ -537,10 +537,10 @@ class Recommender:
         with self._lock:
             if meta.name in self._maps:
                 return self._maps[meta.name]
-        cmap = load_map(self.settings.data_root, meta.name)
+        cmap = load_map(self.settings.paths.data_root, meta.name)
         if cmap is None:
             log.info("no stored map for %s; computing it", meta.name)
-            cmap = refresh_map(self.index, meta, self.settings.data_root)
+            cmap = refresh_map(self.index, meta, self.settings.paths.data_root)
         with self._lock:
             self._maps = {meta.name: cmap}
         return cmap

@@ -106,7 +106,7 @@ def _announce(settings: Any, report: Any) -> None:
     if event is None:
         typer.echo("Airflow not configured (MUSICREC_AIRFLOW_API_URL): the manifest change was not announced")
     else:
-        typer.echo(f"announced to Airflow at {settings.airflow_api_url}: manifest event {event}")
+        typer.echo(f"announced to Airflow at {settings.airflow.api_url}: manifest event {event}")
 
 
 @catalogue_app.command("show")

@@ -45,7 +45,7 @@ class TrackIndex:
 
     @classmethod
     def from_settings(cls, settings: Settings, index: IndexSettings | None = None) -> TrackIndex:
-        return cls(settings.milvus_uri, index, lock_path_for(settings.milvus_uri, settings.data_root))
+        return cls(settings.paths.milvus_uri, index, lock_path_for(settings.paths.milvus_uri, settings.paths.data_root))
 
     def writer(self, what: str = "write the index") -> contextlib.AbstractContextManager[None]:
         """The cross-process writer lock: every change to collections or the alias happens inside it."""

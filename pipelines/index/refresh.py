@@ -328,7 +328,7 @@ class RefreshIndex(BaseModel):
         index = TrackIndex.from_settings(self.settings, self.index or self.settings.index)
         try:
             return refresh_collection(
-                index, embedder, features, manifest, progress, on_step, map_root=self.settings.data_root
+                index, embedder, features, manifest, progress, on_step, map_root=self.settings.paths.data_root
             )
         finally:
             index.close()

@@ -15,7 +15,7 @@ from pipelines.catalogue.manifest import REJECTS_SCHEMA, read_manifest, read_tab
 from pipelines.features.frontend import track_vector
 from pipelines.features.quarantine import read_quarantine
 from pipelines.features.store import part_files, read_features
-from pipelines.settings import Settings
+from pipelines.settings import PathSettings, Settings
 from tests.dags.airflow_db import asset_events, task_instances
 from tests.pipelines.features.library import good_files
 from tests.synth import noise, write
@@ -56,7 +56,7 @@ def _run(dag: Any, shards: int = 0, **kw: Any) -> Any:
 def test_dag_embeds_a_library_and_a_second_run_computes_nothing(
     dag_bag: Any, musicrec_env: Any, tmp_path: Path
 ) -> None:
-    settings = musicrec_env(Settings(data_root=tmp_path / "data"))
+    settings = musicrec_env(Settings(paths=PathSettings(data_root=tmp_path / "data")))
     lib = tmp_path / "lib"
     good_files(lib, per_style=2)
     write(lib / "noise" / "gap.wav", np.zeros(44100, np.float32))  # decodable, but silent
@@ -99,7 +99,7 @@ def test_mapped_shards_run_in_parallel_tasks(
     dag_bag: Any, musicrec_env: Any, local_executor: None, tmp_path: Path
 ) -> None:
     """With an executor (LocalExecutor, as in production) the mapped shard tasks overlap in time."""
-    settings = musicrec_env(Settings(data_root=tmp_path / "data"))
+    settings = musicrec_env(Settings(paths=PathSettings(data_root=tmp_path / "data")))
     lib = tmp_path / "lib"
     for i in range(6):
         write(lib / "noise" / f"n{i}.ogg", noise(12.0, seed=i, colour=0.3))
@@ -119,7 +119,7 @@ def test_mapped_shards_run_in_parallel_tasks(
 @pytest.mark.slow
 def test_dag_on_the_demo_corpus(dag_bag: Any, musicrec_env: Any, demo_settings: Settings, tmp_path: Path) -> None:
     """Every decodable demo track gets one row; what is quarantined really gives no vector; rerun is a no-op."""
-    settings = Settings(data_root=tmp_path / "data")
+    settings = Settings(paths=PathSettings(data_root=tmp_path / "data"))
     settings.catalogue_dir.mkdir(parents=True)
     shutil.copy(demo_settings.manifest_path, settings.manifest_path)  # the demo manifest, a fresh store
     musicrec_env(settings)

@@ -38,7 +38,7 @@ def test_refresh_index_run_builds_then_leaves_an_unchanged_catalogue_alone(
 
     first = dag.test(run_conf={"model_version": "raw"})
     assert first.state == "success"
-    index = TrackIndex(settings.milvus_uri)
+    index = TrackIndex(settings.paths.milvus_uri)
     live = index.live()
     assert live.name == f"tracks__raw__{settings.features.version}" and live.model_version == "raw"
     assert index.count(live.name) == expected > 0
@@ -46,7 +46,7 @@ def test_refresh_index_run_builds_then_leaves_an_unchanged_catalogue_alone(
 
     second = dag.test(run_conf={"model_version": "raw"})
     assert second.state == "success"
-    index = TrackIndex(settings.milvus_uri)
+    index = TrackIndex(settings.paths.milvus_uri)
     assert index.alias_target() == live.name and index.count(live.name) == expected
     index.close()
 

@@ -247,12 +247,14 @@ def test_the_chain_runs_by_itself_on_celery_workers_and_new_tracks_reach_the_api
     assert states["train"] == "success" and states["announce_champion"] == "success", states
 
     from pipelines.registry import CHAMPION, Registry
-    from pipelines.settings import Settings
+    from pipelines.settings import PathSettings, Settings
 
     settings = Settings(
-        data_root=Path(env["MUSICREC_DATA_ROOT"]),
-        mlflow_tracking_uri=env["MUSICREC_MLFLOW_TRACKING_URI"],
-        milvus_uri=env["MUSICREC_MILVUS_URI"],
+        paths=PathSettings(
+            data_root=Path(env["MUSICREC_DATA_ROOT"]),
+            mlflow_tracking_uri=env["MUSICREC_MLFLOW_TRACKING_URI"],
+            milvus_uri=env["MUSICREC_MILVUS_URI"],
+        ),
         features=SYNTH_FEATURES,
     )
     registry = Registry(settings)

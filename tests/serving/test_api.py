@@ -220,7 +220,7 @@ def test_upload_needs_the_collections_own_model_and_says_so_when_it_cannot_be_lo
     """A collection made by model version 7: queries by id work, uploads need version 7 itself."""
     features = build_features(lib, PARAMS_A)
     seven = RawEmbedder(feature_version=PARAMS_A.version, dim=PARAMS_A.dim, version="7")
-    index = TrackIndex(lib.milvus_uri)
+    index = TrackIndex(lib.paths.milvus_uri)
     refresh_collection(index, seven, features, read_manifest(lib.manifest_path))
     with serve(lib, index) as client:
         assert client.get(f"/tracks/{features.track_ids[0]}/similar", params={"k": 3}).status_code == 200

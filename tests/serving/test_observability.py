@@ -193,7 +193,7 @@ def test_model_that_cannot_be_loaded_is_not_ready(lib: Settings) -> None:
     """A collection made by model version 7, which no registry holds: ids could be served, uploads not."""
     features = build_features(lib, PARAMS_A)
     seven = RawEmbedder(feature_version=PARAMS_A.version, dim=PARAMS_A.dim, version="7")
-    index = TrackIndex(lib.milvus_uri)
+    index = TrackIndex(lib.paths.milvus_uri)
     refresh_collection(index, seven, features, read_manifest(lib.manifest_path))
     with serve(lib, index) as client:
         ready = client.get("/readyz")

@@ -67,7 +67,7 @@ def test_first_refresh_builds_a_verified_collection_and_points_the_alias(lib: Se
 
 def test_rerun_under_the_same_model_embeds_only_new_and_changed_tracks(lib: Settings, index: TrackIndex) -> None:
     first = refresh(lib, PARAMS_A, index)
-    music = lib.data_root.parent / "music"
+    music = lib.paths.data_root.parent / "music"
     synth.write(music / "low_tones" / "low_tones_0.wav", synth.tone(140, 3.0, harmonics=2))  # changed content
     add_track(lib, "extra.wav", synth.tone(300, 3.0, harmonics=3))
     remove_track(lib, "noise/noise_4.wav")
@@ -141,9 +141,9 @@ _KILLED_REFRESH = """
 import os, signal, sys
 from pipelines.settings import IndexSettings
 from pipelines.index.milvus import TrackIndex
-from pipelines.settings import Settings
+from pipelines.settings import PathSettings, Settings
 from tests.pipelines.index.helpers import PARAMS_B, refresh
-settings = Settings(data_root=sys.argv[1], milvus_uri=sys.argv[2])
+settings = Settings(paths=PathSettings(data_root=sys.argv[1], milvus_uri=sys.argv[2]))
 def die(step):
     if step == "inserted":
         os.kill(os.getpid(), signal.SIGKILL)
@@ -160,7 +160,7 @@ def test_refresh_process_killed_mid_way_leaves_serving_untouched(lib: Settings, 
     query = build_features(lib, PARAMS_A).track_ids[3]
     before = recommender.similar(query, 5)
 
-    cmd = [sys.executable, "-c", _KILLED_REFRESH, str(lib.data_root), lite_server.uri]
+    cmd = [sys.executable, "-c", _KILLED_REFRESH, str(lib.paths.data_root), lite_server.uri]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
     assert proc.returncode == -9, proc.stderr[-2000:]
 
@@ -215,7 +215,7 @@ def test_rollback_returns_to_the_previous_collection(lib: Settings, index: Track
     assert rollback(index) == (b.collection, a.collection)
     assert index.alias_target() == a.collection
     recommender = Recommender(index, lib, ServingSettings(serving_alias_ttl_s=0))
-    audio = (lib.data_root.parent / "music" / "noise" / "noise_1.wav").read_bytes()
+    audio = (lib.paths.data_root.parent / "music" / "noise" / "noise_1.wav").read_bytes()
     answer = recommender.similar_audio(audio, 3)  # embedded with A's front-end parameters, not B's
     assert answer.collection == a.collection and answer.results[0].style == "noise"
 
@@ -232,7 +232,7 @@ def test_older_collections_beyond_the_setting_are_dropped(lib: Settings, index: 
     assert c.dropped == [a.collection]
     assert [m.name for m in index.managed()] == [b.collection, c.collection]
 
-    keep_two = TrackIndex(lib.milvus_uri, IndexSettings(collections_kept=2))
+    keep_two = TrackIndex(lib.paths.milvus_uri, IndexSettings(collections_kept=2))
     d = refresh(lib, PARAMS_A, keep_two)
     assert d.dropped == [] and {m.name for m in keep_two.managed()} == {b.collection, c.collection, d.collection}
     keep_two.close()

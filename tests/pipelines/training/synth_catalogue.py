@@ -8,7 +8,7 @@ from pipelines.catalogue.importer import import_catalogue
 from pipelines.features.build import FeatureBuild
 from pipelines.features.params import FeatureParams
 from pipelines.model.encoder import EncoderConfig
-from pipelines.settings import Settings
+from pipelines.settings import PathSettings, Settings
 from pipelines.training.config import TrainingJob
 from pipelines.training.train import TrainConfig
 from tests.pipelines.training.synth_styles import style_library
@@ -35,7 +35,7 @@ SMALL_JOB = TrainingJob(
 def build_synthetic_catalogue(root: Path, per_style: int = 8, sources: int = 2) -> Settings:
     """Three synthetic styles from ``sources`` albums each, imported as a folder-per-style library, features built."""
     style_library(root / "library", per_style=per_style, seconds=4.0, sources=sources)
-    settings = Settings(data_root=root / "data", features=SYNTH_FEATURES)
+    settings = Settings(paths=PathSettings(data_root=root / "data"), features=SYNTH_FEATURES)
     import_catalogue(root / "library", settings)
     FeatureBuild(settings=settings, shards=1).run()
     return settings
