@@ -40,7 +40,7 @@ from pipelines.catalogue.manifest import read_manifest  # noqa: E402
 from pipelines.features.build import FeatureBuild  # noqa: E402
 from pipelines.features.frontend import decode, frames_to_vector, mfcc_frames, rms_db, track_vector  # noqa: E402
 from pipelines.features.params import FeatureParams  # noqa: E402
-from pipelines.settings import Settings  # noqa: E402
+from pipelines.settings import PathSettings, Settings  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "features.md"
 
@@ -94,7 +94,7 @@ def all_cores(demo: Settings) -> tuple[list[str], dict]:
         os.sched_setaffinity(0, range(os.cpu_count() or 1))
     root = Path(tempfile.mkdtemp(prefix="bench-features-"))
     try:
-        settings = Settings(data_root=root / "data", cache_dir=demo.cache_dir)
+        settings = Settings(paths=PathSettings(data_root=root / "data", cache_dir=demo.paths.cache_dir))
         settings.catalogue_dir.mkdir(parents=True)
         shutil.copy(demo.manifest_path, settings.manifest_path)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -172,7 +172,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    demo = Settings(data_root=Path(tempfile.mkdtemp(prefix="bench-demo-")) / "data")
+    demo = Settings(paths=PathSettings(data_root=Path(tempfile.mkdtemp(prefix="bench-demo-")) / "data"))
     fetch_demo(demo)
     tracks = list(read_manifest(demo.manifest_path).sort_values("track_id").itertuples(index=False))
     params = FeatureParams()
@@ -205,7 +205,7 @@ def main() -> None:
     print("\n".join(notes))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
-    shutil.rmtree(demo.data_root.parent, ignore_errors=True)
+    shutil.rmtree(demo.paths.data_root.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":

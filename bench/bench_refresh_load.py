@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import cpu_model  # noqa: E402
 from pipelines.catalogue.manifest import read_manifest  # noqa: E402
 from pipelines.index.lite_server import LiteServer, free_port  # noqa: E402
-from pipelines.index.milvus import CatalogueIndex  # noqa: E402
+from pipelines.index.milvus import TrackIndex  # noqa: E402
 from pipelines.index.refresh import rollback  # noqa: E402
-from pipelines.settings import Settings  # noqa: E402
+from pipelines.settings import PathSettings, Settings  # noqa: E402
 from tests.pipelines.index.helpers import PARAMS_A, make_library, refresh  # noqa: E402
 
 log = logging.getLogger("bench_refresh_load")
@@ -44,19 +44,19 @@ _SETTLE_S = 1.0
 _REFRESH_B = """
 import sys
 from pipelines.settings import IndexSettings
-from pipelines.index.milvus import CatalogueIndex
-from pipelines.settings import Settings
+from pipelines.index.milvus import TrackIndex
+from pipelines.settings import PathSettings, Settings
 from tests.pipelines.index.helpers import PARAMS_B, refresh
-settings = Settings(data_root=sys.argv[1], milvus_uri=sys.argv[2])
-print(refresh(settings, PARAMS_B, CatalogueIndex(sys.argv[2], IndexSettings(embed_batch_size=2))).collection)
+settings = Settings(paths=PathSettings(data_root=sys.argv[1], milvus_uri=sys.argv[2]))
+print(refresh(settings, PARAMS_B, TrackIndex(sys.argv[2], IndexSettings(embed_batch_size=2))).collection)
 """
 
 _SERVE = """
 import sys, uvicorn
-from pipelines.settings import Settings
+from pipelines.settings import PathSettings, Settings
 from serving.api import create_app
 from pipelines.settings import ServingSettings
-settings = Settings(data_root=sys.argv[1], milvus_uri=sys.argv[2])
+settings = Settings(paths=PathSettings(data_root=sys.argv[1], milvus_uri=sys.argv[2]))
 app = create_app(settings, ServingSettings(serving_alias_ttl_s=0.2))
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[3]), log_level="warning")
 """
@@ -119,13 +119,13 @@ def run(clients: int, phase_s: float, max_requests: int, work: Path) -> tuple[li
     server.start()
     api: subprocess.Popen[bytes] | None = None
     try:
-        settings = Settings(data_root=settings.data_root, milvus_uri=server.uri)
-        index = CatalogueIndex(server.uri)
+        settings = Settings(paths=PathSettings(data_root=settings.paths.data_root, milvus_uri=server.uri))
+        index = TrackIndex(server.uri)
         a = refresh(settings, PARAMS_A, index).collection
         ids = list(read_manifest(settings.manifest_path)["track_id"])
         port = free_port()
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        cmd = [sys.executable, "-c", _SERVE, str(settings.data_root), server.uri, str(port)]
+        cmd = [sys.executable, "-c", _SERVE, str(settings.paths.data_root), server.uri, str(port)]
         api = subprocess.Popen(cmd, env=env, cwd=ROOT)
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -156,7 +156,7 @@ def run(clients: int, phase_s: float, max_requests: int, work: Path) -> tuple[li
             return out
 
         phase("before")
-        refresh_cmd = [sys.executable, "-c", _REFRESH_B, str(settings.data_root), server.uri]
+        refresh_cmd = [sys.executable, "-c", _REFRESH_B, str(settings.paths.data_root), server.uri]
         done = phase(
             "during refresh",
             lambda: subprocess.run(refresh_cmd, capture_output=True, text=True, env=env, cwd=ROOT, check=True),

@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from pipelines.features.params import FeatureParams  # noqa: E402
 from pipelines.index.lite_server import LiteServer, free_port  # noqa: E402
 from pipelines.index.metadata import CollectionMeta, now_iso  # noqa: E402
-from pipelines.index.milvus import CatalogueIndex  # noqa: E402
+from pipelines.index.milvus import TrackIndex  # noqa: E402
 from pipelines.model.embedder import l2_normalise  # noqa: E402
 from pipelines.settings import IndexSettings  # noqa: E402
 
@@ -88,14 +88,14 @@ def demo(workdir: Path) -> Catalogue | None:
     from pipelines.catalogue.demo import fetch_demo
     from pipelines.catalogue.manifest import read_manifest
     from pipelines.features.frontend import track_vector
-    from pipelines.settings import Settings
+    from pipelines.settings import PathSettings, Settings
 
     params = FeatureParams()
     cache = workdir / f"demo-{params.version}.npz"
     if not cache.exists():
         if shutil.which("apt-get") is None:
             return None
-        settings = Settings(data_root=workdir / "demo-data")
+        settings = Settings(paths=PathSettings(data_root=workdir / "demo-data"))
         fetch_demo(settings)
         m = read_manifest(settings.manifest_path)
         log.info("embedding %d demo tracks with the front end", len(m))
@@ -184,8 +184,8 @@ def milvus_backend(binary: str, workdir: Path) -> Iterator[str]:
 # ---- measurements -----------------------------------------------------------------------------------
 
 
-def load(uri: str, cat: Catalogue, index_type: str, name: str) -> tuple[CatalogueIndex, CollectionMeta, float]:
-    index = CatalogueIndex(uri, IndexSettings(index_type=index_type, ivf_nlist=1024, ivf_nprobe=32))
+def load(uri: str, cat: Catalogue, index_type: str, name: str) -> tuple[TrackIndex, CollectionMeta, float]:
+    index = TrackIndex(uri, IndexSettings(index_type=index_type, ivf_nlist=1024, ivf_nprobe=32))
     meta = CollectionMeta(
         name=name,
         model_version="raw",
@@ -224,7 +224,7 @@ def load(uri: str, cat: Catalogue, index_type: str, name: str) -> tuple[Catalogu
     return index, index.describe(name), built
 
 
-def wait_indexed(index: CatalogueIndex, name: str, n: int, timeout: float = 900) -> None:
+def wait_indexed(index: TrackIndex, name: str, n: int, timeout: float = 900) -> None:
     """A server builds indexes in the background; searching before that measures brute force."""
     deadline = time.monotonic() + timeout
     with index._guard() as c:
@@ -243,7 +243,7 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return s[len(s) // 2], s[min(len(s) - 1, int(len(s) * 0.99))]
 
 
-def direct(index: CatalogueIndex, meta: CollectionMeta, cat: Catalogue) -> dict[str, float]:
+def direct(index: TrackIndex, meta: CollectionMeta, cat: Catalogue) -> dict[str, float]:
     queries = cat.queries[:200]
     index.search(meta, queries[:1], K)
     times = []

@@ -30,7 +30,7 @@ from bench.machine import cpu_model
 from pipelines.catalogue.demo import fetch_demo
 from pipelines.features.build import FeatureBuild
 from pipelines.features.store import part_files
-from pipelines.settings import Settings
+from pipelines.settings import PathSettings, Settings
 from pipelines.training.config import TrainingJob
 from pipelines.training.evaluate import BASELINES, baseline_embeddings, evaluate_models
 from pipelines.training.labelled import load_labelled, window_bank
@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4, help="Epochs timed per thread setting.")
     args = ap.parse_args()
 
-    settings = Settings(data_root=args.data_root)
+    settings = Settings(paths=PathSettings(data_root=args.data_root))
     t0 = time.perf_counter()
     fetch_demo(settings)
     if not part_files(settings, settings.features):

@@ -30,7 +30,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.model.encoder import EncoderConfig
-from pipelines.settings import Settings
+from pipelines.settings import PathSettings, Settings
 from pipelines.training.config import TrainingJob
 from pipelines.training.evaluate import BASELINES, baseline_embeddings, evaluate_models, fold_summary, summary
 from pipelines.training.labelled import LabelledFeatures, load_labelled, recipe_params, window_bank
@@ -172,7 +172,7 @@ def main() -> None:
     ap.add_argument("--analyse", nargs="*", default=None, help="Saved recipes (--save) to analyse, no training.")
     ap.add_argument("--weight", type=float, default=0.7, help="Statistics weight for --analyse.")
     args = ap.parse_args()
-    settings = Settings(data_root=args.data_root)
+    settings = Settings(paths=PathSettings(data_root=args.data_root))
     cat = load_labelled(settings)
     tracks = cat.tracks
     split = make_split(tracks, n_folds=0, group_by="source").merge(tracks[["track_id", "source"]], on="track_id")

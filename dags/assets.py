@@ -11,10 +11,10 @@ from airflow.sdk import Asset
 # The catalogue manifest (Parquet): one row per track, written by catalogue imports.
 MANIFEST = Asset(name="musicrec_manifest", uri="musicrec://catalogue/manifest")
 
-# The feature store (Parquet, one folder per feature version), written by `ingest_catalogue`.
+# The feature store (Parquet, one folder per feature version), written by `build_features`.
 # Each event's ``extra`` says which version changed and how many rows it holds.
 FEATURES = Asset(name="musicrec_features", uri="musicrec://features")
 CHAMPION = Asset(name="musicrec_champion", uri="musicrec://model/champion")  # new champion (train_triplet_model)
 
-# The collection behind the alias ``tracks`` (Milvus), announced by `refresh_catalogue` after every switch.
-CATALOGUE_INDEX = Asset(name="musicrec_catalogue_index", uri="musicrec://index/tracks")
+# The collection behind the alias ``tracks`` (Milvus), announced by `refresh_index` after every switch.
+TRACK_INDEX = Asset(name="musicrec_track_index", uri="musicrec://index/tracks")

@@ -5,7 +5,7 @@ source, once on every track for serving), evaluate it leave-one-source-out besid
 and random baselines and the champion's recipe, and let the gate decide on promotion. Runs weekly and
 whenever the feature store changes; either run skips when the registry already holds a model trained on
 exactly these features with this recipe. A promotion announces the champion Asset, on which the
-catalogue refresh is scheduled; a run that does not promote announces nothing.
+index refresh is scheduled; a run that does not promote announces nothing.
 
 The recipe is ``MUSICREC_TRAINING_JOB`` (fields of :class:`pipelines.training.config.TrainingJob`), and
 a run's ``job`` parameter overrides it, validated when the run is triggered, e.g.
@@ -81,7 +81,7 @@ def train_triplet_model() -> None:
         from pipelines.training.steps.train import Trained
 
         settings = get_settings()
-        trained = Trained(mlflow_run_id, settings.mlflow_tracking_uri)
+        trained = Trained(mlflow_run_id, settings.paths.mlflow_tracking_uri)
         return log_report("evaluate", run(settings, _job(params), trained)).as_dict()
 
     @task

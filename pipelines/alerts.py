@@ -14,20 +14,20 @@ log = logging.getLogger(__name__)
 
 
 def notify_failure(settings: Settings, event: dict[str, Any], timeout_s: float = 5.0) -> bool:
-    """Log ``event`` (what failed, where, why) and POST it to ``settings.alert_webhook_url``; True if delivered.
+    """Log ``event`` (what failed, where, why) and POST it to ``settings.airflow.alert_webhook_url``; True if delivered.
 
     Never raises: an alert that cannot be delivered must not hide the failure it reports.
     """
     log.error("pipeline step failed: %s", json.dumps(event, default=str))
-    if not settings.alert_webhook_url:
+    if not settings.airflow.alert_webhook_url:
         return False
     body = json.dumps({"source": "musicrec", **event}, default=str).encode()
     request = urllib.request.Request(
-        settings.alert_webhook_url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        settings.airflow.alert_webhook_url, data=body, method="POST", headers={"Content-Type": "application/json"}
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as resp:
             return 200 <= resp.status < 300
     except (OSError, urllib.error.URLError, ValueError) as exc:
-        log.warning("alert webhook %s not reached: %s", settings.alert_webhook_url, exc)
+        log.warning("alert webhook %s not reached: %s", settings.airflow.alert_webhook_url, exc)
         return False

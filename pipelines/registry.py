@@ -1,6 +1,6 @@
 """The MLflow side of training: runs, the logged model, the registry and its aliases, the audit trail.
 
-One small service (:class:`Registry`) wraps an ``MlflowClient`` bound to ``settings.mlflow_tracking_uri``
+One small service (:class:`Registry`) wraps an ``MlflowClient`` bound to ``settings.paths.mlflow_tracking_uri``
 (SQLite under the data root by default; a server's URL in production). Nothing global is set at import
 time: the few MLflow calls that only exist in the fluent API run inside :func:`_tracking`, which sets the
 URI for the call and restores the previous one.
@@ -88,12 +88,12 @@ class Registry:
         from mlflow import MlflowClient
 
         self.settings = settings
-        self.uri = settings.mlflow_tracking_uri
+        self.uri = settings.paths.mlflow_tracking_uri
         try:
             relocate(settings, EXPERIMENT_NAME)
         except (OSError, sqlite3.Error) as exc:
             raise RegistryUnavailable(
-                f"the MLflow store in {settings.data_root} could not be pointed at this data root "
+                f"the MLflow store in {settings.paths.data_root} could not be pointed at this data root "
                 f"({type(exc).__name__}: {exc})"
             ) from exc
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
@@ -128,10 +128,10 @@ class Registry:
         location = None
         if self.uri.startswith("sqlite:"):
             # Default artifact root is ./mlruns of the current directory: keep artifacts under the data root.
-            location = (self.settings.data_root / ARTIFACTS_DIR).as_uri()
+            location = (self.settings.paths.data_root / ARTIFACTS_DIR).as_uri()
         experiment_id = self.client.create_experiment(EXPERIMENT_NAME, artifact_location=location)
         if embedded_store(self.settings) is not None:
-            write_marker(self.settings.data_root)  # the paths MLflow records from now on are for this root
+            write_marker(self.settings.paths.data_root)  # the paths MLflow records from now on are for this root
         return experiment_id
 
     def start_run(self, params: Mapping[str, Any], tags: Mapping[str, str], name: str | None = None) -> str:

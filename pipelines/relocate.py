@@ -51,14 +51,14 @@ class Relocation:
 
 def embedded_store(settings: Settings) -> Path | None:
     """The SQLite file behind the tracking URI when it lies under the data root, else None."""
-    uri = settings.mlflow_tracking_uri
+    uri = settings.paths.mlflow_tracking_uri
     if not uri.startswith("sqlite:///"):
         return None
     path = uri.removeprefix("sqlite:///").split("?", 1)[0]
     if path in ("", ":memory:"):
         return None
     db = Path(path).resolve()  # a relative path is relative to the working directory, as for SQLAlchemy
-    return db if db.is_relative_to(settings.data_root) else None
+    return db if db.is_relative_to(settings.paths.data_root) else None
 
 
 def read_marker(root: Path) -> str | None:
@@ -179,7 +179,7 @@ def relocate(settings: Settings, experiment: str) -> Relocation | None:
     db = embedded_store(settings)
     if db is None:
         return None
-    root = settings.data_root
+    root = settings.paths.data_root
     old = read_marker(root)
     if old == str(root):
         return None

@@ -1,8 +1,8 @@
 """One settings object for every path and URI musicrec uses.
 
 Everything that differs between a laptop and a server (where data lives, which MLflow and Milvus to talk
-to) is read here, from environment variables prefixed ``MUSICREC_`` or a ``.env`` file, so the same code
-runs on the embedded defaults (SQLite, MLflow on SQLite, Milvus Lite) and on real servers.
+to: the ``paths`` section) is read here, from environment variables prefixed ``MUSICREC_`` or a ``.env``
+file, so the same code runs on the embedded defaults (SQLite, MLflow on SQLite, Milvus Lite) and on real servers.
 Nothing is created or connected at import time: paths are only computed.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines.features.params import FeatureParams
@@ -36,7 +36,7 @@ class StackPorts(BaseModel):
 
 
 class IndexSettings(BaseSettings):
-    """Index and refresh knobs (env ``MUSICREC_<FIELD>``); paths and URIs stay in ``Settings``."""
+    """Index and refresh knobs (env ``MUSICREC_<FIELD>``); the Milvus URI is ``PathSettings.milvus_uri``."""
 
     model_config = SettingsConfigDict(env_prefix="MUSICREC_", env_file=".env", extra="ignore", frozen=True)
 
@@ -61,7 +61,7 @@ class IndexSettings(BaseSettings):
 
 
 class ServingSettings(BaseSettings):
-    """Serving knobs (env ``MUSICREC_<FIELD>``); the Milvus URI itself is ``Settings.milvus_uri``."""
+    """Serving knobs (env ``MUSICREC_<FIELD>``); the Milvus URI itself is ``PathSettings.milvus_uri``."""
 
     model_config = SettingsConfigDict(env_prefix="MUSICREC_", env_file=".env", extra="ignore", frozen=True)
 
@@ -107,12 +107,13 @@ class ServingSettings(BaseSettings):
     )
 
 
-class Settings(BaseSettings):
-    """Effective configuration; every field can be overridden with ``MUSICREC_<FIELD>``."""
+class PathSettings(BaseSettings):
+    """Where data lives and which servers to talk to (env ``MUSICREC_<FIELD>``).
 
-    model_config = SettingsConfigDict(
-        env_prefix="MUSICREC_", env_file=".env", env_nested_delimiter="__", extra="ignore", frozen=True
-    )
+    Empty URIs mean the embedded defaults under the data root: MLflow on SQLite and a Milvus Lite file.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MUSICREC_", env_file=".env", extra="ignore", frozen=True)
 
     data_root: Path = Field(default=Path("data"), description="Manifests, feature store, models, indexes.")
     cache_dir: Path = Field(
@@ -124,31 +125,9 @@ class Settings(BaseSettings):
     genre_map: Path | None = Field(
         default=None, description="CSV genre,style: styles from genre tags where no folder or column gives one."
     )
-    max_audio_bytes: int = Field(default=512 * 1024 * 1024, description="Larger files are rejected.")
-    decode_timeout_s: float = Field(default=30.0, description="A file whose decode takes longer is quarantined.")
-    demo_extended: bool = Field(
-        default=True,
-        description="Demo corpus: the extra sources per style (every style from >= 4 soundtracks); false: the six "
-        "original packages, one soundtrack per style (two for metal).",
-    )
-    features: FeatureParams = Field(default_factory=FeatureParams, description="MUSICREC_FEATURES__N_MFCC=...")
-    training_job: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Defaults for scheduled training runs: TrainingJob fields as JSON, e.g. "
-        '\'{"train": {"epochs": 12}}\'; a DAG run\'s `job` parameter overrides them.',
-    )
-    airflow_api_url: str = Field(
-        default="", description="Airflow api-server base URL; set, imports announce the manifest Asset there."
-    )
-    airflow_username: str = Field(default="", description="Airflow user for the API (simple auth manager).")
-    airflow_password: str = Field(default="", description="That user's password.")
-    alert_webhook_url: str = Field(default="", description="Failed DAG tasks are POSTed here as JSON, if set.")
-    stack: StackPorts = Field(default_factory=lambda: StackPorts(), description="`musicrec stack`: MUSICREC_STACK__*.")
-    index: IndexSettings = Field(default_factory=IndexSettings, description="Index and refresh: MUSICREC_<FIELD>.")
-    serving: ServingSettings = Field(default_factory=ServingSettings, description="Serving: MUSICREC_<FIELD>.")
 
     @model_validator(mode="after")
-    def _fill_derived(self) -> Settings:
+    def _fill_derived(self) -> PathSettings:
         root = self.data_root.expanduser().resolve()
         object.__setattr__(self, "data_root", root)
         object.__setattr__(self, "cache_dir", self.cache_dir.expanduser().resolve())
@@ -158,9 +137,63 @@ class Settings(BaseSettings):
             object.__setattr__(self, "milvus_uri", str(root / "milvus.db"))
         return self
 
+
+class TrainingSettings(BaseSettings):
+    """Scheduled training (env ``MUSICREC_TRAINING_<FIELD>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="MUSICREC_TRAINING_", env_file=".env", extra="ignore", frozen=True)
+
+    job: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Defaults for scheduled training runs: TrainingJob fields as JSON, e.g. "
+        '\'{"train": {"epochs": 12}}\'; a DAG run\'s `job` parameter overrides them.',
+    )
+
+
+class AirflowSettings(BaseSettings):
+    """Talking to Airflow (env ``MUSICREC_AIRFLOW_<FIELD>``, and ``MUSICREC_ALERT_WEBHOOK_URL``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MUSICREC_AIRFLOW_", env_file=".env", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    api_url: str = Field(
+        default="", description="Airflow api-server base URL; set, imports announce the manifest Asset there."
+    )
+    username: str = Field(default="", description="Airflow user for the API (simple auth manager).")
+    password: SecretStr = Field(default=SecretStr(""), description="That user's password.")
+    alert_webhook_url: str = Field(
+        default="",
+        validation_alias="MUSICREC_ALERT_WEBHOOK_URL",
+        description="Failed DAG tasks are POSTed here as JSON, if set.",
+    )
+
+
+class Settings(BaseSettings):
+    """Effective configuration: sections of fields, each overridable from the environment (``MUSICREC_*``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MUSICREC_", env_file=".env", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    paths: PathSettings = Field(default_factory=PathSettings, description="Data, cache, URIs: MUSICREC_<FIELD>.")
+    max_audio_bytes: int = Field(default=512 * 1024 * 1024, description="Larger files are rejected.")
+    decode_timeout_s: float = Field(default=30.0, description="A file whose decode takes longer is quarantined.")
+    demo_extended: bool = Field(
+        default=True,
+        description="Demo corpus: the extra sources per style (every style from >= 4 soundtracks); false: the six "
+        "original packages, one soundtrack per style (two for metal).",
+    )
+    features: FeatureParams = Field(default_factory=FeatureParams, description="MUSICREC_FEATURES__N_MFCC=...")
+    training: TrainingSettings = Field(default_factory=TrainingSettings, description="MUSICREC_TRAINING_JOB.")
+    airflow: AirflowSettings = Field(default_factory=AirflowSettings, description="MUSICREC_AIRFLOW_<FIELD>.")
+    stack: StackPorts = Field(default_factory=lambda: StackPorts(), description="`musicrec stack`: MUSICREC_STACK__*.")
+    index: IndexSettings = Field(default_factory=IndexSettings, description="Index and refresh: MUSICREC_<FIELD>.")
+    serving: ServingSettings = Field(default_factory=ServingSettings, description="Serving: MUSICREC_<FIELD>.")
+
     @property
     def catalogue_dir(self) -> Path:
-        return self.data_root / "catalogue"
+        return self.paths.data_root / "catalogue"
 
     @property
     def manifest_path(self) -> Path:
@@ -173,16 +206,16 @@ class Settings(BaseSettings):
     @property
     def features_dir(self) -> Path:
         """Feature store root; one partition per feature-parameter version."""
-        return self.data_root / "features"
+        return self.paths.data_root / "features"
 
     @property
     def quarantine_path(self) -> Path:
-        return self.data_root / "features" / "_quarantine.parquet"
+        return self.paths.data_root / "features" / "_quarantine.parquet"
 
     @property
     def demo_dir(self) -> Path:
         """Unpacked demo packages live in the cache, not the data root: they are inputs, not outputs."""
-        return self.cache_dir / "demo"
+        return self.paths.cache_dir / "demo"
 
 
 Source = Literal["default", "environment", ".env"]
@@ -194,10 +227,23 @@ def _env_file_values() -> dict[str, str]:
     return {k.upper(): v for k, v in dotenv_values(".env").items() if v is not None}
 
 
+def env_names(section: type[BaseSettings], field: str) -> list[str]:
+    """The environment variables a field of a section reads: its aliases, else the section's prefix + name."""
+    info = section.model_fields[field]
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return [str(a).upper() for a in alias.choices if str(a).upper().startswith("MUSICREC_")]
+    if isinstance(alias, str):
+        return [alias.upper()]
+    return [f"{section.model_config.get('env_prefix', '')}{field}".upper()]
+
+
 def effective_values(settings: Settings) -> list[tuple[str, Any, Source]]:
     """Every effective setting as (dotted name, value, where it came from), sections flattened.
 
-    Index and serving fields read ``MUSICREC_<FIELD>``; the other sections ``MUSICREC_<SECTION>__<FIELD>``.
+    The paths, training, airflow, index and serving sections read their own environment names (see
+    :func:`env_names`, e.g. ``MUSICREC_DATA_ROOT``, ``MUSICREC_AIRFLOW_API_URL``); features and stack read
+    ``MUSICREC_<SECTION>__<FIELD>``. Secrets stay ``SecretStr``, which prints masked.
     """
     env = {k.upper(): v for k, v in os.environ.items()}
     dotenv = _env_file_values()
@@ -213,9 +259,9 @@ def effective_values(settings: Settings) -> list[tuple[str, Any, Source]]:
     for name in Settings.model_fields:
         value = getattr(settings, name)
         whole = f"MUSICREC_{name.upper()}"
-        if isinstance(value, BaseSettings):  # a flat section: its fields are read without the section name
+        if isinstance(value, BaseSettings):  # a section with its own environment names
             for field in type(value).model_fields:
-                out.append((f"{name}.{field}", getattr(value, field), source(f"MUSICREC_{field.upper()}")))
+                out.append((f"{name}.{field}", getattr(value, field), source(*env_names(type(value), field))))
         elif isinstance(value, BaseModel):
             for field in type(value).model_fields:
                 env_name = f"{whole}__{field.upper()}"

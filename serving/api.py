@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from pipelines.errors import UserError
-from pipelines.index.errors import CatalogueUnavailable
+from pipelines.index.errors import IndexUnavailable
 from pipelines.settings import ServingSettings, Settings, get_settings
 from serving.errors import status_of, validation_detail
 from serving.observability import Metrics, ObservabilityMiddleware
@@ -37,11 +37,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rec = recommender or Recommender.from_settings(settings or get_settings(), serving)
         try:
-            meta = rec.catalogue(fresh=True)
+            meta = rec.collection(fresh=True)
             rec.embedder(meta)  # load the model now, not on the first upload
             log.info("serving %s (model %s)", meta.name, meta.model_version)
-        except CatalogueUnavailable as exc:  # start anyway: /health says what is missing
-            log.warning("catalogue unavailable at start: %s", exc)
+        except IndexUnavailable as exc:  # start anyway: /health says what is missing
+            log.warning("index unavailable at start: %s", exc)
         if rec.serving.serving_batch_searches:
             rec.batcher.on_batch = app.state.metrics.search_batch.observe
         app.state.recommender = rec

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.index.metadata import RESULT_FIELDS, CollectionMeta, Hit
-from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.milvus import TrackIndex
 
 
 @dataclass
@@ -36,13 +36,13 @@ class _Request:
 
 
 class SearchBatcher:
-    """Thread-safe front of :meth:`CatalogueIndex.search` that batches concurrent single-vector searches.
+    """Thread-safe front of :meth:`TrackIndex.search` that batches concurrent single-vector searches.
 
     ``max_inflight`` calls run at once (1 suits Milvus Lite, which searches one call at a time; a Milvus
     server can take a few); each takes up to ``max_batch`` waiting requests.
     """
 
-    def __init__(self, index: CatalogueIndex, max_batch: int = 64, max_inflight: int = 1) -> None:
+    def __init__(self, index: TrackIndex, max_batch: int = 64, max_inflight: int = 1) -> None:
         self.index = index
         self.max_batch = max_batch
         self.max_inflight = max_inflight

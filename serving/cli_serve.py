@@ -92,12 +92,12 @@ def _examples(n: int, k: int) -> None:
 
     rec = _recommender()
     try:
-        for track_id in quality.example_tracks(rec.index, rec.catalogue(fresh=True), n):
+        for track_id in quality.example_tracks(rec.index, rec.collection(fresh=True), n):
             _print(rec.similar(track_id, k), f"similar to {track_id}")
             typer.echo("")
-        share, tracks = quality.style_agreement(rec.index, rec.catalogue(fresh=True), k)
-        raw = quality.raw_baseline_agreement(rec.settings, rec.catalogue(fresh=True), k)
-        meta = rec.catalogue()
+        share, tracks = quality.style_agreement(rec.index, rec.collection(fresh=True), k)
+        raw = quality.raw_baseline_agreement(rec.settings, rec.collection(fresh=True), k)
+        meta = rec.collection()
     finally:
         rec.close()
     typer.echo(
@@ -199,7 +199,7 @@ def serve(
         typer.Option("--workers", min=1, help="Worker processes (metrics summed over them); all share one Milvus."),
     ] = 1,
 ) -> None:
-    """Start the HTTP API (docs at /docs). Keeps answering while `musicrec catalogue refresh` runs."""
+    """Start the HTTP API (docs at /docs). Keeps answering while `musicrec index refresh` runs."""
     import uvicorn
 
     from pipelines.index.lite_server import LiteServer, is_remote, replace_orphan, resolve_uri
@@ -217,19 +217,22 @@ def serve(
         )
     start = serving.serving_start_milvus if milvus_server is None else milvus_server
     server = None
-    if start and not is_remote(settings.milvus_uri):
-        if (orphan := replace_orphan(Path(settings.milvus_uri))) is not None:
+    if start and not is_remote(settings.paths.milvus_uri):
+        if (orphan := replace_orphan(Path(settings.paths.milvus_uri))) is not None:
             typer.echo(f"stopped milvus-lite server {orphan}, left running by a `musicrec serve` that died")
-        if resolve_uri(settings.milvus_uri) == settings.milvus_uri:
-            server = LiteServer(Path(settings.milvus_uri))
-            typer.echo(f"starting milvus-lite server for {settings.milvus_uri} ...")
+        if resolve_uri(settings.paths.milvus_uri) == settings.paths.milvus_uri:
+            server = LiteServer(Path(settings.paths.milvus_uri))
+            typer.echo(f"starting milvus-lite server for {settings.paths.milvus_uri} ...")
             server.start()
             server.keep_alive()
             typer.echo(f"milvus-lite server at {server.uri} (other musicrec commands find it by themselves)")
-    if not is_remote(settings.milvus_uri) and (address := resolve_uri(settings.milvus_uri)) != settings.milvus_uri:
+    if (
+        not is_remote(settings.paths.milvus_uri)
+        and (address := resolve_uri(settings.paths.milvus_uri)) != settings.paths.milvus_uri
+    ):
         # Talk to the server by its address: if it dies, requests get 503 until it is back, instead of
         # this process opening (and locking) the folder itself. Worker processes read it from the environment.
-        settings = settings.model_copy(update={"milvus_uri": address})
+        settings = settings.model_copy(update={"paths": settings.paths.model_copy(update={"milvus_uri": address})})
         os.environ["MUSICREC_MILVUS_URI"] = address
     cleanup = prepare_multiprocess_dir(workers)
     try:

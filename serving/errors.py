@@ -1,6 +1,6 @@
 """Errors a caller caused, each with the HTTP status the API answers with (the CLI prints one line, exit 2).
 
-Milvus being down or the catalogue not built yet are :class:`pipelines.index.milvus.CatalogueUnavailable`
+Milvus being down or the index not built yet are :class:`pipelines.index.milvus.IndexUnavailable`
 (503): not the caller's fault, but something an operator can fix, and the message says how.
 """
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipelines.errors import UserError, one_line
-from pipelines.index.errors import CatalogueUnavailable
+from pipelines.index.errors import IndexUnavailable
 
 
 class Unauthorized(UserError):
@@ -42,8 +42,8 @@ class NotAudio(UserError):
 
 
 def status_of(exc: UserError) -> int:
-    """The HTTP status for a user error: 503 for an unavailable catalogue, the class's own code otherwise."""
-    if isinstance(exc, CatalogueUnavailable):
+    """The HTTP status for a user error: 503 for an unavailable index, the class's own code otherwise."""
+    if isinstance(exc, IndexUnavailable):
         return 503
     return int(getattr(exc, "status_code", 422))
 

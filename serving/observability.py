@@ -119,7 +119,7 @@ def route_template(scope: Scope) -> str:
     return path if isinstance(path, str) else UNMATCHED
 
 
-class CatalogueCollector(Collector):
+class IndexCollector(Collector):
     """Index size and served model, read from the worker's recommender at scrape time."""
 
     def __init__(self, app: Any) -> None:
@@ -130,16 +130,16 @@ class CatalogueCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         available = GaugeMetricFamily(
-            "musicrec_catalogue_available", "1 when the served collection and Milvus answer, else 0."
+            "musicrec_index_available", "1 when the served collection and Milvus answer, else 0."
         )
         rec = getattr(self.app.state, "recommender", None)
         try:
             if rec is None:
                 raise RuntimeError("the app has not started")
-            meta = rec.catalogue()
+            meta = rec.collection()
             tracks = rec.index.count(meta.name)
         except Exception as exc:  # a scrape must never fail: say "unavailable" instead
-            log.info("metrics: catalogue unavailable: %s", exc)
+            log.info("metrics: index unavailable: %s", exc)
             available.add_metric([], 0)
             yield available
             return
@@ -183,9 +183,9 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
-        self.catalogue = CatalogueCollector(app)
+        self.index_collector = IndexCollector(app)
         if not multiprocess_mode():
-            self.registry.register(self.catalogue)
+            self.registry.register(self.index_collector)
             for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
                 self.registry.register(collector)
 
@@ -201,7 +201,7 @@ class Metrics:
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        registry.register(self.catalogue)
+        registry.register(self.index_collector)
         return generate_latest(registry), CONTENT_TYPE_LATEST
 
 

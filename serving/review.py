@@ -20,7 +20,7 @@ import numpy as np
 
 from pipelines.errors import UserError
 from pipelines.index.metadata import RESULT_FIELDS, CollectionMeta
-from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.milvus import TrackIndex
 from pipelines.settings import Settings
 from serving.errors import NotFound
 from serving.service import Recommendation
@@ -101,7 +101,7 @@ def _info(mv: Any, aliases: dict[str, list[str]]) -> VersionInfo:
 class ModelReview:
     """What the review page shows, read from the model registry and the index."""
 
-    def __init__(self, settings: Settings, index: CatalogueIndex) -> None:
+    def __init__(self, settings: Settings, index: TrackIndex) -> None:
         self.settings = settings
         self.index = index
 

@@ -23,10 +23,10 @@ from pipelines.audio import AudioRejected, RejectReason, regular_file_size
 from pipelines.errors import UserError
 from pipelines.features.frontend import TrackVector
 from pipelines.features.params import FeatureParams
-from pipelines.index.catalogue_map import CatalogueMap, load_map, refresh_map
-from pipelines.index.errors import CatalogueUnavailable
+from pipelines.index.errors import IndexUnavailable
+from pipelines.index.index_map import TrackMap, load_map, refresh_map
 from pipelines.index.metadata import RESULT_FIELDS, CollectionMeta, Hit, literal
-from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.milvus import TrackIndex
 from pipelines.index.models import load_embedder
 from pipelines.model.embedder import Embedder
 from pipelines.settings import IndexSettings, ServingSettings, Settings
@@ -163,7 +163,7 @@ class Recommender:
 
     def __init__(
         self,
-        index: CatalogueIndex,
+        index: TrackIndex,
         settings: Settings,
         serving: ServingSettings | None = None,
         loader: EmbedderLoader | None = None,
@@ -178,7 +178,7 @@ class Recommender:
         self._meta_at = 0.0
         self._embedders: dict[tuple[str, str], Embedder] = {}
         self._library: tuple[tuple[int, int], pd.DataFrame] | None = None
-        self._maps: dict[str, CatalogueMap] = {}
+        self._maps: dict[str, TrackMap] = {}
         self.decoder = DecodePool(
             self.serving.serving_max_upload_bytes,
             self.serving.serving_decode_timeout_s,
@@ -190,7 +190,7 @@ class Recommender:
     def from_settings(
         cls, settings: Settings, serving: ServingSettings | None = None, index: IndexSettings | None = None
     ) -> Recommender:
-        return cls(CatalogueIndex.from_settings(settings, index), settings, serving)
+        return cls(TrackIndex.from_settings(settings, index), settings, serving)
 
     def close(self) -> None:
         self.decoder.close()
@@ -198,7 +198,7 @@ class Recommender:
 
     # ---- which collection, which model ---------------------------------------------------------------
 
-    def catalogue(self, fresh: bool = False) -> CollectionMeta:
+    def collection(self, fresh: bool = False) -> CollectionMeta:
         """The live collection's description, cached for ``serving_alias_ttl_s``."""
         with self._lock:
             now = time.monotonic()
@@ -223,15 +223,15 @@ class Recommender:
         except Exception as exc:
             if not isinstance(exc, UserError):
                 log.exception("cannot load model version %s", meta.model_version)
-            raise CatalogueUnavailable(
+            raise IndexUnavailable(
                 f"model version {meta.model_version} (which made collection {meta.name}) cannot be loaded: "
                 f"{exc}; check the model registry (MUSICREC_MLFLOW_TRACKING_URI) or roll back with "
-                "`musicrec catalogue rollback`"
+                "`musicrec index rollback`"
             ) from exc
         if embedder.version != meta.model_version or embedder.dim != meta.dim:
-            raise CatalogueUnavailable(
+            raise IndexUnavailable(
                 f"loaded model {embedder.version} (dim {embedder.dim}) does not match collection {meta.name} "
-                f"(model {meta.model_version}, dim {meta.dim}); run `musicrec catalogue refresh`"
+                f"(model {meta.model_version}, dim {meta.dim}); run `musicrec index refresh`"
             )
         with self._lock:
             self._embedders[key] = embedder
@@ -239,7 +239,7 @@ class Recommender:
 
     def _retrying(self, fn: Callable[[CollectionMeta], Any]) -> Any:
         """Run ``fn`` on the live collection; if a refresh dropped it meanwhile, look the alias up again."""
-        meta = self.catalogue()
+        meta = self.collection()
         try:
             return fn(meta)
         except UserError:
@@ -249,7 +249,7 @@ class Recommender:
             if "not exist" not in text and "not found" not in text:
                 raise
             log.info("collection %s went away (%s); re-reading the alias", meta.name, exc)
-            return fn(self.catalogue(fresh=True))
+            return fn(self.collection(fresh=True))
 
     # ---- validation ----------------------------------------------------------------------------------
 
@@ -488,7 +488,7 @@ class Recommender:
         try:
             st = path.stat()
         except FileNotFoundError:
-            raise CatalogueUnavailable(
+            raise IndexUnavailable(
                 f"no catalogue manifest at {path}; run `musicrec catalogue import` or `musicrec data fetch-demo`"
             ) from None
         stamp = (st.st_mtime_ns, st.st_size)
@@ -531,16 +531,16 @@ class Recommender:
             raise NotFound(f"the audio file of track {track_id!r} is missing; re-import the catalogue")
         return path
 
-    def catalogue_map(self) -> CatalogueMap:
+    def index_map(self) -> TrackMap:
         """The 2-D map of the live collection: stored at refresh, computed and stored here if missing."""
-        meta = self.catalogue()
+        meta = self.collection()
         with self._lock:
             if meta.name in self._maps:
                 return self._maps[meta.name]
-        cmap = load_map(self.settings.data_root, meta.name)
+        cmap = load_map(self.settings.paths.data_root, meta.name)
         if cmap is None:
             log.info("no stored map for %s; computing it", meta.name)
-            cmap = refresh_map(self.index, meta, self.settings.data_root)
+            cmap = refresh_map(self.index, meta, self.settings.paths.data_root)
         with self._lock:
             self._maps = {meta.name: cmap}
         return cmap
@@ -584,7 +584,7 @@ class Recommender:
 
     def health(self) -> dict[str, Any]:
         """Model version, collection, track count and index type of what is being served."""
-        meta = self.catalogue(fresh=True)
+        meta = self.collection(fresh=True)
         return {
             "status": "ok",
             "alias": self.index.alias,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.settings import Settings
+from pipelines.settings import PathSettings, Settings
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -25,7 +25,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings whose data root is a fresh temporary folder (the cache stays the real one)."""
-    return Settings(data_root=tmp_path / "data")
+    return Settings(paths=PathSettings(data_root=tmp_path / "data"))
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +39,6 @@ def demo_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         pytest.skip("the demo corpus needs apt-get and dpkg (Debian/Ubuntu); not available here")
     from pipelines.catalogue.demo import fetch_demo
 
-    settings = Settings(data_root=tmp_path_factory.mktemp("demo") / "data")
+    settings = Settings(paths=PathSettings(data_root=tmp_path_factory.mktemp("demo") / "data"))
     fetch_demo(settings)
     return settings

@@ -26,9 +26,9 @@ class AnnounceFailed(UserError):
 
 def announce_manifest(settings: Settings, extra: dict[str, Any], timeout_s: float = 10.0) -> int | None:
     """Post a manifest Asset event with ``extra``; the event id, or None when no Airflow API is configured."""
-    if not settings.airflow_api_url:
+    if not settings.airflow.api_url:
         return None
-    base = settings.airflow_api_url.rstrip("/")
+    base = settings.airflow.api_url.rstrip("/")
     try:
         with httpx.Client(base_url=base, timeout=timeout_s) as client:
             headers = {"Authorization": f"Bearer {_token(client, settings)}"}
@@ -54,12 +54,13 @@ def announce_manifest(settings: Settings, extra: dict[str, Any], timeout_s: floa
 
 
 def _token(client: httpx.Client, settings: Settings) -> str:
-    if not settings.airflow_username:
+    if not settings.airflow.username:
         raise AnnounceFailed("MUSICREC_AIRFLOW_API_URL is set but MUSICREC_AIRFLOW_USERNAME is not")
     resp = client.post(
-        "/auth/token", json={"username": settings.airflow_username, "password": settings.airflow_password}
+        "/auth/token",
+        json={"username": settings.airflow.username, "password": settings.airflow.password.get_secret_value()},
     )
     if resp.status_code in (401, 403):
-        raise AnnounceFailed(f"Airflow refused the credentials of user {settings.airflow_username!r}")
+        raise AnnounceFailed(f"Airflow refused the credentials of user {settings.airflow.username!r}")
     resp.raise_for_status()
     return str(resp.json()["access_token"])

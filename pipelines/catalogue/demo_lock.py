@@ -263,7 +263,7 @@ def update(lock_path: Path, pin_current: bool) -> None:
     build the corpus in a scratch data root and pin the tracks it gives."""
     from pipelines.catalogue.demo import DEMO_ORIGIN, MAX_TRACKS_PER_SOURCE, PACKAGES, fetch_demo
     from pipelines.catalogue.manifest import MANIFEST_SCHEMA, REJECTS_SCHEMA, read_table
-    from pipelines.settings import Settings
+    from pipelines.settings import PathSettings, Settings
 
     old = read_lock(lock_path) if lock_path.exists() else None
     packages = []
@@ -291,7 +291,7 @@ def update(lock_path: Path, pin_current: bool) -> None:
     }
     lock_path.write_text(dumps(data), encoding="utf-8")
     with tempfile.TemporaryDirectory(prefix="musicrec-lock.") as tmp:
-        settings = Settings(data_root=Path(tmp) / "data")
+        settings = Settings(paths=PathSettings(data_root=Path(tmp) / "data"))
         fetch_demo(settings, check_drift=False)
         listing = current_listing(
             read_table(settings.manifest_path, MANIFEST_SCHEMA),

@@ -113,7 +113,7 @@ def import_catalogue(
     ``genre_map`` (default: the ``genre_map`` setting) maps genre tags to styles where no folder or CSV
     column gives one.
     """
-    map_path = genre_map or settings.genre_map
+    map_path = genre_map or settings.paths.genre_map
     genres = GenreMap.read(map_path) if map_path else None
     path = Path(path).expanduser()
     if not path.exists():

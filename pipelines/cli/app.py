@@ -54,6 +54,8 @@ def _plain(value: object) -> object:
 
 
 catalogue.register(app)
+index.register(app)
+deprecated.add_aliases()
 features.register(app)
 train.register(app)
 evaluate.register(app)

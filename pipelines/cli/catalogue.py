@@ -1,6 +1,6 @@
-"""``musicrec data fetch-demo`` and ``musicrec catalogue import|sync|show|refresh|rollback``.
+"""``musicrec data fetch-demo`` and ``musicrec catalogue import|sync|show``.
 
-The catalogue is the manifest of tracks; ``refresh`` and ``rollback`` act on the index built from it.
+The catalogue is the manifest of tracks; the index built from it has its own group (:mod:`pipelines.cli.index`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pipelines.cli.console import bar, quiet_clients
+from pipelines.cli.console import bar
 from pipelines.settings import get_settings
 
 data_app = typer.Typer(help="Demo data.", no_args_is_help=True)
@@ -106,7 +106,7 @@ def _announce(settings: Any, report: Any) -> None:
     if event is None:
         typer.echo("Airflow not configured (MUSICREC_AIRFLOW_API_URL): the manifest change was not announced")
     else:
-        typer.echo(f"announced to Airflow at {settings.airflow_api_url}: manifest event {event}")
+        typer.echo(f"announced to Airflow at {settings.airflow.api_url}: manifest event {event}")
 
 
 @catalogue_app.command("show")

@@ -1,6 +1,6 @@
 """``musicrec features build`` and ``musicrec features show``: the feature store from the command line.
 
-The build is the same step the ``ingest_catalogue`` DAG runs (:class:`pipelines.features.build.FeatureBuild`),
+The build is the same step the ``build_features`` DAG runs (:class:`pipelines.features.build.FeatureBuild`),
 here with one thread and one worker process per shard and a progress bar.
 """
 

@@ -32,7 +32,7 @@ class _DropUnimplemented(logging.Filter):
         return "Method not implemented" not in record.getMessage()
 
 
-# Milvus Lite folders opened in this process, with how many CatalogueIndex objects use each: pymilvus keeps
+# Milvus Lite folders opened in this process, with how many TrackIndex objects use each: pymilvus keeps
 # an in-process server (holding the folder's lock) per folder until exit, so the last user releases it.
 _LOCAL_USERS: dict[str, int] = {}
 _LOCAL_LOCK = threading.Lock()

@@ -5,15 +5,15 @@ from __future__ import annotations
 from pipelines.errors import UserError
 
 
-class CatalogueUnavailable(UserError):
+class IndexUnavailable(UserError):
     """Serving cannot answer right now (HTTP 503); the message says what to do."""
 
 
-class MilvusUnavailable(CatalogueUnavailable):
+class MilvusUnavailable(IndexUnavailable):
     """Milvus does not answer, or its Lite data folder is held by another process."""
 
 
-class CatalogueNotBuilt(CatalogueUnavailable):
+class IndexNotBuilt(IndexUnavailable):
     """No collection behind the alias yet."""
 
 

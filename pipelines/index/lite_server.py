@@ -4,7 +4,7 @@ Milvus Lite lets one process open a data folder (a second gets a lock error), so
 cannot both open ``data/milvus.db``. ``milvus-lite server`` fixes that: it holds the folder and answers
 on a loopback port. While it runs, an *endpoint file* beside the folder names its address, and
 :func:`resolve_uri` sends every client configured with the folder's path to the server instead, so
-``musicrec catalogue refresh`` works unchanged while ``musicrec serve`` is up.
+``musicrec index refresh`` works unchanged while ``musicrec serve`` is up.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One lock for everything that writes the catalogue index (refresh, rollback, prune), across processes.
+"""One lock for everything that writes the track index (refresh, rollback, prune), across processes.
 
 An ``fcntl.flock`` on a file: the kernel drops it when its holder exits or is killed, so a crashed writer
 never leaves a stale lock behind. Within a process the lock is re-entrant (a refresh that prunes holds it

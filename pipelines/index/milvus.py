@@ -1,4 +1,4 @@
-"""The catalogue index on Milvus: its collections, the alias ``tracks`` that names the live one, searches.
+"""The track index on Milvus: its collections, the alias ``tracks`` that names the live one, searches.
 
 One collection per (model version, feature version) holds every track's embedding. The same code talks to
 Milvus Lite and to a Milvus server; where they differ (search hits name the key ``id`` or ``track_id``;
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.index.connection import MilvusConnection
-from pipelines.index.errors import CatalogueNotBuilt
+from pipelines.index.errors import IndexNotBuilt
 from pipelines.index.lock import lock_path_for, writer_lock
 from pipelines.index.metadata import (
     FIELD_BYTES,
@@ -34,7 +34,7 @@ from pipelines.settings import IndexSettings, Settings
 log = logging.getLogger(__name__)
 
 
-class CatalogueIndex:
+class TrackIndex:
     """The catalogue's collections on one Milvus (``uri``); connects lazily and reconnects after failures."""
 
     def __init__(self, uri: str, settings: IndexSettings | None = None, lock_path: Path | None = None) -> None:
@@ -44,8 +44,8 @@ class CatalogueIndex:
         self.connection = MilvusConnection(uri, self.settings.milvus_timeout_s)
 
     @classmethod
-    def from_settings(cls, settings: Settings, index: IndexSettings | None = None) -> CatalogueIndex:
-        return cls(settings.milvus_uri, index, lock_path_for(settings.milvus_uri, settings.data_root))
+    def from_settings(cls, settings: Settings, index: IndexSettings | None = None) -> TrackIndex:
+        return cls(settings.paths.milvus_uri, index, lock_path_for(settings.paths.milvus_uri, settings.paths.data_root))
 
     def writer(self, what: str = "write the index") -> contextlib.AbstractContextManager[None]:
         """The cross-process writer lock: every change to collections or the alias happens inside it."""
@@ -77,14 +77,14 @@ class CatalogueIndex:
         return CollectionMeta.from_properties(str(desc["collection_name"]), desc.get("properties") or {})
 
     def live(self) -> CollectionMeta:
-        """The collection serving reads; raises :class:`CatalogueNotBuilt` before the first refresh."""
+        """The collection serving reads; raises :class:`IndexNotBuilt` before the first refresh."""
 
         def describe(c: Any) -> Any:
             # Asking first keeps pymilvus from logging a traceback for the expected "no alias yet".
             if self.alias not in c.list_aliases().get("aliases", []):
-                raise CatalogueNotBuilt(
-                    f"the catalogue is not built yet (no Milvus collection behind the alias '{self.alias}' "
-                    f"at {self.uri}); run `musicrec catalogue refresh`"
+                raise IndexNotBuilt(
+                    f"the index is not built yet (no Milvus collection behind the alias '{self.alias}' "
+                    f"at {self.uri}); run `musicrec index refresh`"
                 )
             return c.describe_collection(self.alias)
 

@@ -11,11 +11,11 @@ import numpy as np
 from pipelines.errors import UserError
 from pipelines.features.params import FeatureParams
 from pipelines.index.metadata import CollectionMeta
-from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.milvus import TrackIndex
 from pipelines.settings import Settings
 
 
-def style_agreement(index: CatalogueIndex, meta: CollectionMeta, k: int = 10) -> tuple[float, int]:
+def style_agreement(index: TrackIndex, meta: CollectionMeta, k: int = 10) -> tuple[float, int]:
     """Same-style share of every track's top ``k`` (itself and copies excluded), and the track count.
 
     The headline quality number: how often a recommendation has the query's style label.
@@ -54,7 +54,7 @@ def raw_baseline_agreement(settings: Settings, meta: CollectionMeta, k: int = 10
     return exact_style_agreement(l2_normalise(features.matrix), styles, np.asarray(features.sha256), k)
 
 
-def example_tracks(index: CatalogueIndex, meta: CollectionMeta, n: int) -> list[str]:
+def example_tracks(index: TrackIndex, meta: CollectionMeta, n: int) -> list[str]:
     """``n`` catalogue tracks for a demonstration: each style in turn (styles and ids sorted)."""
     ids = sorted(index.fingerprints(meta.name))
     by_style: dict[str, list[str]] = {}

@@ -1,4 +1,4 @@
-"""Blue/green catalogue refresh: embed the feature store into a new collection, verify it, move ``tracks``.
+"""Blue/green index refresh: embed the feature store into a new collection, verify it, move ``tracks``.
 
 Order is what makes it safe: the alias moves last, after the new collection holds every track and each
 sampled track finds itself, so a crash anywhere before leaves serving on the old collection. Work is
@@ -26,7 +26,7 @@ from pipelines.features.params import FeatureParams
 from pipelines.index.catalogue_map import build_map, map_file, save_map
 from pipelines.index.errors import CatalogueNotBuilt, RefreshFailed
 from pipelines.index.metadata import CollectionMeta, clip, collection_name, now_iso
-from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.milvus import TrackIndex
 from pipelines.index.models import CHAMPION, load_embedder, resolve_model_version
 from pipelines.model.embedder import Embedder
 from pipelines.progress import ItemProgress, ProgressLog, Sized, no_items
@@ -105,7 +105,7 @@ class RefreshReport:
         return asdict(self)
 
 
-def verify(index: CatalogueIndex, meta: CollectionMeta, expected: int, sample: Sequence[str]) -> None:
+def verify(index: TrackIndex, meta: CollectionMeta, expected: int, sample: Sequence[str]) -> None:
     """Raise :class:`RefreshFailed` unless the row count is ``expected`` and each sampled track finds itindex.
 
     "Finds itself" allows exact ties (two tracks with identical vectors), but never a nearer stranger; and
@@ -158,7 +158,7 @@ def _rows(
     return rows
 
 
-def prune(index: CatalogueIndex) -> list[str]:
+def prune(index: TrackIndex) -> list[str]:
     """Drop collections beyond the live one and ``collections_kept`` predecessors in its rollback chain.
 
     The collection a rollback left (``rolled_back_from``) is kept too, until a later refresh succeeds.
@@ -167,7 +167,7 @@ def prune(index: CatalogueIndex) -> list[str]:
         return _prune(index)
 
 
-def _prune(index: CatalogueIndex) -> list[str]:
+def _prune(index: TrackIndex) -> list[str]:
     live = index.alias_target()
     if live is None:
         return []
@@ -188,7 +188,7 @@ def _prune(index: CatalogueIndex) -> list[str]:
 
 
 def refresh_collection(
-    index: CatalogueIndex,
+    index: TrackIndex,
     embedder: Embedder,
     features: FeatureRows,
     manifest: pd.DataFrame,
@@ -209,7 +209,7 @@ def refresh_collection(
 
 
 def _refresh(
-    index: CatalogueIndex,
+    index: TrackIndex,
     embedder: Embedder,
     features: FeatureRows,
     manifest: pd.DataFrame,
@@ -309,16 +309,16 @@ def _refresh(
     return report
 
 
-def rollback(index: CatalogueIndex) -> tuple[str, str]:
+def rollback(index: TrackIndex) -> tuple[str, str]:
     """Point the alias back at the collection the live one replaced; returns (from, to)."""
     with index.writer(f"roll back the index at {index.uri}"):
         return _rollback(index)
 
 
-def _rollback(index: CatalogueIndex) -> tuple[str, str]:
+def _rollback(index: TrackIndex) -> tuple[str, str]:
     live = index.alias_target()
     if live is None:
-        raise CatalogueNotBuilt("nothing to roll back: the catalogue has never been built")
+        raise IndexNotBuilt("nothing to roll back: the index has never been built")
     previous = index.describe(live).previous
     if not previous or not index.exists(previous):
         raise UserError(f"no earlier collection to roll back to from {live} (it replaced nothing still kept)")
@@ -330,7 +330,7 @@ def _rollback(index: CatalogueIndex) -> tuple[str, str]:
     return live, previous
 
 
-class RefreshCatalogue(BaseModel):
+class RefreshIndex(BaseModel):
     """The refresh step: resolve the model version, read features and manifest, refresh the collection."""
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
@@ -349,10 +349,10 @@ class RefreshCatalogue(BaseModel):
 
         features = stored_features(self.settings, params)
         manifest = read_manifest(self.settings.manifest_path)
-        index = CatalogueIndex.from_settings(self.settings, self.index or self.settings.index)
+        index = TrackIndex.from_settings(self.settings, self.index or self.settings.index)
         try:
             return refresh_collection(
-                index, embedder, features, manifest, progress, on_step, map_root=self.settings.data_root
+                index, embedder, features, manifest, progress, on_step, map_root=self.settings.paths.data_root
             )
         finally:
             index.close()
@@ -366,4 +366,4 @@ class RefreshJob(StepJob):
 
 def run(settings: Settings, job: RefreshJob, inputs: None = None, progress: Progress = no_progress) -> RefreshReport:
     """The index refresh step: embed the feature store, verify the collection, move the alias."""
-    return RefreshCatalogue(settings=settings, model_version=job.model_version).run(progress)
+    return RefreshIndex(settings=settings, model_version=job.model_version).run(progress)

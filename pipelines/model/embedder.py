@@ -1,4 +1,4 @@
-"""What serving and the catalogue refresh need of a model: turn front-end vectors into embeddings.
+"""What serving and the index refresh need of a model: turn front-end vectors into embeddings.
 
 Anything with this shape can fill a Milvus collection or answer a query: a trained triplet branch loaded
 from the registry, or the untrained baseline below. Serving depends on this protocol only, never on

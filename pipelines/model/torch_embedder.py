@@ -1,6 +1,6 @@
 """A trained triplet branch behind the :class:`~pipelines.model.embedder.Embedder` protocol.
 
-Serving and the catalogue refresh see only ``version``, ``feature_version``, ``dim`` and ``embed()``; the
+Serving and the index refresh see only ``version``, ``feature_version``, ``dim`` and ``embed()``; the
 module inside may be the :class:`~pipelines.model.encoder.Encoder` just trained or the exported program
 loaded back from the registry (which needs no musicrec code to run).
 """

@@ -104,11 +104,11 @@ def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def scheduled_job(settings: Settings, overrides: dict[str, Any] | None = None) -> TrainingJob:
-    """The job of a scheduled run: ``settings.training_job`` with a run's ``overrides`` on top (deep merge)."""
+    """The job of a scheduled run: ``settings.training.job`` with a run's ``overrides`` on top (deep merge)."""
     from pydantic import ValidationError
 
     try:
-        return TrainingJob.model_validate(_merged(settings.training_job, overrides or {}))
+        return TrainingJob.model_validate(_merged(settings.training.job, overrides or {}))
     except ValidationError as exc:
         raise UserError(f"invalid training job: {exc.errors(include_url=False)}") from exc
 

@@ -45,7 +45,7 @@ class LabelledFeatures:
 
 def training_dir(settings: Settings) -> Path:
     """Where splits, plans, windows, triplets and runs live."""
-    return settings.data_root / "training"
+    return settings.paths.data_root / "training"
 
 
 def run_dir(settings: Settings, run_id: str) -> Path:

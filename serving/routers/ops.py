@@ -52,7 +52,7 @@ async def readyz(request: Request) -> Readiness | JSONResponse:
         return _not_ready("the app is still starting")
 
     def check() -> Readiness:
-        meta = rec.catalogue(fresh=True)  # a round trip to Milvus
+        meta = rec.collection(fresh=True)  # a round trip to Milvus
         rec.embedder(meta)  # cached after the first load; loads the model a refresh switched to
         return Readiness(
             status="ready",

@@ -65,7 +65,7 @@ def examples(
 ) -> dict[str, Any]:
     """The same example queries (each style in turn) answered by each version, from its own collection."""
     versions = [review.version(v).version for v in dict.fromkeys(version)]
-    queries = example_tracks(recommender.index, recommender.catalogue(fresh=True), n)
+    queries = example_tracks(recommender.index, recommender.collection(fresh=True), n)
     found = review.examples(queries, versions, k)
     return {"versions": versions, "examples": [asdict(e) for e in found]}
 
@@ -91,7 +91,7 @@ class PromoteResponse(BaseModel):
     note: str
 
 
-NOTE = "the registry moved; serving switches when the catalogue is refreshed (`musicrec catalogue refresh`)"
+NOTE = "the registry moved; serving switches when the index is refreshed (`musicrec index refresh`)"
 
 
 @admin.post("/admin/models/{version}/promote", response_model=PromoteResponse, responses=_ERRORS)

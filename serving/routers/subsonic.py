@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from pipelines.errors import UserError
-from pipelines.index.errors import CatalogueUnavailable
+from pipelines.index.errors import IndexUnavailable
 from serving import subsonic
 from serving.errors import NotFound
 from serving.service import Recommender
@@ -87,8 +87,8 @@ async def _answer(request: Request, work: Callable[[Recommender], dict[str, Any]
         return subsonic.render(subsonic.failed(exc), fmt)
     except NotFound as exc:
         return subsonic.render(subsonic.failed(SubsonicError(subsonic.NOT_FOUND, str(exc))), fmt)
-    except CatalogueUnavailable as exc:
-        log.warning("subsonic request while the catalogue is unavailable: %s", exc)
+    except IndexUnavailable as exc:
+        log.warning("subsonic request while the index is unavailable: %s", exc)
         return subsonic.render(subsonic.failed(SubsonicError(subsonic.GENERIC, str(exc))), fmt, 503)
     except UserError as exc:
         return subsonic.render(subsonic.failed(SubsonicError(subsonic.GENERIC, str(exc))), fmt)

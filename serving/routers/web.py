@@ -142,7 +142,7 @@ def track_path(
 
 
 @router.get("/map", response_model=MapResponse, responses=_ERRORS)
-def catalogue_map(
+def index_map(
     recommender: RecommenderDep,
     x0: float | None = None,
     y0: float | None = None,
@@ -157,7 +157,7 @@ def catalogue_map(
     box = (x0, y0, x1, y1) if x0 is not None and y0 is not None and x1 is not None and y1 is not None else None
     if box is not None and (box[0] > box[2] or box[1] > box[3]):
         raise InvalidInput("the box needs x0 <= x1 and y0 <= y1")
-    cmap = recommender.catalogue_map()
+    cmap = recommender.index_map()
     total, points = cmap.window(box, limit)
     return MapResponse(
         collection=cmap.collection,

@@ -59,10 +59,10 @@ def musicrec_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Returns ``use(settings)``: DAG tasks call ``get_settings()``, so point the environment at ``settings``."""
 
     def use(settings: Settings) -> Settings:
-        monkeypatch.setenv("MUSICREC_DATA_ROOT", str(settings.data_root))
-        monkeypatch.setenv("MUSICREC_CACHE_DIR", str(settings.cache_dir))
+        monkeypatch.setenv("MUSICREC_DATA_ROOT", str(settings.paths.data_root))
+        monkeypatch.setenv("MUSICREC_CACHE_DIR", str(settings.paths.cache_dir))
         get_settings.cache_clear()
-        assert get_settings().data_root == settings.data_root
+        assert get_settings().paths.data_root == settings.paths.data_root
         return get_settings()
 
     yield use

@@ -47,10 +47,10 @@ def test_dag_files_leave_heavy_imports_to_their_tasks() -> None:
     assert result["heavy"] == [], f"imported while parsing DAG files: {result['heavy']}"
 
 
-def test_ingest_catalogue_shape(dag_bag: Any) -> None:
+def test_build_features_shape(dag_bag: Any) -> None:
     from assets import FEATURES, MANIFEST
 
-    dag = dag_bag.dags["ingest_catalogue"]
+    dag = dag_bag.dags["build_features"]
     assert set(dag.task_ids) == {"read_manifest", "plan", "shard_files", "compute", "merge", "publish"}
     from airflow.sdk.definitions.mappedoperator import MappedOperator
 

@@ -10,7 +10,7 @@ import pytest
 
 from pipelines.catalogue.importer import import_catalogue
 from pipelines.catalogue.manifest import read_manifest
-from pipelines.settings import Settings
+from pipelines.settings import PathSettings, Settings
 from tests import tagged
 
 pytestmark = pytest.mark.integration
@@ -21,7 +21,7 @@ def test_sync_run_keeps_the_id_of_a_moved_file_and_refuses_a_path_never_imported
 ) -> None:
     music = (tmp_path / "Music").resolve()
     tagged.tagged_library(music, seconds=1.0)
-    settings = musicrec_env(Settings(data_root=tmp_path / "data", cache_dir=tmp_path / "cache"))
+    settings = musicrec_env(Settings(paths=PathSettings(data_root=tmp_path / "data", cache_dir=tmp_path / "cache")))
     import_catalogue(music, settings)
     old, new = music / "Bee Sharp/High Notes/01 High 0.ogg", music / "Bee Sharp/Moved/01 High 0.ogg"
     before = read_manifest(settings.manifest_path).set_index("path").at[str(old), "track_id"]

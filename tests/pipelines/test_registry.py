@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from pipelines.registry import Registry
-from pipelines.settings import Settings
+from pipelines.settings import PathSettings, Settings
 
 pytestmark = pytest.mark.integration
 
 
 def test_run_context_ends_failed_on_error_and_finishes_on_request(tmp_path: Path) -> None:
-    registry = Registry(Settings(data_root=tmp_path / "data"))
+    registry = Registry(Settings(paths=PathSettings(data_root=tmp_path / "data")))
     status = lambda run_id: registry.client.get_run(run_id).info.status  # noqa: E731
 
     kept = registry.start_run({"p": 1}, {"t": "x"}, "kept")

@@ -26,7 +26,7 @@ from pipelines.registry import (
     resolve_alias,
 )
 from pipelines.relocate import MARKER, read_marker, relocate, rewrite_root, uri_to_path
-from pipelines.settings import Settings
+from pipelines.settings import PathSettings, Settings
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ X = np.random.default_rng(0).standard_normal((5, CONFIG.input_dim)).astype(np.fl
 
 def _settings(root: Path) -> Settings:
     """The embedded defaults for ``root``: MLflow in ``root/mlflow.db``, artifacts in ``root/mlartifacts``."""
-    return Settings(data_root=root, mlflow_tracking_uri="", milvus_uri="")
+    return Settings(paths=PathSettings(data_root=root, mlflow_tracking_uri="", milvus_uri=""))
 
 
 def _register(settings: Settings, seed: int) -> tuple[str, np.ndarray]:

@@ -175,7 +175,7 @@ class Airflow:
         return {t["task_id"]: t["state"] for t in resp.json()["task_instances"]}
 
 
-DAGS = ("ingest_catalogue", "train_triplet_model", "refresh_catalogue")
+DAGS = ("build_features", "train_triplet_model", "refresh_index")
 
 
 def _wait(airflow: Airflow, root: Path, done: Any, what: str) -> dict[str, list[dict[str, Any]]]:
@@ -230,15 +230,15 @@ def test_the_chain_runs_by_itself_on_celery_workers_and_new_tracks_reach_the_api
     def refreshed(runs: list[dict[str, Any]]) -> bool:
         """Some refresh run embedded the catalogue (a run on features before any champion only skips)."""
         done = [r for r in runs if r["state"] == "success"]
-        return any(airflow.task_states("refresh_catalogue", r["dag_run_id"])["refresh"] == "success" for r in done)
+        return any(airflow.task_states("refresh_index", r["dag_run_id"])["refresh"] == "success" for r in done)
 
     _wait(
         airflow,
         root,
         lambda r: (
-            _finished(r["ingest_catalogue"], 1)
+            _finished(r["build_features"], 1)
             and _finished(r["train_triplet_model"], 1)
-            and refreshed(r["refresh_catalogue"])
+            and refreshed(r["refresh_index"])
         ),
         "the first chain (ingest, train, refresh)",
     )
@@ -248,12 +248,14 @@ def test_the_chain_runs_by_itself_on_celery_workers_and_new_tracks_reach_the_api
     assert states["train"] == "success" and states["announce_champion"] == "success", states
 
     from pipelines.registry import CHAMPION, Registry
-    from pipelines.settings import Settings
+    from pipelines.settings import PathSettings, Settings
 
     settings = Settings(
-        data_root=Path(env["MUSICREC_DATA_ROOT"]),
-        mlflow_tracking_uri=env["MUSICREC_MLFLOW_TRACKING_URI"],
-        milvus_uri=env["MUSICREC_MILVUS_URI"],
+        paths=PathSettings(
+            data_root=Path(env["MUSICREC_DATA_ROOT"]),
+            mlflow_tracking_uri=env["MUSICREC_MLFLOW_TRACKING_URI"],
+            milvus_uri=env["MUSICREC_MILVUS_URI"],
+        ),
         features=SYNTH_FEATURES,
     )
     registry = Registry(settings)
@@ -294,8 +296,8 @@ def test_the_chain_runs_by_itself_on_celery_workers_and_new_tracks_reach_the_api
         airflow,
         root,
         lambda r: (
-            all(_finished(r[d], 2) for d in ("ingest_catalogue", "train_triplet_model"))
-            and all(x["state"] in ("success",) for x in r["refresh_catalogue"])
+            all(_finished(r[d], 2) for d in ("build_features", "train_triplet_model"))
+            and all(x["state"] in ("success",) for x in r["refresh_index"])
         ),
         "the second chain",
     )

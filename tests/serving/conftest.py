@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pipelines.catalogue.importer import import_catalogue
-from pipelines.index.milvus import CatalogueIndex
-from pipelines.settings import ServingSettings, Settings
+from pipelines.index.milvus import TrackIndex
+from pipelines.settings import PathSettings, ServingSettings, Settings
 from serving.api import create_app
 from serving.service import Recommender
 from tests import tagged
@@ -21,17 +21,17 @@ from tests.pipelines.index.helpers import PARAMS_A, lib, lite_server, make_libra
 @dataclass
 class Served:
     settings: Settings
-    index: CatalogueIndex
+    index: TrackIndex
     recommender: Recommender
     client: TestClient
     collection: str
 
     @property
     def music(self) -> Path:
-        return self.settings.data_root.parent / "music"
+        return self.settings.paths.data_root.parent / "music"
 
 
-def serve(settings: Settings, index: CatalogueIndex, serving: ServingSettings | None = None) -> TestClient:
+def serve(settings: Settings, index: TrackIndex, serving: ServingSettings | None = None) -> TestClient:
     recommender = Recommender(index, settings, serving or ServingSettings(serving_alias_ttl_s=0))
     return TestClient(create_app(settings, recommender=recommender))
 
@@ -39,7 +39,7 @@ def serve(settings: Settings, index: CatalogueIndex, serving: ServingSettings | 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     settings = make_library(tmp_path_factory.mktemp("served"))
-    index = CatalogueIndex(settings.milvus_uri)
+    index = TrackIndex(settings.paths.milvus_uri)
     report = refresh(settings, PARAMS_A, index)
     recommender = Recommender(index, settings, ServingSettings(serving_alias_ttl_s=0))
     with TestClient(create_app(settings, recommender=recommender)) as client:
@@ -68,9 +68,9 @@ def tagged_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TaggedSe
     root = tmp_path_factory.mktemp("tagged-served")
     music = (root / "Music").resolve()
     tracks = tagged.tagged_library(music, seconds=3.0)
-    settings = Settings(data_root=root / "data", milvus_uri=str(root / "milvus.db"))
+    settings = Settings(paths=PathSettings(data_root=root / "data", milvus_uri=str(root / "milvus.db")))
     import_catalogue(music, settings, genre_map=tagged.genre_map(root / "genres.csv"))
-    index = CatalogueIndex(settings.milvus_uri)
+    index = TrackIndex(settings.paths.milvus_uri)
     refresh(settings, PARAMS_A, index)
     serving = ServingSettings(serving_alias_ttl_s=0, music_folder=music, playlist_dir=root / "playlists")
     recommender = Recommender(index, settings, serving)

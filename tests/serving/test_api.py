@@ -12,7 +12,7 @@ import soundfile as sf
 
 from pipelines.catalogue.manifest import read_manifest
 from pipelines.index.lite_server import free_port
-from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.milvus import TrackIndex
 from pipelines.index.refresh import refresh_collection
 from pipelines.model.embedder import RawEmbedder
 from pipelines.settings import ServingSettings, Settings
@@ -188,19 +188,19 @@ def test_playlist_bad_input(served: Served) -> None:
     assert style.status_code == 422 and style.json()["detail"].startswith("unknown style 'polka'")
 
 
-def test_catalogue_not_built_is_503_with_what_to_do(served: Served, tmp_path: Path) -> None:
-    empty = CatalogueIndex(str(tmp_path / "empty.db"))
+def test_index_not_built_is_503_with_what_to_do(served: Served, tmp_path: Path) -> None:
+    empty = TrackIndex(str(tmp_path / "empty.db"))
     with serve(served.settings, empty) as client:
         upload = _wav(synth.tone(440, 3.0))
         for res in (client.get("/health"), client.get("/tracks/x/similar"), client.post("/similar", content=upload)):
             assert res.status_code == 503, res.json()
             assert "not built yet" in res.json()["detail"]
-            assert "run `musicrec catalogue refresh`" in res.json()["detail"]
+            assert "run `musicrec index refresh`" in res.json()["detail"]
     empty.close()
 
 
 def test_milvus_down_is_503_with_what_to_do(served: Served) -> None:
-    down = CatalogueIndex(f"http://127.0.0.1:{free_port()}")
+    down = TrackIndex(f"http://127.0.0.1:{free_port()}")
     with serve(served.settings, down) as client:
         res = client.get("/tracks/x/similar")
         assert res.status_code == 503 and res.headers["retry-after"] == "30"
@@ -220,12 +220,12 @@ def test_upload_needs_the_collections_own_model_and_says_so_when_it_cannot_be_lo
     """A collection made by model version 7: queries by id work, uploads need version 7 itself."""
     features = build_features(lib, PARAMS_A)
     seven = RawEmbedder(feature_version=PARAMS_A.version, dim=PARAMS_A.dim, version="7")
-    index = CatalogueIndex(lib.milvus_uri)
+    index = TrackIndex(lib.paths.milvus_uri)
     refresh_collection(index, seven, features, read_manifest(lib.manifest_path))
     with serve(lib, index) as client:
         assert client.get(f"/tracks/{features.track_ids[0]}/similar", params={"k": 3}).status_code == 200
         res = client.post("/similar", content=_wav(synth.tone(440, 3.0)))
         assert res.status_code == 503
         assert res.json()["detail"].startswith("model version 7 (which made collection tracks__7__")
-        assert "roll back with `musicrec catalogue rollback`" in res.json()["detail"]
+        assert "roll back with `musicrec index rollback`" in res.json()["detail"]
     index.close()

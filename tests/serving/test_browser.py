@@ -25,8 +25,8 @@ import pytest
 import torch
 
 from pipelines.catalogue.manifest import read_manifest
-from pipelines.index.catalogue_map import map_file
-from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.index_map import map_file
+from pipelines.index.milvus import TrackIndex
 from pipelines.index.models import load_embedder
 from pipelines.index.refresh import refresh_collection
 from pipelines.model.encoder import Encoder, EncoderConfig
@@ -64,7 +64,7 @@ def register_tiny(settings: Settings, seed: int, p_at_10: float, decision: str) 
     registry.log_metrics(
         run_id, {"model/catalogue/p@10": p_at_10, "model/catalogue/p@10_sd": 0.02, "raw/catalogue/p@10": 0.3}
     )
-    art = settings.data_root / f"art-{seed}"
+    art = settings.paths.data_root / f"art-{seed}"
     art.mkdir(parents=True)
     (art / "per_style.csv").write_text(f"model,style,p@10\nmodel,noise,{p_at_10:.3f}\nmodel,low_tones,0.5\n")
     (art / "confusion-catalogue.png").write_bytes(PNG)
@@ -87,7 +87,7 @@ def free_port() -> int:
 class Site:
     url: str
     settings: Settings
-    index: CatalogueIndex
+    index: TrackIndex
     champion: str
     challenger: str
     downloads: Path
@@ -103,12 +103,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     champion = register_tiny(settings, 1, 0.61, "promoted")
     Registry(settings).set_champion(champion, by="test", reason="first")
     challenger = register_tiny(settings, 2, 0.55, "rejected")
-    index = CatalogueIndex(settings.milvus_uri, IndexSettings(collections_kept=1, embed_batch_size=8, verify_sample=4))
+    index = TrackIndex(
+        settings.paths.milvus_uri, IndexSettings(collections_kept=1, embed_batch_size=8, verify_sample=4)
+    )
     features = build_features(settings, PARAMS_A)
     manifest = read_manifest(settings.manifest_path)
     for version in (challenger, champion):  # the champion's collection ends up live, the challenger's kept
         embedder = load_embedder(settings, version, PARAMS_A)
-        refresh_collection(index, embedder, features, manifest, map_root=settings.data_root)
+        refresh_collection(index, embedder, features, manifest, map_root=settings.paths.data_root)
     recommender = Recommender(index, settings, ServingSettings(serving_alias_ttl_s=0))
     port = free_port()
     server = uvicorn.Server(
@@ -302,7 +304,7 @@ def test_the_map_plays_the_point_clicked(browser: Any, site: Site) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
 
     live = site.index.alias_target()
-    assert live is not None and map_file(site.settings.data_root, live).is_file()  # written at refresh
+    assert live is not None and map_file(site.settings.paths.data_root, live).is_file()  # written at refresh
     open_page(browser, site.url + "/")
     canvas = by_css(browser, "#map")[0]
     browser.execute_script("arguments[0].scrollIntoView()", canvas)

@@ -1,4 +1,4 @@
-"""`musicrec recommend / playlist / serve / catalogue rollback`, run as a user would: subprocesses, exit codes."""
+"""`musicrec recommend / playlist / serve / index rollback`, run as a user would: subprocesses, exit codes."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 
 from pipelines.catalogue.manifest import read_manifest
 from pipelines.index.lite_server import endpoint_file, free_port
-from pipelines.index.milvus import CatalogueIndex
-from pipelines.settings import Settings
+from pipelines.index.milvus import TrackIndex
+from pipelines.settings import PathSettings, Settings
 from tests.pipelines.index.helpers import PARAMS_A, PARAMS_B, refresh
 
 _MAIN = "from serving.cli_serve import main; main()"
@@ -25,8 +25,8 @@ _MAIN = "from serving.cli_serve import main; main()"
 def _env(settings: Settings) -> dict[str, str]:
     return {
         **os.environ,
-        "MUSICREC_DATA_ROOT": str(settings.data_root),
-        "MUSICREC_MILVUS_URI": settings.milvus_uri,
+        "MUSICREC_DATA_ROOT": str(settings.paths.data_root),
+        "MUSICREC_MILVUS_URI": settings.paths.milvus_uri,
     }
 
 
@@ -55,7 +55,7 @@ def test_recommend_playlist_and_their_errors(lib: Settings) -> None:
     assert [r[0] for r in rows] == ["1", "2", "3"] and rows[0][2] == "high_tones"
     assert [float(r[1]) for r in rows] == sorted(float(r[1]) for r in rows)
 
-    audio = lib.data_root.parent / "music" / "noise" / "noise_0.wav"
+    audio = lib.paths.data_root.parent / "music" / "noise" / "noise_0.wav"
     out = _musicrec(["recommend", "--audio", str(audio), "-k", "2", "--style", "noise"], lib)
     assert out.returncode == 0, out.stderr
     assert [line.split()[2] for line in out.stdout.splitlines()[1:]] == ["noise", "noise"]
@@ -74,27 +74,29 @@ def test_recommend_playlist_and_their_errors(lib: Settings) -> None:
     _one_line_error(_musicrec(["recommend", "no.such"], lib), "unknown track id 'no.such'")
     _one_line_error(_musicrec(["recommend"], lib), "give either a TRACK_ID or --audio FILE")
     _one_line_error(_musicrec(["recommend", ids["noise 0"], "-k", "0"], lib), "k must be between 1 and 100")
-    _one_line_error(_musicrec(["recommend", "--audio", str(lib.data_root / "nope.wav")], lib), "no such file")
+    _one_line_error(_musicrec(["recommend", "--audio", str(lib.paths.data_root / "nope.wav")], lib), "no such file")
     _one_line_error(_musicrec(["recommend", "--audio", str(lib.manifest_path)], lib), "not audio")
     _one_line_error(_musicrec(["playlist", "nope"], lib), "unknown seed track id(s): 'nope'")
 
 
-def test_catalogue_refresh_command_from_the_feature_store(lib: Settings) -> None:
+def test_index_refresh_command_from_the_feature_store(lib: Settings) -> None:
     from pipelines.features.build import FeatureBuild
 
-    settings = Settings(data_root=lib.data_root, milvus_uri=lib.milvus_uri, features=PARAMS_A)
+    settings = Settings(
+        paths=PathSettings(data_root=lib.paths.data_root, milvus_uri=lib.paths.milvus_uri), features=PARAMS_A
+    )
     FeatureBuild(settings=settings, shards=1).run()
     params = {"MUSICREC_FEATURES__N_FRAMES": "24", "MUSICREC_FEATURES__N_MFCC": "13"}
     name = f"tracks__raw__{PARAMS_A.version}"
 
-    out = _musicrec(["catalogue", "refresh", "--model-version", "raw"], settings, **params)
+    out = _musicrec(["index", "refresh", "--model-version", "raw"], settings, **params)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().startswith(f"built {name} (model raw): 15 tracks, 15 embedded")
-    again = _musicrec(["catalogue", "refresh", "--model-version", "raw"], settings, **params)
+    again = _musicrec(["index", "refresh", "--model-version", "raw"], settings, **params)
     assert again.returncode == 0 and again.stdout.startswith(f"unchanged {name} (model raw): 15 tracks, 0 embedded")
     # @champion needs a trained model: exit 2 with the reason.
     # Only the last line is checked: MLflow logs its own lines when it creates its database on first use.
-    champion = _musicrec(["catalogue", "refresh"], settings, **params)
+    champion = _musicrec(["index", "refresh"], settings, **params)
     missing = "no model registry" if importlib.util.find_spec("pipelines.registry") is None else "champion"
     assert champion.returncode == 2
     last = champion.stderr.strip().splitlines()[-1]
@@ -103,12 +105,12 @@ def test_catalogue_refresh_command_from_the_feature_store(lib: Settings) -> None
 
 def test_rollback_command(lib: Settings) -> None:
     a = refresh(lib, PARAMS_A).collection
-    _one_line_error(_musicrec(["catalogue", "rollback"], lib), "no earlier collection to roll back to")
+    _one_line_error(_musicrec(["index", "rollback"], lib), "no earlier collection to roll back to")
     b = refresh(lib, PARAMS_B).collection
-    out = _musicrec(["catalogue", "rollback"], lib)
+    out = _musicrec(["index", "rollback"], lib)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"alias tracks: {b} -> {a}"
-    index = CatalogueIndex(lib.milvus_uri)
+    index = TrackIndex(lib.paths.milvus_uri)
     assert index.alias_target() == a
     index.close()
 
@@ -132,7 +134,7 @@ def test_serve_shares_the_milvus_lite_folder_with_other_commands(lib: Settings, 
             except httpx.TransportError:
                 time.sleep(0.3)
         assert health.status_code == 200 and health.json()["tracks"] == 15
-        assert endpoint_file(Path(lib.milvus_uri)).exists()
+        assert endpoint_file(Path(lib.paths.milvus_uri)).exists()
         out = _musicrec(["recommend", track, "-k", "2"], lib)  # the folder is held: goes via the server
         assert out.returncode == 0, out.stderr
         similar = httpx.get(f"http://127.0.0.1:{port}/tracks/{track}/similar", params={"k": 2}).json()
@@ -141,4 +143,4 @@ def test_serve_shares_the_milvus_lite_folder_with_other_commands(lib: Settings, 
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
         log.close()
-    assert not endpoint_file(Path(lib.milvus_uri)).exists()
+    assert not endpoint_file(Path(lib.paths.milvus_uri)).exists()

@@ -38,7 +38,7 @@ from pipelines.catalogue.manifest import (
 from pipelines.features.build import FeatureBuild
 from pipelines.features.quarantine import read_quarantine
 from pipelines.features.store import read_features
-from pipelines.settings import ServingSettings, Settings
+from pipelines.settings import PathSettings, ServingSettings, Settings
 from serving.api import create_app
 from serving.service import Recommender
 from tests import synth
@@ -245,7 +245,7 @@ def test_every_kind_gets_its_outcome_at_import_features_and_upload(served: Serve
     # import (the hanging file is held out: import decodes in-process, so it would wait for the kernel)
     stuck = files["stuck.wav"]
     aside = stuck.rename(tmp_path / "stuck.wav")
-    settings = Settings(data_root=tmp_path / "data", features=PARAMS_A)
+    settings = Settings(paths=PathSettings(data_root=tmp_path / "data"), features=PARAMS_A)
     import_catalogue(lib.parent, settings)
     aside.rename(stuck)
     rejects = read_table(settings.rejects_path, REJECTS_SCHEMA)
@@ -255,7 +255,7 @@ def test_every_kind_gets_its_outcome_at_import_features_and_upload(served: Serve
     assert got == want
 
     # feature build on a manifest that lists everything (as if written by a tool that never probes)
-    features = Settings(data_root=tmp_path / "features", features=PARAMS_A, decode_timeout_s=3.0)
+    features = Settings(paths=PathSettings(data_root=tmp_path / "features"), features=PARAMS_A, decode_timeout_s=3.0)
     _manifest(features, files)
     with synth.hanging_open(stuck):
         FeatureBuild(settings=features, shards=1).run()

@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 from pipelines.catalogue.manifest import REJECTS_SCHEMA, read_manifest, read_table
 from pipelines.features.build import FeatureBuild
 from pipelines.index.metadata import literal
-from pipelines.index.milvus import CatalogueIndex
-from pipelines.settings import ServingSettings, Settings
+from pipelines.index.milvus import TrackIndex
+from pipelines.settings import PathSettings, ServingSettings, Settings
 from serving.api import create_app
 from serving.service import Recommender
 from tests import synth
@@ -71,7 +71,9 @@ def test_literal_escapes_what_would_end_or_bend_a_string() -> None:
 
 @pytest.mark.integration
 def test_hostile_labels_work_through_the_cli_and_http(tmp_path: Path) -> None:
-    settings = Settings(data_root=tmp_path / "data", milvus_uri=str(tmp_path / "milvus.db"), features=PARAMS_A)
+    settings = Settings(
+        paths=PathSettings(data_root=tmp_path / "data", milvus_uri=str(tmp_path / "milvus.db")), features=PARAMS_A
+    )
     csv_path = _library(tmp_path)
     env = {"MUSICREC_FEATURES__N_FRAMES": "24", "MUSICREC_FEATURES__N_MFCC": "13"}
 
@@ -82,7 +84,7 @@ def test_hostile_labels_work_through_the_cli_and_http(tmp_path: Path) -> None:
     rejects = read_table(settings.rejects_path, REJECTS_SCHEMA)
     assert rejects["reason"].tolist() == ["invalid_track_id"]  # the 600-byte id, with a reason
     FeatureBuild(settings=settings, shards=1).run()
-    out = _musicrec(["catalogue", "refresh", "--model-version", "raw"], settings, **env)
+    out = _musicrec(["index", "refresh", "--model-version", "raw"], settings, **env)
     assert out.returncode == 0, out.stderr
     assert f": {len(IDS)} tracks, {len(IDS)} embedded" in out.stdout
 
@@ -94,7 +96,7 @@ def test_hostile_labels_work_through_the_cli_and_http(tmp_path: Path) -> None:
     assert len(out.stdout.splitlines()) == 5
     _one_line_error(_musicrec(["recommend", "Don't Stop!"], settings, **env), 'unknown track id "Don\'t Stop!"')
 
-    index = CatalogueIndex(settings.milvus_uri)
+    index = TrackIndex(settings.paths.milvus_uri)
     recommender = Recommender(index, settings, ServingSettings(serving_alias_ttl_s=0))
     try:
         with TestClient(create_app(settings, recommender=recommender)) as client:

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipelines.catalogue.manifest import read_manifest
 from pipelines.index.lite_server import free_port
-from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.milvus import TrackIndex
 from pipelines.index.refresh import refresh_collection
 from pipelines.model.embedder import RawEmbedder
 from pipelines.settings import ServingSettings, Settings
@@ -85,7 +85,7 @@ def test_index_size_model_and_search_batches_are_reported(served: Served) -> Non
         for _ in range(3):
             assert client.get(f"/tracks/{track}/similar", params={"k": 2}).status_code == 200
         values = samples(client)
-    assert values[("musicrec_catalogue_available", ())] == 1
+    assert values[("musicrec_index_available", ())] == 1
     assert values[("musicrec_index_tracks", (("alias", "tracks"), ("collection", served.collection)))] == 15
     info = [dict(labels) for name, labels in values if name == "musicrec_model_info"]
     assert info == [
@@ -168,21 +168,21 @@ def test_live_and_ready_when_everything_is_up(served: Served) -> None:
 
 
 def test_milvus_down_is_live_but_not_ready_and_metrics_still_answer(served: Served) -> None:
-    down = CatalogueIndex(f"http://127.0.0.1:{free_port()}")
+    down = TrackIndex(f"http://127.0.0.1:{free_port()}")
     with serve(served.settings, down) as client:
         assert client.get("/livez").status_code == 200
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.headers["retry-after"] == "5"
         assert ready.json()["status"] == "not ready" and "not reachable" in ready.json()["detail"]
         values = samples(client)
-    assert values[("musicrec_catalogue_available", ())] == 0
+    assert values[("musicrec_index_available", ())] == 0
     assert not any(name == "musicrec_index_tracks" for name, _ in values)
     assert requests_of(values, "/readyz", status="503") == 1
     down.close()
 
 
-def test_catalogue_not_built_is_not_ready(served: Served, tmp_path: Path) -> None:
-    empty = CatalogueIndex(str(tmp_path / "empty.db"))
+def test_index_not_built_is_not_ready(served: Served, tmp_path: Path) -> None:
+    empty = TrackIndex(str(tmp_path / "empty.db"))
     with serve(served.settings, empty) as client:
         ready = client.get("/readyz")
     assert ready.status_code == 503 and "not built yet" in ready.json()["detail"]
@@ -193,7 +193,7 @@ def test_model_that_cannot_be_loaded_is_not_ready(lib: Settings) -> None:
     """A collection made by model version 7, which no registry holds: ids could be served, uploads not."""
     features = build_features(lib, PARAMS_A)
     seven = RawEmbedder(feature_version=PARAMS_A.version, dim=PARAMS_A.dim, version="7")
-    index = CatalogueIndex(lib.milvus_uri)
+    index = TrackIndex(lib.paths.milvus_uri)
     refresh_collection(index, seven, features, read_manifest(lib.manifest_path))
     with serve(lib, index) as client:
         ready = client.get("/readyz")

@@ -20,7 +20,7 @@ import pytest
 from pipelines.catalogue.importer import import_catalogue
 from pipelines.catalogue.manifest import read_manifest
 from pipelines.index.lite_server import free_port
-from pipelines.settings import Settings
+from pipelines.settings import PathSettings, Settings
 from serving.playlists import XSPF_NS
 from tests import tagged
 from tests.pipelines.index.helpers import PARAMS_A, refresh
@@ -43,8 +43,8 @@ class Library:
     def run(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
         env = {
             **os.environ,
-            "MUSICREC_DATA_ROOT": str(self.settings.data_root),
-            "MUSICREC_MILVUS_URI": self.settings.milvus_uri,
+            "MUSICREC_DATA_ROOT": str(self.settings.paths.data_root),
+            "MUSICREC_MILVUS_URI": self.settings.paths.milvus_uri,
             "MUSICREC_MUSIC_FOLDER": str(self.music),
             "MUSICREC_PLAYLIST_DIR": str(self.playlists),
             **extra,
@@ -58,7 +58,7 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Library:
     root = tmp_path_factory.mktemp("players")
     music = (root / "Music").resolve()
     tagged.tagged_library(music, seconds=3.0)
-    settings = Settings(data_root=root / "data", milvus_uri=str(root / "milvus.db"))
+    settings = Settings(paths=PathSettings(data_root=root / "data", milvus_uri=str(root / "milvus.db")))
     import_catalogue(music, settings, genre_map=tagged.genre_map(root / "genres.csv"))
     refresh(settings, PARAMS_A)
     return Library(settings, music, root / "playlists")
@@ -241,8 +241,8 @@ def test_mpd_radio_queues_similar_songs_after_the_current_one(library: Library, 
         client.pause(1)  # resumed once the radio has queued: then three-second songs move on while it runs
         env = {
             **os.environ,
-            "MUSICREC_DATA_ROOT": str(library.settings.data_root),
-            "MUSICREC_MILVUS_URI": library.settings.milvus_uri,
+            "MUSICREC_DATA_ROOT": str(library.settings.paths.data_root),
+            "MUSICREC_MILVUS_URI": library.settings.paths.milvus_uri,
             "MUSICREC_MUSIC_FOLDER": str(library.music),
         }
         args = ["mpd", "radio", "--port", str(mpd.port), "--host", "127.0.0.1", "--ahead", "2"]
@@ -275,7 +275,7 @@ def test_mpd_radio_bad_input_is_one_line(library: Library) -> None:
         assert bad.returncode == 2 and bad.stderr.startswith("error: ") and words in bad.stderr, bad.stderr
         assert bad.stderr.strip().count("\n") == 0
     env = {k: v for k, v in os.environ.items() if k != "MUSICREC_MUSIC_FOLDER"}
-    env["MUSICREC_DATA_ROOT"] = str(library.settings.data_root)
+    env["MUSICREC_DATA_ROOT"] = str(library.settings.paths.data_root)
     cmd = [sys.executable, "-c", _MAIN, "mpd", "radio"]
     bad = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=60)
     assert bad.returncode == 2 and "MUSICREC_MUSIC_FOLDER" in bad.stderr, bad.stderr

@@ -15,20 +15,20 @@ import uvicorn
 
 from pipelines.catalogue.manifest import read_manifest
 from pipelines.index.lite_server import LiteServer, free_port
-from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.milvus import TrackIndex
 from pipelines.index.refresh import rollback
-from pipelines.settings import ServingSettings, Settings
+from pipelines.settings import PathSettings, ServingSettings, Settings
 from serving.api import create_app
 from tests.pipelines.index.helpers import PARAMS_A, refresh
 
 _REFRESH_B = """
 import sys
 from pipelines.settings import IndexSettings
-from pipelines.index.milvus import CatalogueIndex
-from pipelines.settings import Settings
+from pipelines.index.milvus import TrackIndex
+from pipelines.settings import PathSettings, Settings
 from tests.pipelines.index.helpers import PARAMS_B, refresh
-settings = Settings(data_root=sys.argv[1], milvus_uri=sys.argv[2])
-print(refresh(settings, PARAMS_B, CatalogueIndex(sys.argv[2], IndexSettings(embed_batch_size=2))).collection)
+settings = Settings(paths=PathSettings(data_root=sys.argv[1], milvus_uri=sys.argv[2]))
+print(refresh(settings, PARAMS_B, TrackIndex(sys.argv[2], IndexSettings(embed_batch_size=2))).collection)
 """
 
 
@@ -55,12 +55,12 @@ def running_api(settings: Settings) -> Iterator[str]:
 def test_queries_never_fail_or_come_back_empty_across_refresh_and_rollback(
     lib: Settings, lite_server: LiteServer
 ) -> None:
-    settings = Settings(data_root=lib.data_root, milvus_uri=lite_server.uri)
-    index = CatalogueIndex(lite_server.uri)
+    settings = Settings(paths=PathSettings(data_root=lib.paths.data_root, milvus_uri=lite_server.uri))
+    index = TrackIndex(lite_server.uri)
     a = refresh(settings, PARAMS_A, index).collection
     manifest = read_manifest(settings.manifest_path)
     ids = list(manifest["track_id"])
-    upload = (lib.data_root.parent / "music" / "noise" / "noise_2.wav").read_bytes()
+    upload = (lib.paths.data_root.parent / "music" / "noise" / "noise_2.wav").read_bytes()
 
     seen: list[tuple[str, str]] = []  # (kind, collection) of every answer, in order
     problems: list[str] = []
@@ -101,7 +101,7 @@ def test_queries_never_fail_or_come_back_empty_across_refresh_and_rollback(
             w.start()
         try:
             wait_for(a)
-            cmd = [sys.executable, "-c", _REFRESH_B, str(settings.data_root), lite_server.uri]
+            cmd = [sys.executable, "-c", _REFRESH_B, str(settings.paths.data_root), lite_server.uri]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
             assert proc.returncode == 0, proc.stderr[-3000:]
             b = proc.stdout.strip().splitlines()[-1]

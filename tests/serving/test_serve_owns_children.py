@@ -58,7 +58,7 @@ def _serve(lib: Settings, log: Path) -> tuple[subprocess.Popen[bytes], int]:
 
 def test_serve_restarts_a_dead_server_stops_fast_and_its_server_dies_with_it(lib: Settings, tmp_path: Path) -> None:
     refresh(lib, PARAMS_A)
-    folder = Path(lib.milvus_uri)
+    folder = Path(lib.paths.milvus_uri)
     proc, port = _serve(lib, tmp_path / "serve.log")
     try:
         first = _read_endpoint(folder)
@@ -89,7 +89,7 @@ def test_serve_restarts_a_dead_server_stops_fast_and_its_server_dies_with_it(lib
 
 def test_sigkilled_serve_takes_its_server_along_and_a_stale_orphan_is_replaced(lib: Settings, tmp_path: Path) -> None:
     refresh(lib, PARAMS_A)
-    folder = Path(lib.milvus_uri)
+    folder = Path(lib.paths.milvus_uri)
     proc, _ = _serve(lib, tmp_path / "serve.log")
     server = _read_endpoint(folder)
     assert server is not None

@@ -61,7 +61,7 @@ def test_two_workers_share_one_milvus_and_report_summed_metrics(lib: Settings, t
     tracks = list(read_manifest(lib.manifest_path)["track_id"])
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "MUSICREC_DATA_ROOT": str(lib.data_root), "MUSICREC_MILVUS_URI": lib.milvus_uri}
+    env = {**os.environ, "MUSICREC_DATA_ROOT": str(lib.paths.data_root), "MUSICREC_MILVUS_URI": lib.paths.milvus_uri}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # `serve` makes its own folder for the workers' metrics ...
     env["TMPDIR"] = str(tmp_path / "tmp")  # ... here, and removes it when it stops
     (tmp_path / "tmp").mkdir()
@@ -106,7 +106,7 @@ def test_two_workers_share_one_milvus_and_report_summed_metrics(lib: Settings, t
     _, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, f"left behind: {alive}"
     assert len(children) >= 3  # two workers and the milvus-lite server, at least
-    assert not endpoint_file(Path(lib.milvus_uri)).exists()
+    assert not endpoint_file(Path(lib.paths.milvus_uri)).exists()
     assert not list((tmp_path / "tmp").glob("musicrec-metrics-*"))
 
     text = log.read_text()
@@ -117,6 +117,6 @@ def test_two_workers_share_one_milvus_and_report_summed_metrics(lib: Settings, t
 
 def test_workers_must_be_at_least_one(lib: Settings) -> None:
     cmd = [sys.executable, "-c", "from serving.cli_serve import main; main()", "serve", "--workers", "0"]
-    env = {**os.environ, "MUSICREC_DATA_ROOT": str(lib.data_root), "MUSICREC_MILVUS_URI": lib.milvus_uri}
+    env = {**os.environ, "MUSICREC_DATA_ROOT": str(lib.paths.data_root), "MUSICREC_MILVUS_URI": lib.paths.milvus_uri}
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert out.returncode == 2 and "--workers" in out.stderr and not endpoint_file(Path(lib.milvus_uri)).exists()
+    assert out.returncode == 2 and "--workers" in out.stderr and not endpoint_file(Path(lib.paths.milvus_uri)).exists()

@@ -19,7 +19,7 @@ from tests.serving.conftest import Served
 
 
 def test_concurrent_searches_share_milvus_calls_and_each_gets_its_own_answer(served: Served) -> None:
-    index, meta = served.index, served.recommender.catalogue(fresh=True)
+    index, meta = served.index, served.recommender.collection(fresh=True)
     rows = index.get(meta.name, build_features(served.settings, PARAMS_A).track_ids, ("track_id", "vector"))
     vectors = {r["track_id"]: np.asarray(r["vector"], dtype=np.float32) for r in rows}
     requests = [(tid, expr) for tid in vectors for expr in ("", 'style == "noise"')] * 4
@@ -39,7 +39,7 @@ def test_concurrent_searches_share_milvus_calls_and_each_gets_its_own_answer(ser
 
 
 def test_batcher_hands_a_failure_to_every_waiting_caller(served: Served) -> None:
-    meta = served.recommender.catalogue(fresh=True)
+    meta = served.recommender.collection(fresh=True)
     batcher = SearchBatcher(served.index)
     waiting = 6
     queued, first = threading.Event(), threading.Event()
@@ -77,7 +77,7 @@ def test_batcher_hands_a_failure_to_every_waiting_caller(served: Served) -> None
 
 def test_same_style_share_matches_exact_cosine(served: Served) -> None:
     rec = served.recommender
-    share, n = style_agreement(rec.index, rec.catalogue(fresh=True), k=4)
+    share, n = style_agreement(rec.index, rec.collection(fresh=True), k=4)
     features = build_features(served.settings, PARAMS_A)
     vectors = l2_normalise(features.matrix)
     sims = vectors @ vectors.T

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pipelines.catalogue.manifest import read_manifest
-from pipelines.index.catalogue_map import load_map, map_file, project
+from pipelines.index.index_map import load_map, map_file, project
 from pipelines.settings import ServingSettings
 from serving.api import create_app
 from serving.service import Recommender
@@ -128,8 +128,8 @@ def test_map_is_the_pca_of_the_served_vectors_and_is_sampled(served: Served) -> 
     whole = served.client.get("/map").json()
     assert whole["collection"] == served.collection and whole["total"] == 15 and len(whole["points"]) == 15
     assert whole["styles"] == ["high_tones", "low_tones", "noise"]
-    stored = load_map(served.settings.data_root, served.collection)
-    assert stored is not None and map_file(served.settings.data_root, served.collection).is_file()
+    stored = load_map(served.settings.paths.data_root, served.collection)
+    assert stored is not None and map_file(served.settings.paths.data_root, served.collection).is_file()
     sample = served.client.get("/map", params={"limit": 5}).json()
     assert sample["total"] == 15 and len(sample["points"]) == 5
     x0, y0, x1, y1 = whole["bounds"]

@@ -199,4 +199,4 @@ class Trained:
 def run(settings: Settings, job: TrainingJob, inputs: Prepared, on_branch: BranchProgress | None = None) -> Trained:
     """The train step on the prepare step's output."""
     run_id = train(settings, job, inputs.as_dict(), on_branch)
-    return Trained(run_id, settings.mlflow_tracking_uri)
+    return Trained(run_id, settings.paths.mlflow_tracking_uri)

@@ -13,7 +13,7 @@ import pytest
 from pipelines.catalogue.importer import import_catalogue
 from pipelines.catalogue.manifest import MANIFEST_SCHEMA, REJECTS_SCHEMA, read_manifest, read_table
 from pipelines.errors import UserError
-from pipelines.settings import Settings
+from pipelines.settings import PathSettings, Settings
 from tests import synth
 
 
@@ -96,8 +96,8 @@ def test_reimport_is_idempotent_and_tracks_additions_and_removals(library: Path,
 
 
 def test_track_ids_are_stable_across_data_roots(library: Path, tmp_path: Path) -> None:
-    a = Settings(data_root=tmp_path / "a")
-    b = Settings(data_root=tmp_path / "b")
+    a = Settings(paths=PathSettings(data_root=tmp_path / "a"))
+    b = Settings(paths=PathSettings(data_root=tmp_path / "b"))
     import_catalogue(library, a)
     import_catalogue(library, b)
     ids_a = read_manifest(a.manifest_path).set_index("path")["track_id"].to_dict()

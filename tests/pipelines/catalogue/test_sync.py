@@ -11,10 +11,10 @@ from pipelines.catalogue.importer import import_catalogue, sync_catalogue
 from pipelines.catalogue.manifest import REMOVED, read_manifest
 from pipelines.features.build import FeatureBuild
 from pipelines.features.store import read_features
-from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.milvus import TrackIndex
 from pipelines.index.refresh import RefreshReport, refresh_collection
 from pipelines.model.embedder import RawEmbedder
-from pipelines.settings import IndexSettings, Settings
+from pipelines.settings import IndexSettings, PathSettings, Settings
 from tests import synth, tagged
 from tests.pipelines.index.helpers import PARAMS_A
 
@@ -25,7 +25,7 @@ ADDED = "Ann Arbor/Low Hum/05 Low 5.flac"
 
 
 def _refresh(settings: Settings) -> RefreshReport:
-    index = CatalogueIndex(settings.milvus_uri, IndexSettings(collections_kept=1, embed_batch_size=4))
+    index = TrackIndex(settings.paths.milvus_uri, IndexSettings(collections_kept=1, embed_batch_size=4))
     try:
         embedder = RawEmbedder(feature_version=PARAMS_A.version, dim=PARAMS_A.dim)
         features = read_features(settings, PARAMS_A)
@@ -35,7 +35,7 @@ def _refresh(settings: Settings) -> RefreshReport:
 
 
 def _indexed(settings: Settings, collection: str) -> dict[str, str]:
-    index = CatalogueIndex(settings.milvus_uri, IndexSettings())
+    index = TrackIndex(settings.paths.milvus_uri, IndexSettings())
     try:
         return index.fingerprints(collection)
     finally:
@@ -51,7 +51,7 @@ def test_sync_keeps_ids_across_moves_and_embeds_only_what_changed(tmp_path: Path
     music = (tmp_path / "Music").resolve()
     tagged.tagged_library(music, seconds=3.0)
     removed_rel = next(p.relative_to(music).as_posix() for p in sorted((music / "Cee Noise").rglob("01 *")))
-    settings = Settings(data_root=tmp_path / "data", milvus_uri=str(tmp_path / "milvus.db"))
+    settings = Settings(paths=PathSettings(data_root=tmp_path / "data", milvus_uri=str(tmp_path / "milvus.db")))
     genres = tagged.genre_map(tmp_path / "genres.csv")
     first = import_catalogue(music, settings, genre_map=genres)
     assert first.added == 10 and first.hashed == 10
@@ -112,12 +112,12 @@ def test_sync_cli_needs_an_imported_path(tmp_path: Path) -> None:
 def test_sync_cli_with_refresh_embeds_and_indexes_only_the_change(tmp_path: Path) -> None:
     music = (tmp_path / "Music").resolve()
     tagged.tagged_library(music, seconds=1.5)
-    settings = Settings(data_root=tmp_path / "data", milvus_uri=str(tmp_path / "milvus.db"))
+    settings = Settings(paths=PathSettings(data_root=tmp_path / "data", milvus_uri=str(tmp_path / "milvus.db")))
     import_catalogue(music, settings)
     env = {
         **os.environ,
-        "MUSICREC_DATA_ROOT": str(settings.data_root),
-        "MUSICREC_MILVUS_URI": settings.milvus_uri,
+        "MUSICREC_DATA_ROOT": str(settings.paths.data_root),
+        "MUSICREC_MILVUS_URI": settings.paths.milvus_uri,
         "MUSICREC_FEATURES__N_FRAMES": str(PARAMS_A.n_frames),
         "MUSICREC_FEATURES__N_MFCC": str(PARAMS_A.n_mfcc),
     }

@@ -96,7 +96,9 @@ def test_csv_without_style_column_uses_genre_map(
     root, tracks = library
     listing = tmp_path / "list.csv"
     listing.write_text("path,artist\n" + "".join(f"{root / t.rel},Given\n" for t in tracks[:5]), encoding="utf-8")
-    mapped = settings.model_copy(update={"genre_map": tagged.genre_map(tmp_path / "m.csv")})
+    mapped = settings.model_copy(
+        update={"paths": settings.paths.model_copy(update={"genre_map": tagged.genre_map(tmp_path / "m.csv")})}
+    )
     report = import_catalogue(listing, mapped)
     df = read_manifest(settings.manifest_path)
     assert report.added == 5 and set(df["artist"]) == {"Given"}  # CSV columns win over tags

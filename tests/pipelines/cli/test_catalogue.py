@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from pipelines.catalogue.manifest import REJECTS_SCHEMA, read_manifest, read_table
-from pipelines.settings import Settings
+from pipelines.settings import PathSettings, Settings
 from tests import synth
 
 
@@ -25,7 +25,7 @@ def test_import_then_show(tmp_path: Path) -> None:
     out = _musicrec(["catalogue", "import", str(tmp_path / "lib")], tmp_path / "data")
     assert out.returncode == 0, out.stderr
     assert "6 added" in out.stdout and "1 not_audio" in out.stdout
-    settings = Settings(data_root=tmp_path / "data")
+    settings = Settings(paths=PathSettings(data_root=tmp_path / "data"))
     manifest = read_manifest(settings.manifest_path)
     assert len(manifest) == 6 and set(manifest["style"]) == set(tree)
     rejects = read_table(settings.rejects_path, REJECTS_SCHEMA)
@@ -57,8 +57,8 @@ def test_config_prints_each_effective_value_with_its_source(tmp_path: Path) -> N
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, check=False, timeout=120)
     assert out.returncode == 0, out.stderr
     values = json.loads(out.stdout)
-    assert values["data_root"] == {"value": str((tmp_path / "data").resolve()), "source": "environment"}
-    assert values["mlflow_tracking_uri"]["value"] == f"sqlite:///{(tmp_path / 'data').resolve() / 'mlflow.db'}"
+    assert values["paths.data_root"] == {"value": str((tmp_path / "data").resolve()), "source": "environment"}
+    assert values["paths.mlflow_tracking_uri"]["value"] == f"sqlite:///{(tmp_path / 'data').resolve() / 'mlflow.db'}"
     assert values["features.n_mfcc"] == {"value": 13, "source": "environment"}
     assert values["index.hnsw_m"] == {"value": 20, "source": "environment"}  # the environment beats .env
     assert values["serving.serving_port"] == {"value": 8111, "source": ".env"}

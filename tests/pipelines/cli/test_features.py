@@ -15,7 +15,7 @@ import pandas as pd
 
 from pipelines.catalogue.manifest import MANIFEST_SCHEMA, read_table
 from pipelines.features.params import FeatureParams
-from pipelines.settings import Settings
+from pipelines.settings import PathSettings, Settings
 from tests import synth
 
 
@@ -84,7 +84,7 @@ def test_a_killed_build_leaves_its_finished_shards_to_the_rerun_and_no_staging(t
     assert not staging.exists(), list(staging.rglob("*"))
 
     store = pd.read_parquet(data / "features" / f"version={FeatureParams(n_frames=64).version}")
-    manifest = read_table(Settings(data_root=data).manifest_path, MANIFEST_SCHEMA)
+    manifest = read_table(Settings(paths=PathSettings(data_root=data)).manifest_path, MANIFEST_SCHEMA)
     assert sorted(store["track_id"]) == sorted(manifest["track_id"]), "every active track exactly once"
     third = _musicrec(["features", "build"], data, MUSICREC_FEATURES__N_FRAMES="64")
     assert "0 embedded, 5 skipped (already stored)" in third.stdout

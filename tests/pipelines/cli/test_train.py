@@ -28,7 +28,7 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 def _musicrec(args: list[str], settings: Settings, tracking: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
-        "MUSICREC_DATA_ROOT": str(settings.data_root),
+        "MUSICREC_DATA_ROOT": str(settings.paths.data_root),
         "MUSICREC_FEATURES__N_FRAMES": str(SYNTH_FEATURES.n_frames),
         "MUSICREC_MLFLOW_TRACKING_URI": tracking,
         "MUSICREC_TRAINING_JOB": json.dumps({"gate": MECHANICS_GATE.model_dump(mode="json")}),
@@ -55,7 +55,9 @@ def test_train_show_promote_rollback(catalogue: Settings, tmp_path: Path) -> Non
     for row in ("| model |", "| raw |", "| meanstd |", "| random |", "Leave-one-source-out"):
         assert row in first.stdout
     assert "version 1: PROMOTED to champion" in first.stdout and "beats raw" in first.stdout
-    registry = Registry(catalogue.model_copy(update={"mlflow_tracking_uri": uri}))
+    registry = Registry(
+        catalogue.model_copy(update={"paths": catalogue.paths.model_copy(update={"mlflow_tracking_uri": uri})})
+    )
     assert registry.alias(CHAMPION) == "1" and registry.version("1").tags["gate.decision"] == "promoted"
 
     second = _musicrec(args, catalogue, uri)  # same seed, same data: same numbers, so not promoted

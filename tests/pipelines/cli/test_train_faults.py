@@ -30,7 +30,7 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 def _env(settings: Settings, uri: str) -> dict[str, str]:
     return {
         **os.environ,
-        "MUSICREC_DATA_ROOT": str(settings.data_root),
+        "MUSICREC_DATA_ROOT": str(settings.paths.data_root),
         "MUSICREC_FEATURES__N_FRAMES": str(SYNTH_FEATURES.n_frames),
         "MUSICREC_MLFLOW_TRACKING_URI": uri,
     }
@@ -38,7 +38,9 @@ def _env(settings: Settings, uri: str) -> dict[str, str]:
 
 def _registry(settings: Settings, uri: str) -> Registry:
     """The test's view of the MLflow store; its tables are made here, before any `musicrec train` starts."""
-    registry = Registry(settings.model_copy(update={"mlflow_tracking_uri": uri}))
+    registry = Registry(
+        settings.model_copy(update={"paths": settings.paths.model_copy(update={"mlflow_tracking_uri": uri})})
+    )
     registry.experiment_id()
     return registry
 

@@ -25,7 +25,7 @@ from pipelines.features.frontend import track_vector
 from pipelines.features.params import FeatureParams
 from pipelines.features.quarantine import read_quarantine
 from pipelines.features.store import part_files, read_features, version_dir
-from pipelines.settings import Settings
+from pipelines.settings import PathSettings, Settings
 from tests.pipelines.features.library import bad_files, good_files, write_manifest
 from tests.synth import hanging_open, noise, tone, write
 
@@ -34,7 +34,7 @@ PARAMS = FeatureParams(n_frames=64)
 
 
 def _settings(root: Path, **kw: object) -> Settings:
-    return Settings(data_root=root / "data", features=PARAMS, **kw)
+    return Settings(paths=PathSettings(data_root=root / "data"), features=PARAMS, **kw)
 
 
 def _fingerprint(paths: list[Path]) -> dict[Path, tuple[str, int, int]]:

@@ -18,11 +18,11 @@ from pipelines.catalogue.manifest import read_manifest
 from pipelines.features.frontend import TrackVector, track_vector
 from pipelines.features.params import FeatureParams
 from pipelines.index.lite_server import LiteServer
-from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.milvus import TrackIndex
 from pipelines.index.models import RAW
 from pipelines.index.refresh import RefreshReport, refresh_collection
 from pipelines.model.embedder import RawEmbedder
-from pipelines.settings import IndexSettings, Settings
+from pipelines.settings import IndexSettings, PathSettings, Settings
 from tests import synth
 
 # Two front-end settings = two feature versions = two collections, so blue/green can be exercised with
@@ -62,14 +62,14 @@ def make_library(root: Path, per_style: int = 5) -> Settings:
             synth.write(music / rel, audio)
             rows.append(f"{rel},{style},{style}-artist-{i % 2},{style}-album-{i % 2},{style} {i}")
     (music / "library.csv").write_text("\n".join(rows) + "\n")
-    settings = Settings(data_root=root / "data", milvus_uri=str(root / "milvus.db"))
+    settings = Settings(paths=PathSettings(data_root=root / "data", milvus_uri=str(root / "milvus.db")))
     import_catalogue(music / "library.csv", settings)
     return settings
 
 
 def add_track(settings: Settings, name: str, audio: np.ndarray, style: str = "low_tones") -> None:
     """Add one file to the library CSV and re-import it: a new track under the same model."""
-    music = settings.data_root.parent / "music"
+    music = settings.paths.data_root.parent / "music"
     synth.write(music / style / name, audio)
     with (music / "library.csv").open("a") as fh:
         fh.write(f"{style}/{name},{style},new-artist,new-album,{name}\n")
@@ -78,7 +78,7 @@ def add_track(settings: Settings, name: str, audio: np.ndarray, style: str = "lo
 
 def remove_track(settings: Settings, rel: str) -> None:
     """Delete a file and its CSV row, and re-import: the manifest marks the track removed."""
-    music = settings.data_root.parent / "music"
+    music = settings.paths.data_root.parent / "music"
     (music / rel).unlink()
     lines = (music / "library.csv").read_text().splitlines()
     (music / "library.csv").write_text("\n".join(x for x in lines if not x.startswith(rel + ",")) + "\n")
@@ -107,12 +107,10 @@ def build_features(settings: Settings, params: FeatureParams) -> Features:
     )
 
 
-def refresh(
-    settings: Settings, params: FeatureParams, index: CatalogueIndex | None = None, **kw: object
-) -> RefreshReport:
+def refresh(settings: Settings, params: FeatureParams, index: TrackIndex | None = None, **kw: object) -> RefreshReport:
     """One real refresh with the raw baseline embedder for ``params``."""
     own = index is None
-    index = index or CatalogueIndex(settings.milvus_uri, IndexSettings(collections_kept=1, embed_batch_size=4))
+    index = index or TrackIndex(settings.paths.milvus_uri, IndexSettings(collections_kept=1, embed_batch_size=4))
     try:
         features = build_features(settings, params)
         embedder = RawEmbedder(feature_version=params.version, dim=params.dim)
@@ -130,8 +128,8 @@ def lib(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def index(lib: Settings) -> Iterator[CatalogueIndex]:
-    idx = CatalogueIndex(lib.milvus_uri, IndexSettings(collections_kept=1, embed_batch_size=4, verify_sample=8))
+def index(lib: Settings) -> Iterator[TrackIndex]:
+    idx = TrackIndex(lib.paths.milvus_uri, IndexSettings(collections_kept=1, embed_batch_size=4, verify_sample=8))
     yield idx
     idx.close()
 

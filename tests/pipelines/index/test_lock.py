@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.index.lock import IndexBusy, writer_lock
-from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.milvus import TrackIndex
 from pipelines.index.refresh import rollback
 from pipelines.settings import IndexSettings, Settings
 from tests.pipelines.index.helpers import PARAMS_A, PARAMS_B, PARAMS_C, refresh
@@ -57,7 +57,7 @@ def test_reentrant_in_a_process_and_exclusive_between_threads(tmp_path: Path) ->
 
 @pytest.mark.integration
 def test_a_second_writer_waits_then_fails_and_a_killed_holder_frees_the_lock(lib: Settings) -> None:
-    index = CatalogueIndex(lib.milvus_uri, IndexSettings(index_lock_timeout_s=0.5, embed_batch_size=4))
+    index = TrackIndex(lib.paths.milvus_uri, IndexSettings(index_lock_timeout_s=0.5, embed_batch_size=4))
     holder = _holder(index.lock_path)
     try:
         started = time.monotonic()
@@ -66,8 +66,8 @@ def test_a_second_writer_waits_then_fails_and_a_killed_holder_frees_the_lock(lib
         assert 0.5 <= time.monotonic() - started < 5
         assert not index.exists(f"tracks__raw__{PARAMS_A.version}")  # nothing was written meanwhile
         # the CLI: one line, exit code 2
-        out = _musicrec(["catalogue", "rollback"], lib, MUSICREC_INDEX_LOCK_TIMEOUT_S="0.3")
-        _one_line_error(out, f"cannot roll back the index at {lib.milvus_uri}: another writer (pid {holder.pid}")
+        out = _musicrec(["index", "rollback"], lib, MUSICREC_INDEX_LOCK_TIMEOUT_S="0.3")
+        _one_line_error(out, f"cannot roll back the index at {lib.paths.milvus_uri}: another writer (pid {holder.pid}")
     finally:
         os.kill(holder.pid, signal.SIGKILL)  # a crashed writer: the kernel drops its lock
         holder.wait()
@@ -83,7 +83,7 @@ def test_concurrent_refreshes_serialise_and_keep_one_chain(lib: Settings) -> Non
     results: dict[str, object] = {}
 
     def run(params: object, key: str) -> None:
-        index = CatalogueIndex(lib.milvus_uri, settings)
+        index = TrackIndex(lib.paths.milvus_uri, settings)
         try:
             results[key] = refresh(lib, params, index)  # type: ignore[arg-type]
         except Exception as exc:  # recorded: the test fails on it below
@@ -97,7 +97,7 @@ def test_concurrent_refreshes_serialise_and_keep_one_chain(lib: Settings) -> Non
     for t in threads:
         t.join()
     assert not [r for r in results.values() if isinstance(r, Exception)], results
-    index = CatalogueIndex(lib.milvus_uri, settings)
+    index = TrackIndex(lib.paths.milvus_uri, settings)
     live = index.live()
     second = index.describe(live.previous)
     assert {live.name, second.name} == {results["b"].collection, results["c"].collection}  # type: ignore[attr-defined]
@@ -108,7 +108,7 @@ def test_concurrent_refreshes_serialise_and_keep_one_chain(lib: Settings) -> Non
 
 @pytest.mark.integration
 def test_the_collection_a_rollback_left_survives_until_a_refresh_moves_on(lib: Settings) -> None:
-    index = CatalogueIndex(lib.milvus_uri, IndexSettings(collections_kept=1, embed_batch_size=4, verify_sample=8))
+    index = TrackIndex(lib.paths.milvus_uri, IndexSettings(collections_kept=1, embed_batch_size=4, verify_sample=8))
     a = refresh(lib, PARAMS_A, index).collection
     b = refresh(lib, PARAMS_B, index).collection
     assert rollback(index) == (b, a)

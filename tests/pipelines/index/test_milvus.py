@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from pipelines.index.errors import CatalogueNotBuilt, MilvusUnavailable
+from pipelines.index.errors import IndexNotBuilt, MilvusUnavailable
 from pipelines.index.lite_server import LiteServer, MilvusServerError, endpoint_file, free_port, resolve_uri
 from pipelines.index.metadata import clip, collection_name
-from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.milvus import TrackIndex
 
 
 def test_collection_names_and_stored_text() -> None:
@@ -26,8 +26,8 @@ def test_server_shares_its_folder_and_other_clients_find_it(lite_server: LiteSer
     folder = lite_server.data_dir
     assert endpoint_file(folder).exists()
     assert resolve_uri(str(folder)) == lite_server.uri
-    index = CatalogueIndex(str(folder))  # configured with the folder, talks to the server
-    with pytest.raises(CatalogueNotBuilt, match="run `musicrec catalogue refresh`"):
+    index = TrackIndex(str(folder))  # configured with the folder, talks to the server
+    with pytest.raises(IndexNotBuilt, match="run `musicrec index refresh`"):
         index.live()
     with pytest.raises(MilvusServerError, match="another process"):
         LiteServer(folder).start()
@@ -38,7 +38,7 @@ def test_server_shares_its_folder_and_other_clients_find_it(lite_server: LiteSer
 
 
 def test_milvus_down_says_what_to_do() -> None:
-    index = CatalogueIndex(f"http://127.0.0.1:{free_port()}")
+    index = TrackIndex(f"http://127.0.0.1:{free_port()}")
     with pytest.raises(MilvusUnavailable, match=r"not reachable.*start the Milvus server"):
         index.live()
     with pytest.raises(MilvusUnavailable) as err:
@@ -48,7 +48,7 @@ def test_milvus_down_says_what_to_do() -> None:
 
 @pytest.mark.integration
 def test_a_server_that_goes_away_is_unavailable_and_reconnects_when_back(lite_server: LiteServer) -> None:
-    index = CatalogueIndex(lite_server.uri)
+    index = TrackIndex(lite_server.uri)
     assert index.alias_target() is None
     lite_server.stop()
     with pytest.raises(MilvusUnavailable, match=r"stopped answering|not reachable"):

@@ -13,9 +13,9 @@ import pytest
 from pipelines.catalogue.manifest import read_manifest
 from pipelines.errors import UserError
 from pipelines.features.params import FeatureParams
-from pipelines.index.errors import CatalogueNotBuilt, RefreshFailed
+from pipelines.index.errors import IndexNotBuilt, RefreshFailed
 from pipelines.index.lite_server import LiteServer
-from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.milvus import TrackIndex
 from pipelines.index.refresh import refresh_collection, rollback
 from pipelines.model.embedder import RawEmbedder
 from pipelines.settings import IndexSettings, ServingSettings, Settings
@@ -36,7 +36,7 @@ class Crash(Exception):
     """Stands for the process dying at a given point."""
 
 
-def test_first_refresh_builds_a_verified_collection_and_points_the_alias(lib: Settings, index: CatalogueIndex) -> None:
+def test_first_refresh_builds_a_verified_collection_and_points_the_alias(lib: Settings, index: TrackIndex) -> None:
     report = refresh(lib, PARAMS_A, index)
     features = build_features(lib, PARAMS_A)
     assert report.mode == "built" and report.embedded == report.total == len(features.track_ids) == 15
@@ -65,9 +65,9 @@ def test_first_refresh_builds_a_verified_collection_and_points_the_alias(lib: Se
     assert nearest == features.track_ids
 
 
-def test_rerun_under_the_same_model_embeds_only_new_and_changed_tracks(lib: Settings, index: CatalogueIndex) -> None:
+def test_rerun_under_the_same_model_embeds_only_new_and_changed_tracks(lib: Settings, index: TrackIndex) -> None:
     first = refresh(lib, PARAMS_A, index)
-    music = lib.data_root.parent / "music"
+    music = lib.paths.data_root.parent / "music"
     synth.write(music / "low_tones" / "low_tones_0.wav", synth.tone(140, 3.0, harmonics=2))  # changed content
     add_track(lib, "extra.wav", synth.tone(300, 3.0, harmonics=3))
     remove_track(lib, "noise/noise_4.wav")
@@ -84,9 +84,7 @@ def test_rerun_under_the_same_model_embeds_only_new_and_changed_tracks(lib: Sett
     assert (unchanged.mode, unchanged.embedded, unchanged.removed) == ("unchanged", 0, 0)
 
 
-def test_a_track_whose_tags_or_place_changed_is_rewritten_without_new_audio(
-    lib: Settings, index: CatalogueIndex
-) -> None:
+def test_a_track_whose_tags_or_place_changed_is_rewritten_without_new_audio(lib: Settings, index: TrackIndex) -> None:
     """A moved or re-tagged file keeps its id and audio; its artist and source must follow in the index."""
     from pipelines.catalogue.manifest import MANIFEST_SCHEMA, write_table
 
@@ -112,7 +110,7 @@ def _crash_after_first_batch(batches: Iterable[Any]) -> Iterator[Any]:
 
 @pytest.mark.parametrize("step", ["created", "mid-insert", "inserted", "verified"])
 def test_crash_at_any_step_leaves_serving_on_the_old_collection_and_a_rerun_finishes(
-    lib: Settings, index: CatalogueIndex, step: str
+    lib: Settings, index: TrackIndex, step: str
 ) -> None:
     old = refresh(lib, PARAMS_A, index)
     recommender = Recommender(index, lib, ServingSettings(serving_alias_ttl_s=0))
@@ -128,7 +126,7 @@ def test_crash_at_any_step_leaves_serving_on_the_old_collection_and_a_rerun_fini
         refresh(lib, PARAMS_B, index, **kw)
 
     assert index.alias_target() == old.collection
-    assert recommender.catalogue(fresh=True).name == old.collection
+    assert recommender.collection(fresh=True).name == old.collection
     assert recommender.similar(query, 5) == before
 
     done = refresh(lib, PARAMS_B, index)
@@ -142,27 +140,27 @@ def test_crash_at_any_step_leaves_serving_on_the_old_collection_and_a_rerun_fini
 _KILLED_REFRESH = """
 import os, signal, sys
 from pipelines.settings import IndexSettings
-from pipelines.index.milvus import CatalogueIndex
-from pipelines.settings import Settings
+from pipelines.index.milvus import TrackIndex
+from pipelines.settings import PathSettings, Settings
 from tests.pipelines.index.helpers import PARAMS_B, refresh
-settings = Settings(data_root=sys.argv[1], milvus_uri=sys.argv[2])
+settings = Settings(paths=PathSettings(data_root=sys.argv[1], milvus_uri=sys.argv[2]))
 def die(step):
     if step == "inserted":
         os.kill(os.getpid(), signal.SIGKILL)
-refresh(settings, PARAMS_B, CatalogueIndex(sys.argv[2], IndexSettings(embed_batch_size=4)), on_step=die)
+refresh(settings, PARAMS_B, TrackIndex(sys.argv[2], IndexSettings(embed_batch_size=4)), on_step=die)
 """
 
 
 @pytest.mark.integration
 def test_refresh_process_killed_mid_way_leaves_serving_untouched(lib: Settings, lite_server: LiteServer) -> None:
     """A real crash: the refresh runs in its own process against the shared server and is SIGKILLed."""
-    index = CatalogueIndex(lite_server.uri, IndexSettings(collections_kept=1, verify_sample=8))
+    index = TrackIndex(lite_server.uri, IndexSettings(collections_kept=1, verify_sample=8))
     old = refresh(lib, PARAMS_A, index)
     recommender = Recommender(index, lib, ServingSettings(serving_alias_ttl_s=0))
     query = build_features(lib, PARAMS_A).track_ids[3]
     before = recommender.similar(query, 5)
 
-    cmd = [sys.executable, "-c", _KILLED_REFRESH, str(lib.data_root), lite_server.uri]
+    cmd = [sys.executable, "-c", _KILLED_REFRESH, str(lib.paths.data_root), lite_server.uri]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
     assert proc.returncode == -9, proc.stderr[-2000:]
 
@@ -187,7 +185,7 @@ class Collapsed:
         return out
 
 
-def test_verification_refuses_a_collapsed_model_and_keeps_the_alias(lib: Settings, index: CatalogueIndex) -> None:
+def test_verification_refuses_a_collapsed_model_and_keeps_the_alias(lib: Settings, index: TrackIndex) -> None:
     old = refresh(lib, PARAMS_A, index)
     manifest = read_manifest(lib.manifest_path)
     with pytest.raises(RefreshFailed, match="collapsed"):
@@ -195,7 +193,7 @@ def test_verification_refuses_a_collapsed_model_and_keeps_the_alias(lib: Setting
     assert index.alias_target() == old.collection
 
 
-def test_refresh_refuses_features_the_model_was_not_made_for(lib: Settings, index: CatalogueIndex) -> None:
+def test_refresh_refuses_features_the_model_was_not_made_for(lib: Settings, index: TrackIndex) -> None:
     manifest = read_manifest(lib.manifest_path)
     wrong = RawEmbedder(feature_version=PARAMS_B.version, dim=PARAMS_B.dim)
     with pytest.raises(UserError, match="expects feature version"):
@@ -205,8 +203,8 @@ def test_refresh_refuses_features_the_model_was_not_made_for(lib: Settings, inde
     assert index.alias_target() is None
 
 
-def test_rollback_returns_to_the_previous_collection(lib: Settings, index: CatalogueIndex) -> None:
-    with pytest.raises(CatalogueNotBuilt):
+def test_rollback_returns_to_the_previous_collection(lib: Settings, index: TrackIndex) -> None:
+    with pytest.raises(IndexNotBuilt):
         rollback(index)
     a = refresh(lib, PARAMS_A, index)
     with pytest.raises(UserError, match="no earlier collection"):
@@ -217,7 +215,7 @@ def test_rollback_returns_to_the_previous_collection(lib: Settings, index: Catal
     assert rollback(index) == (b.collection, a.collection)
     assert index.alias_target() == a.collection
     recommender = Recommender(index, lib, ServingSettings(serving_alias_ttl_s=0))
-    audio = (lib.data_root.parent / "music" / "noise" / "noise_1.wav").read_bytes()
+    audio = (lib.paths.data_root.parent / "music" / "noise" / "noise_1.wav").read_bytes()
     answer = recommender.similar_audio(audio, 3)  # embedded with A's front-end parameters, not B's
     assert answer.collection == a.collection and answer.results[0].style == "noise"
 
@@ -226,7 +224,7 @@ def test_rollback_returns_to_the_previous_collection(lib: Settings, index: Catal
     assert index.alias_target() == b.collection
 
 
-def test_older_collections_beyond_the_setting_are_dropped(lib: Settings, index: CatalogueIndex) -> None:
+def test_older_collections_beyond_the_setting_are_dropped(lib: Settings, index: TrackIndex) -> None:
     a = refresh(lib, PARAMS_A, index)
     b = refresh(lib, PARAMS_B, index)
     assert b.dropped == []
@@ -234,7 +232,7 @@ def test_older_collections_beyond_the_setting_are_dropped(lib: Settings, index: 
     assert c.dropped == [a.collection]
     assert [m.name for m in index.managed()] == [b.collection, c.collection]
 
-    keep_two = CatalogueIndex(lib.milvus_uri, IndexSettings(collections_kept=2))
+    keep_two = TrackIndex(lib.paths.milvus_uri, IndexSettings(collections_kept=2))
     d = refresh(lib, PARAMS_A, keep_two)
     assert d.dropped == [] and {m.name for m in keep_two.managed()} == {b.collection, c.collection, d.collection}
     keep_two.close()

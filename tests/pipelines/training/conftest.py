@@ -18,4 +18,10 @@ def synth_catalogue(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 @pytest.fixture
 def synth_settings(synth_catalogue: Settings, tmp_path: Path) -> Settings:
     """The shared synthetic features with a registry (MLflow database) of this test's own."""
-    return synth_catalogue.model_copy(update={"mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    return synth_catalogue.model_copy(
+        update={
+            "paths": synth_catalogue.paths.model_copy(
+                update={"mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+            )
+        }
+    )

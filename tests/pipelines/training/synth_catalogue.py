@@ -42,7 +42,7 @@ SMALL_JOB = TrainingJob(
 def build_synthetic_catalogue(root: Path, per_style: int = 8, sources: int = 2) -> Settings:
     """Three synthetic styles from ``sources`` albums each, imported as a folder-per-style library, features built."""
     style_library(root / "library", per_style=per_style, seconds=4.0, sources=sources)
-    settings = Settings(data_root=root / "data", features=SYNTH_FEATURES)
+    settings = Settings(paths=PathSettings(data_root=root / "data"), features=SYNTH_FEATURES)
     import_catalogue(root / "library", settings)
     FeatureBuild(settings=settings, shards=1).run()
     return settings

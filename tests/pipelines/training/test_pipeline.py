@@ -21,7 +21,7 @@ from pipelines.registry import (
     load_embedder,
     resolve_alias,
 )
-from pipelines.settings import Settings
+from pipelines.settings import PathSettings, Settings
 from pipelines.training.config import TrainingJob
 from pipelines.training.labelled import run_dir, trained_version, training_dir
 from pipelines.training.plan import plan_from_json
@@ -113,7 +113,9 @@ def test_train_register_gate_promote_rollback(synth_settings: Settings) -> None:
     champ_metrics = registry.run_metrics(second["run_id"])
     assert champ_metrics["champion/cross_source/map_at_10"] == champ_metrics["model/cross_source/map_at_10"]
     # The comparison is logged with the challenger as one self-contained page: both versions, images inline.
-    local = registry.client.download_artifacts(second["run_id"], "review/comparison.html", str(settings.data_root))
+    local = registry.client.download_artifacts(
+        second["run_id"], "review/comparison.html", str(settings.paths.data_root)
+    )
     page = Path(local).read_text()
     assert "Version 2: not promoted" in page and "challenger 2" in page and "champion 1" in page
     assert "data:image/png;base64," in page and "http" not in page and "src='/" not in page
@@ -146,7 +148,9 @@ def test_mlflow_down_is_a_clear_error_before_anything_is_written(synth_catalogue
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again when the block ends: nobody listens there
-    settings = synth_catalogue.model_copy(update={"mlflow_tracking_uri": f"http://127.0.0.1:{port}"})
+    settings = synth_catalogue.model_copy(
+        update={"paths": synth_catalogue.paths.model_copy(update={"mlflow_tracking_uri": f"http://127.0.0.1:{port}"})}
+    )
     runs_before = set((training_dir(settings) / "runs").glob("*"))
     with pytest.raises(RegistryUnavailable, match=f"127.0.0.1:{port} is not reachable"):
         train(settings, SMALL_JOB, {"feature_version": "x", "split": "x", "triplets": "x"})
@@ -162,7 +166,7 @@ def test_a_style_with_one_track_is_refused_by_name(tmp_path: Path) -> None:
         write(tmp_path / "lib" / "plucks" / f"p{i}.wav", track("plucks", 2.0, seed=i))
         write(tmp_path / "lib" / "hits" / f"h{i}.wav", track("hits", 2.0, seed=10 + i))
     write(tmp_path / "lib" / "pads" / "only.wav", track("pads", 2.0, seed=20))
-    settings = Settings(data_root=tmp_path / "data", features=SYNTH_FEATURES)
+    settings = Settings(paths=PathSettings(data_root=tmp_path / "data"), features=SYNTH_FEATURES)
     import_catalogue(tmp_path / "lib", settings)
     FeatureBuild(settings=settings, shards=1).run()
     with pytest.raises(UserError, match=r"'pads' \(1 track\)"):

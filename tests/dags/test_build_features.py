@@ -1,4 +1,4 @@
-"""The ingest_catalogue DAG run end to end by Airflow: synthetic audio, real parallel shards, demo corpus."""
+"""The build_features DAG run end to end by Airflow: synthetic audio, real parallel shards, demo corpus."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pipelines.catalogue.manifest import REJECTS_SCHEMA, read_manifest, read_tab
 from pipelines.features.frontend import track_vector
 from pipelines.features.quarantine import read_quarantine
 from pipelines.features.store import part_files, read_features
-from pipelines.settings import Settings
+from pipelines.settings import PathSettings, Settings
 from tests.dags.airflow_db import asset_events, task_instances
 from tests.pipelines.features.library import good_files
 from tests.synth import noise, write
@@ -56,7 +56,7 @@ def _run(dag: Any, shards: int = 0, **kw: Any) -> Any:
 def test_dag_embeds_a_library_and_a_second_run_computes_nothing(
     dag_bag: Any, musicrec_env: Any, tmp_path: Path
 ) -> None:
-    settings = musicrec_env(Settings(data_root=tmp_path / "data"))
+    settings = musicrec_env(Settings(paths=PathSettings(data_root=tmp_path / "data")))
     lib = tmp_path / "lib"
     good_files(lib, per_style=2)
     write(lib / "noise" / "gap.wav", np.zeros(44100, np.float32))  # decodable, but silent
@@ -66,7 +66,7 @@ def test_dag_embeds_a_library_and_a_second_run_computes_nothing(
     active = read_manifest(settings.manifest_path)
     events_before = len(_feature_events())
 
-    dag = dag_bag.dags["ingest_catalogue"]
+    dag = dag_bag.dags["build_features"]
     first = _run(dag, shards=2)
     tis = task_instances(first)
     assert [ti.state for ti in tis["compute"]] == ["success", "success"]
@@ -99,13 +99,13 @@ def test_mapped_shards_run_in_parallel_tasks(
     dag_bag: Any, musicrec_env: Any, local_executor: None, tmp_path: Path
 ) -> None:
     """With an executor (LocalExecutor, as in production) the mapped shard tasks overlap in time."""
-    settings = musicrec_env(Settings(data_root=tmp_path / "data"))
+    settings = musicrec_env(Settings(paths=PathSettings(data_root=tmp_path / "data")))
     lib = tmp_path / "lib"
     for i in range(6):
         write(lib / "noise" / f"n{i}.ogg", noise(12.0, seed=i, colour=0.3))
     import_catalogue(lib, settings)
 
-    run = _run(dag_bag.dags["ingest_catalogue"], shards=3, use_executor=True)
+    run = _run(dag_bag.dags["build_features"], shards=3, use_executor=True)
     tis = task_instances(run)["compute"]
     assert len(tis) == 3 and {ti.state for ti in tis} == {"success"}
     assert len({ti.pid for ti in tis}) == 3, "each shard ran in its own task process"
@@ -119,12 +119,12 @@ def test_mapped_shards_run_in_parallel_tasks(
 @pytest.mark.slow
 def test_dag_on_the_demo_corpus(dag_bag: Any, musicrec_env: Any, demo_settings: Settings, tmp_path: Path) -> None:
     """Every decodable demo track gets one row; what is quarantined really gives no vector; rerun is a no-op."""
-    settings = Settings(data_root=tmp_path / "data")
+    settings = Settings(paths=PathSettings(data_root=tmp_path / "data"))
     settings.catalogue_dir.mkdir(parents=True)
     shutil.copy(demo_settings.manifest_path, settings.manifest_path)  # the demo manifest, a fresh store
     musicrec_env(settings)
     active = read_manifest(settings.manifest_path)
-    dag = dag_bag.dags["ingest_catalogue"]
+    dag = dag_bag.dags["build_features"]
 
     first = _run(dag, shards=2)
     report = _xcom(first, "merge")

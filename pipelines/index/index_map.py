@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.index.metadata import CollectionMeta
-from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.milvus import TrackIndex
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class MapPoint:
 
 
 @dataclass(frozen=True)
-class CatalogueMap:
+class TrackMap:
     """Every track of one collection at a 2-D position, in a fixed random order."""
 
     collection: str
@@ -165,7 +165,7 @@ def compute_map(index: CatalogueIndex, meta: CollectionMeta) -> CatalogueMap:
     return build_map(meta.name, meta.model_version, ids, labels, fetch)
 
 
-def save_map(data_root: Path, cmap: CatalogueMap) -> Path:
+def save_map(data_root: Path, cmap: TrackMap) -> Path:
     """Write the map next to nothing else: atomically, so a reader never sees half a file."""
     path = map_file(data_root, cmap.collection)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -182,17 +182,17 @@ def save_map(data_root: Path, cmap: CatalogueMap) -> Path:
     return path
 
 
-def load_map(data_root: Path, collection: str) -> CatalogueMap | None:
+def load_map(data_root: Path, collection: str) -> TrackMap | None:
     """The stored map of ``collection``, or None when there is none."""
     path = map_file(data_root, collection)
     if not path.is_file():
         return None
     body = json.loads(path.read_text())
     points = [MapPoint(str(t), float(x), float(y), str(s), str(title)) for t, x, y, s, title in body["points"]]
-    return CatalogueMap(body["collection"], body["model_version"], tuple(body["explained"]), points)
+    return TrackMap(body["collection"], body["model_version"], tuple(body["explained"]), points)
 
 
-def refresh_map(index: CatalogueIndex, meta: CollectionMeta, data_root: Path) -> CatalogueMap:
+def refresh_map(index: TrackIndex, meta: CollectionMeta, data_root: Path) -> TrackMap:
     cmap = compute_map(index, meta)
     save_map(data_root, cmap)
     return cmap

@@ -1,4 +1,4 @@
-"""refresh_catalogue: the champion model and the feature store in, a verified Milvus collection behind ``tracks`` out.
+"""refresh_index: the champion model and the feature store in, a verified Milvus collection behind ``tracks`` out.
 
 Runs when a model is promoted (champion Asset) and when the feature store changes (features Asset), so
 newly imported tracks reach the index under an unchanged champion without a retrain; or by hand with the
@@ -16,12 +16,12 @@ from typing import Any
 
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-from assets import CATALOGUE_INDEX, CHAMPION, FEATURES  # the DAG folder is on sys.path when Airflow parses it
+from assets import CHAMPION, FEATURES, TRACK_INDEX  # the DAG folder is on sys.path when Airflow parses it
 from common import default_args
 
 
 @dag(
-    dag_id="refresh_catalogue",
+    dag_id="refresh_index",
     schedule=CHAMPION | FEATURES,
     catchup=False,
     max_active_runs=1,
@@ -39,7 +39,7 @@ from common import default_args
     tags=["musicrec", "index"],
     doc_md=__doc__,
 )
-def refresh_catalogue() -> None:
+def refresh_index() -> None:
     @task(retries=0)  # an unknown version stays unknown: fail now, not after the retries
     def resolve_model(params: dict[str, Any] | None = None) -> str:
         from pipelines.errors import UserError
@@ -61,14 +61,14 @@ def refresh_catalogue() -> None:
             raise AirflowFailException(str(exc)) from exc
         return version
 
-    @task(outlets=[CATALOGUE_INDEX])
+    @task(outlets=[TRACK_INDEX])
     def refresh(model_version: str, outlet_events: Any = None) -> dict:
         from pipelines.index.refresh import RefreshJob, run
         from pipelines.settings import get_settings
         from pipelines.steps import log_report
 
         report = log_report("refresh", run(get_settings(), RefreshJob(model_version=model_version)))
-        outlet_events[CATALOGUE_INDEX].extra = {
+        outlet_events[TRACK_INDEX].extra = {
             "collection": report.collection,
             "model_version": report.model_version,
             "tracks": report.total,
@@ -78,4 +78,4 @@ def refresh_catalogue() -> None:
     refresh(resolve_model())
 
 
-refresh_catalogue()
+refresh_index()

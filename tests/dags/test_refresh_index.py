@@ -1,4 +1,4 @@
-"""The refresh_catalogue DAG: its shape, and a run by Airflow from a real feature store into Milvus Lite."""
+"""The refresh_index DAG: its shape, and a run by Airflow from a real feature store into Milvus Lite."""
 
 from __future__ import annotations
 
@@ -7,25 +7,25 @@ from typing import Any
 
 import pytest
 
-from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.milvus import TrackIndex
 from tests.pipelines.index.helpers import make_library
 
 pytestmark = pytest.mark.integration
 
 
-def test_refresh_catalogue_shape(dag_bag: Any) -> None:
-    from assets import CATALOGUE_INDEX, CHAMPION
+def test_refresh_index_shape(dag_bag: Any) -> None:
+    from assets import CHAMPION, TRACK_INDEX
 
-    dag = dag_bag.dags["refresh_catalogue"]
+    dag = dag_bag.dags["refresh_index"]
     assert set(dag.task_ids) == {"resolve_model", "refresh"}
     assert dag.get_task("refresh").upstream_task_ids == {"resolve_model"}
-    assert dag.get_task("refresh").outlets == [CATALOGUE_INDEX]
+    assert dag.get_task("refresh").outlets == [TRACK_INDEX]
     assert dag.get_task("refresh").retries == 2  # safe: a re-run finishes a half-built collection
     assert CHAMPION in dag.timetable.asset_condition.objects  # runs when a model is promoted
     assert dag.max_active_runs == 1
 
 
-def test_refresh_catalogue_run_builds_then_leaves_an_unchanged_catalogue_alone(
+def test_refresh_index_run_builds_then_leaves_an_unchanged_catalogue_alone(
     dag_bag: Any, musicrec_env: Any, tmp_path: Path
 ) -> None:
     from pipelines.features.build import FeatureBuild
@@ -34,11 +34,11 @@ def test_refresh_catalogue_run_builds_then_leaves_an_unchanged_catalogue_alone(
     settings = musicrec_env(make_library(tmp_path))
     FeatureBuild(settings=settings, shards=1).run()
     expected = len(read_features(settings).track_ids)
-    dag = dag_bag.dags["refresh_catalogue"]
+    dag = dag_bag.dags["refresh_index"]
 
     first = dag.test(run_conf={"model_version": "raw"})
     assert first.state == "success"
-    index = CatalogueIndex(settings.milvus_uri)
+    index = TrackIndex(settings.paths.milvus_uri)
     live = index.live()
     assert live.name == f"tracks__raw__{settings.features.version}" and live.model_version == "raw"
     assert index.count(live.name) == expected > 0
@@ -46,7 +46,7 @@ def test_refresh_catalogue_run_builds_then_leaves_an_unchanged_catalogue_alone(
 
     second = dag.test(run_conf={"model_version": "raw"})
     assert second.state == "success"
-    index = CatalogueIndex(settings.milvus_uri)
+    index = TrackIndex(settings.paths.milvus_uri)
     assert index.alias_target() == live.name and index.count(live.name) == expected
     index.close()
 
@@ -86,7 +86,7 @@ def test_an_unknown_model_version_fails_at_once_and_alerts(
 
     from tests.dags.airflow_db import task_instances
 
-    dag = dag_bag.dags["refresh_catalogue"]
+    dag = dag_bag.dags["refresh_index"]
     assert FEATURES in dag.timetable.asset_condition.objects  # new tracks reach the index without a retrain
     hook = _Webhook()
     try:
@@ -101,14 +101,14 @@ def test_an_unknown_model_version_fails_at_once_and_alerts(
     assert tis["refresh"][0].state == "upstream_failed"
     assert len(hook.received) == 1
     alert = hook.received[0]
-    assert alert["source"] == "musicrec" and alert["dag_id"] == "refresh_catalogue"
+    assert alert["source"] == "musicrec" and alert["dag_id"] == "refresh_index"
     assert alert["task_id"] == "resolve_model" and "999" in alert["error"]
 
 
 def test_parameters_are_checked_when_a_run_is_triggered(dag_bag: Any) -> None:
     from airflow.sdk.exceptions import ParamValidationError
 
-    refresh = dag_bag.dags["refresh_catalogue"].params.get_param("model_version")
+    refresh = dag_bag.dags["refresh_index"].params.get_param("model_version")
     assert refresh.resolve(value="12") == "12" and refresh.resolve(value="champion") == "champion"
     for bad in ("x' or '1", "0", "12a", ""):
         with pytest.raises(ParamValidationError):

@@ -1,11 +1,11 @@
-"""ingest_catalogue: the catalogue manifest in, the feature store out (step one of the method).
+"""build_features: the catalogue manifest in, the feature store out (step one of the method).
 
 Reads the manifest, plans shards of the tracks not yet embedded under the current feature parameters,
 embeds each shard in its own mapped task (a file that fails is quarantined, the run goes on), then
 validates and publishes all shards at once and announces the feature store Asset, on which training is
 scheduled. Parameters come from the musicrec settings (environment variables ``MUSICREC_*``); the run
 parameter ``shards`` sets the number of shards (0: one per core), e.g.
-``airflow dags trigger ingest_catalogue -c '{"shards": 8}'``. A run with nothing new to embed skips
+``airflow dags trigger build_features -c '{"shards": 8}'``. A run with nothing new to embed skips
 ``publish``, so the Asset (and training) only moves when the store does.
 """
 
@@ -21,7 +21,7 @@ from common import default_args
 
 
 @dag(
-    dag_id="ingest_catalogue",
+    dag_id="build_features",
     schedule=[MANIFEST],
     catchup=False,
     max_active_runs=1,
@@ -31,7 +31,7 @@ from common import default_args
     tags=["musicrec", "features"],
     doc_md=__doc__,
 )
-def ingest_catalogue() -> None:
+def build_features() -> None:
     @task(retries=0)  # a missing or broken manifest stays so on a retry
     def read_manifest() -> dict:
         from pipelines.features.build import check_manifest
@@ -84,4 +84,4 @@ def ingest_catalogue() -> None:
     publish(merge(planned, shards))
 
 
-ingest_catalogue()
+build_features()
