@@ -22,7 +22,7 @@ run: $(STAMP)
 	$(BIN)/musicrec data fetch-demo
 	$(BIN)/musicrec features build
 	$(BIN)/musicrec train --if-changed
-	$(BIN)/musicrec catalogue refresh --model-version best
+	$(BIN)/musicrec index refresh --model-version best
 	$(BIN)/musicrec recommend --examples 3
 
 test: $(STAMP) stack-deps browser-deps player-deps

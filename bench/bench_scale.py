@@ -5,7 +5,7 @@ queries, the library's serving entry point), with a fresh data root per library 
 
     import     musicrec catalogue import <library>
     features   musicrec features build
-    refresh    musicrec catalogue refresh --model-version raw
+    refresh    musicrec index refresh --model-version raw
     queries    Recommender.similar(track_id, 10) for a fixed sample of tracks
 
 For each it records wall time, tracks/s, CPU seconds, the peak RSS of the largest process (``wait4``) and
@@ -248,7 +248,7 @@ def run(n: int, label: str, code: Path | None = None) -> None:
     stages = [
         ("import", [*cli, "-v", "catalogue", "import", str(lib)]),
         ("features", [*cli, "-v", "features", "build"]),
-        ("refresh", [*cli, "-v", "catalogue", "refresh", "--model-version", "raw"]),
+        ("refresh", [*cli, "-v", "index", "refresh", "--model-version", "raw"]),
         ("queries", [sys.executable, str(Path(__file__).resolve()), "query", "--n", str(QUERIES)]),
     ]
     rows: list[dict[str, Any]] = []

@@ -39,7 +39,7 @@ from bench.machine import cpu_model
 from pipelines.evaluation.bootstrap import interval_metrics, paired_table
 from pipelines.evaluation.model_eval import KEYS, _heldout_branches
 from pipelines.model.embedder import l2_normalise
-from pipelines.settings import Settings
+from pipelines.settings import PathSettings, Settings
 from pipelines.training.evaluate import baseline_embeddings, evaluate_models, fold_summary, meanstd_vectors
 from pipelines.training.labelled import LabelledFeatures, load_labelled, run_dir
 
@@ -91,7 +91,7 @@ def main() -> None:
     args = ap.parse_args()
     from pipelines.registry import CHAMPION, Registry
 
-    settings = Settings(data_root=args.data_root)
+    settings = Settings(paths=PathSettings(data_root=args.data_root))
     registry = Registry(settings)
     run_id = args.run or registry.version(registry.alias(CHAMPION)).run_id
     cat = load_labelled(settings)

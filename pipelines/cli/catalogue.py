@@ -117,50 +117,6 @@ def catalogue_show() -> None:
     typer.echo(format_summary(get_settings()))
 
 
-def refresh(
-    model_version: Annotated[
-        str,
-        typer.Option(
-            "--model-version",
-            help="'champion' (registry alias), 'raw' or 'meanstd' (baselines), 'best' (the champion if it beats "
-            "the baselines, else the strongest baseline) or a version.",
-        ),
-    ] = "champion",
-) -> None:
-    """Embed the feature store into a new collection for the model version, verify it, move `tracks` to it."""
-    from pipelines.index.models import BEST
-    from pipelines.index.refresh import RefreshJob, run
-
-    quiet_clients()
-    settings = get_settings()
-    if model_version == BEST:
-        from pipelines.evaluation.best import choose_best
-
-        choice = choose_best(settings)
-        typer.echo(choice.line())
-        model_version = choice.version
-    report = run(settings, RefreshJob(model_version=model_version), progress=bar("embedding", "batch"))
-    typer.echo(report.line())
-
-
-def rollback() -> None:
-    """Point `tracks` back at the collection the last refresh replaced."""
-    from pipelines.index.milvus import CatalogueIndex
-    from pipelines.index.refresh import rollback as run
-
-    quiet_clients()
-    index = CatalogueIndex.from_settings(get_settings())
-    try:
-        old, new = run(index)
-    finally:
-        index.close()
-    typer.echo(f"alias {index.alias}: {old} -> {new}")
-
-
-catalogue_app.command("refresh")(refresh)
-catalogue_app.command("rollback")(rollback)
-
-
 def register(app: typer.Typer) -> None:
     """Add the ``data`` and ``catalogue`` groups to ``app``."""
     app.add_typer(data_app, name="data")

@@ -89,7 +89,7 @@ def catalogue_settings(settings: Settings, catalogue: Path | None) -> Settings:
             f"--catalogue {catalogue} is not a data root with a manifest and a feature store; bring a library in "
             "with MUSICREC_DATA_ROOT=<it> musicrec catalogue import <folder> and musicrec features build"
         )
-    return settings.model_copy(update={"data_root": root})
+    return settings.model_copy(update={"paths": settings.paths.model_copy(update={"data_root": root})})
 
 
 def _heldout_branches(settings: Settings, cat: object, run_id: str, fold_of: dict[str, str]) -> dict | None:
@@ -286,7 +286,7 @@ def evaluate_model(
         parts.append(t)
     intervals = pd.concat(parts, ignore_index=True)
     fingerprint = evaluation_fingerprint(cat, "source")
-    root = cat_settings.data_root
+    root = cat_settings.paths.data_root
     title = (
         f"model {version} ({requested}) on {root}: {len(cat.track_ids)} tracks, {len(fold_names)} sources, "
         f"{len(set(styles))} styles; {mode}; {draws} bootstrap draws, seed {seed}"
@@ -328,7 +328,7 @@ def _log(
         for model, g in intervals.groupby("model", sort=False):
             metrics |= interval_metrics(g, str(model))
         registry.log_metrics(run_id, metrics)
-        out = settings.data_root / "evaluations" / run_id
+        out = settings.paths.data_root / "evaluations" / run_id
         out.mkdir(parents=True, exist_ok=True)
         (out / "evaluation.md").write_text(text)
         per_fold.to_csv(out / "per_source.csv", index=False, float_format="%.4f")

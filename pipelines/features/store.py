@@ -303,7 +303,7 @@ class StoredFeatures:
 
     What :func:`read_features` selects (the manifest's current sha256 decides a track's vector; of two rows
     with one content, the newest), for consumers that only need a slice of the vectors at a time: the
-    catalogue refresh embeds and inserts a batch at a time, so its memory does not grow with the library.
+    index refresh embeds and inserts a batch at a time, so its memory does not grow with the library.
     """
 
     track_ids: list[str]

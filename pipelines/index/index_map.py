@@ -117,7 +117,7 @@ VectorSource = Callable[[list[str]], Iterable[tuple[list[str], np.ndarray]]]
 
 def build_map(
     collection: str, model_version: str, ids: Sequence[str], labels: dict[str, tuple[str, str]], vectors: VectorSource
-) -> CatalogueMap:
+) -> TrackMap:
     """The map of ``ids`` (``labels``: track id -> (style, title)) from ``vectors``, which yields batches.
 
     The axes come from every vector up to :data:`FIT_SAMPLE` tracks, else from a fixed random sample;
@@ -125,7 +125,7 @@ def build_map(
     """
     ids = sorted(ids)
     if not ids:
-        return CatalogueMap(collection, model_version, (0.0, 0.0), [])
+        return TrackMap(collection, model_version, (0.0, 0.0), [])
     small = len(ids) <= FIT_SAMPLE  # then the one read serves both the fit and the projection
     rng = np.random.default_rng(0)
     fit_ids = ids if small else sorted(str(t) for t in rng.choice(ids, FIT_SAMPLE, replace=False))
@@ -147,10 +147,10 @@ def build_map(
         MapPoint(kept[i], round(float(xy[kept[i]][0]), 5), round(float(xy[kept[i]][1]), 5), *labels[kept[i]])
         for i in order
     ]
-    return CatalogueMap(collection, model_version, explained, points)
+    return TrackMap(collection, model_version, explained, points)
 
 
-def compute_map(index: CatalogueIndex, meta: CollectionMeta) -> CatalogueMap:
+def compute_map(index: TrackIndex, meta: CollectionMeta) -> TrackMap:
     """The map of ``meta``'s collection, from the vectors stored in it (fetched a batch at a time)."""
     labels: dict[str, tuple[str, str]] = {}
 

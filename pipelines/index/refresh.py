@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines.catalogue.manifest import read_manifest
 from pipelines.errors import UserError
 from pipelines.features.params import FeatureParams
-from pipelines.index.catalogue_map import build_map, map_file, save_map
-from pipelines.index.errors import CatalogueNotBuilt, RefreshFailed
+from pipelines.index.errors import IndexNotBuilt, RefreshFailed
+from pipelines.index.index_map import build_map, map_file, save_map
 from pipelines.index.metadata import CollectionMeta, clip, collection_name, now_iso
 from pipelines.index.milvus import TrackIndex
 from pipelines.index.models import CHAMPION, load_embedder, resolve_model_version

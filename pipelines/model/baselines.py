@@ -1,7 +1,7 @@
 """Baseline (b) as a servable embedder: per-coefficient MFCC mean and standard deviation over the N frames.
 
 The same numbers as the evaluation's ``meanstd`` baseline, so a catalogue can be served with it when no
-trained model beats it (``musicrec catalogue refresh --model-version meanstd``). No weights, no registry.
+trained model beats it (``musicrec index refresh --model-version meanstd``). No weights, no registry.
 """
 
 from __future__ import annotations

@@ -39,10 +39,10 @@ def test_evaluate_model_run_logs_an_evaluation_and_refuses_a_missing_catalogue(
     FeatureBuild(settings=settings, shards=1).run()
     dag = dag_bag.dags["evaluate_model"]
 
-    run = dag.test(run_conf={"version": "meanstd", "catalogue": str(settings.data_root)})
+    run = dag.test(run_conf={"version": "meanstd", "catalogue": str(settings.paths.data_root)})
     assert run.state == "success"
     (found,) = evaluation_runs(settings, "meanstd")
-    assert found.data.params["catalogue"] == str(settings.data_root)
+    assert found.data.params["catalogue"] == str(settings.paths.data_root)
     metrics = Registry(settings).run_metrics(found.info.run_id)
     assert "paired/model-raw/catalogue/p_at_10/lo" in metrics and metrics["model/catalogue/p_at_10"] > 0
 

@@ -189,8 +189,8 @@ def test_reading_files_in_worker_processes_gives_the_same_catalogue(
     """A large import probes and hashes on every core; the manifest and rejects are those of a serial import."""
     from pipelines.catalogue import ingest
 
-    serial = Settings(data_root=tmp_path / "serial")
-    parallel = Settings(data_root=tmp_path / "parallel")
+    serial = Settings(paths=PathSettings(data_root=tmp_path / "serial"))
+    parallel = Settings(paths=PathSettings(data_root=tmp_path / "parallel"))
     monkeypatch.setattr(ingest, "PARALLEL_MIN_FILES", 10_000)
     import_catalogue(library, serial)
     monkeypatch.setattr(ingest, "PARALLEL_MIN_FILES", 1)  # this small library then goes through the workers

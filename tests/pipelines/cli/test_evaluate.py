@@ -22,12 +22,16 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 
 def test_model_evaluate_prints_the_report_and_the_run_it_logged(catalogue: Settings, tmp_path: Path) -> None:
-    settings = catalogue.model_copy(update={"mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    settings = catalogue.model_copy(
+        update={
+            "paths": catalogue.paths.model_copy(update={"mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+        }
+    )
     env = {
         **os.environ,
-        "MUSICREC_DATA_ROOT": str(settings.data_root),
+        "MUSICREC_DATA_ROOT": str(settings.paths.data_root),
         "MUSICREC_FEATURES__N_FRAMES": str(SYNTH_FEATURES.n_frames),
-        "MUSICREC_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "MUSICREC_MLFLOW_TRACKING_URI": settings.paths.mlflow_tracking_uri,
     }
     cmd = [sys.executable, "-c", "from pipelines.cli.app import run; run()", "model", "evaluate", "meanstd"]
     out = subprocess.run([*cmd, "--draws", "200"], capture_output=True, text=True, env=env, check=False, timeout=300)

@@ -62,7 +62,7 @@ def test_a_baseline_on_a_catalogue_with_intervals_logged_as_an_evaluation_run(sy
     again = evaluate_model(settings, "meanstd", draws=500, log_run=False)
     assert again.intervals.equals(result.intervals) and again.run_id is None
     with pytest.raises(UserError, match="no such folder"):
-        evaluate_model(settings, "meanstd", catalogue=settings.data_root / "nowhere", log_run=False)
+        evaluate_model(settings, "meanstd", catalogue=settings.paths.data_root / "nowhere", log_run=False)
     with pytest.raises(UserError, match="no version"):
         evaluate_model(settings, "42", log_run=False)
 
@@ -89,16 +89,16 @@ def test_a_trained_version_scored_by_its_held_out_branches_and_on_another_catalo
 
     # On a catalogue it never saw (another data root), the registered model embeds every source.
     other = build_synthetic_catalogue(tmp_path / "other", per_style=4, sources=3)
-    elsewhere = evaluate_model(settings, "champion" if decision.promoted else "1", other.data_root, draws=500)
+    elsewhere = evaluate_model(settings, "champion" if decision.promoted else "1", other.paths.data_root, draws=500)
     assert elsewhere.version == "1" and elsewhere.mode == "the registered model on every source"
     assert _row(elsewhere, "model", "cross_source")["folds"] == 9
-    assert str(other.data_root) in elsewhere.text
+    assert str(other.paths.data_root) in elsewhere.text
 
     env = {
         **os.environ,
-        "MUSICREC_DATA_ROOT": str(settings.data_root),
+        "MUSICREC_DATA_ROOT": str(settings.paths.data_root),
         "MUSICREC_FEATURES__N_FRAMES": str(SYNTH_FEATURES.n_frames),
-        "MUSICREC_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "MUSICREC_MLFLOW_TRACKING_URI": settings.paths.mlflow_tracking_uri,
     }
     shown = subprocess.run(
         [sys.executable, "-c", "from serving.cli_serve import main; main()", "model", "show"],
@@ -108,7 +108,7 @@ def test_a_trained_version_scored_by_its_held_out_branches_and_on_another_catalo
         check=True,
         timeout=300,
     ).stdout
-    assert f"evaluated on {other.data_root}" in shown and f"[run {result.run_id}]" in shown
+    assert f"evaluated on {other.paths.data_root}" in shown and f"[run {result.run_id}]" in shown
     bad = subprocess.run(
         [
             sys.executable,
@@ -139,12 +139,14 @@ def test_a_trained_version_scored_by_its_held_out_branches_and_on_another_catalo
 
 def test_the_mean_std_baseline_can_be_served(synth_settings: Settings, tmp_path: Path) -> None:
     from pipelines.features.store import read_features
-    from pipelines.index.milvus import CatalogueIndex
-    from pipelines.index.refresh import RefreshCatalogue
+    from pipelines.index.milvus import TrackIndex
+    from pipelines.index.refresh import RefreshIndex
 
-    settings = synth_settings.model_copy(update={"milvus_uri": str(tmp_path / "milvus.db")})
-    report = RefreshCatalogue(settings=settings, model_version="meanstd").run()
-    index = CatalogueIndex(settings.milvus_uri)
+    settings = synth_settings.model_copy(
+        update={"paths": synth_settings.paths.model_copy(update={"milvus_uri": str(tmp_path / "milvus.db")})}
+    )
+    report = RefreshIndex(settings=settings, model_version="meanstd").run()
+    index = TrackIndex(settings.paths.milvus_uri)
     try:
         live = index.live()
         assert live.model_version == "meanstd" and live.dim == 2 * settings.features.n_mfcc

@@ -14,7 +14,7 @@ from pipelines.features import store
 from pipelines.features.build import FeatureBuild
 from pipelines.features.params import FeatureParams
 from pipelines.features.store import PartWriter, feature_schema, part_files, read_features, stored_features
-from pipelines.settings import Settings
+from pipelines.settings import PathSettings, Settings
 from tests.pipelines.features.library import good_files, write_manifest
 
 PARAMS = FeatureParams(n_frames=64)
@@ -59,7 +59,7 @@ def test_build_streams_vectors_into_row_groups_and_the_refresh_reader_matches_th
     # a large one (shard output and the published part both written a row group at a time).
     monkeypatch.setattr(store, "ROW_GROUP_ROWS", 2)
     monkeypatch.setattr(build_module, "ROW_GROUP_ROWS", 2)
-    settings = Settings(data_root=tmp_path / "data", features=PARAMS)
+    settings = Settings(paths=PathSettings(data_root=tmp_path / "data"), features=PARAMS)
     good = {p: style for style, paths in good_files(tmp_path / "lib", per_style=2).items() for p in paths}
     write_manifest(settings, good)
 
@@ -91,7 +91,7 @@ def test_more_shards_than_cores_run_a_core_at_a_time(tmp_path: Path) -> None:
     """Shards are capped in size, so a big library has many; only ``shards`` of them (and workers) run at once."""
     import threading
 
-    settings = Settings(data_root=tmp_path / "data", features=PARAMS)
+    settings = Settings(paths=PathSettings(data_root=tmp_path / "data"), features=PARAMS)
     good = {p: style for style, paths in good_files(tmp_path / "lib", per_style=2).items() for p in paths}
     write_manifest(settings, good)
     threads: set[str] = set()

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pipelines.index import catalogue_map
-from pipelines.index.catalogue_map import build_map, fit_axes, project
+from pipelines.index import index_map
+from pipelines.index.index_map import build_map, fit_axes, project
 
 
 def _vectors(n: int, dim: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -46,7 +46,7 @@ def test_small_catalogue_map_is_the_exact_projection() -> None:
 
 
 def test_large_catalogue_fits_on_a_sample_and_projects_every_track_in_batches(monkeypatch) -> None:
-    monkeypatch.setattr(catalogue_map, "FIT_SAMPLE", 10)
+    monkeypatch.setattr(index_map, "FIT_SAMPLE", 10)
     vectors = _vectors(60, 16)
     labels = {t: ("style", t) for t in vectors}
     calls: list[int] = []

@@ -8,7 +8,7 @@ from pipelines.catalogue.importer import import_catalogue
 from pipelines.features.build import FeatureBuild
 from pipelines.features.params import FeatureParams
 from pipelines.model.encoder import EncoderConfig
-from pipelines.settings import Settings
+from pipelines.settings import PathSettings, Settings
 from pipelines.training.config import GateConfig, TrainingJob
 from pipelines.training.train import TrainConfig
 from tests.pipelines.training.synth_styles import style_library
