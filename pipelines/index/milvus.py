@@ -148,6 +148,7 @@ class CollectionMeta:
     styles: tuple[str, ...] = ()
     state: str = "building"  # "ready" once verified; a crashed refresh leaves "building"
     rolled_back_from: str = ""  # set by a rollback: kept (to roll forward) until a later refresh succeeds
+    updated_at: str = ""  # set by a refresh that changed the collection in place (read-only here)
 
     def properties(self) -> dict[str, str]:
         return {
@@ -178,6 +179,7 @@ class CollectionMeta:
             styles=tuple(json.loads(get.get("styles") or "[]")),
             state=get.get("state", "building"),
             rolled_back_from=get.get("rolled_back_from", ""),
+            updated_at=get.get("updated_at", ""),
         )
 
 
