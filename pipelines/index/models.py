@@ -46,9 +46,9 @@ def load_embedder(settings: Settings, model_version: str, params: FeatureParams)
     """The embedder of ``model_version`` for front-end vectors made with ``params``."""
     if model_version == RAW:
         return RawEmbedder(feature_version=params.version, dim=params.dim)
-    from pipelines.registry import load_embedder as load_registered
+    from pipelines.model.cache import load_cached  # MLflow is imported only on a cache miss
 
-    embedder = load_registered(settings, model_version)
+    embedder = load_cached(settings, model_version)
     if embedder.feature_version != params.version:
         raise UserError(
             f"model version {model_version} expects feature version {embedder.feature_version}, "
