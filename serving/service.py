@@ -235,9 +235,7 @@ class Recommender:
         self.loader = loader or self._load_registered
         self.vectors = VectorCopy(index) if self.serving.serving_vector_copy else None
         self.searcher: Any = CopySearch(self.vectors, index) if self.vectors else index
-        self.batcher = SearchBatcher(
-            self.searcher, self.serving.serving_max_batch, self.serving.serving_max_inflight
-        )
+        self.batcher = SearchBatcher(self.searcher, self.serving.serving_max_batch, self.serving.serving_max_inflight)
         self._lock = threading.Lock()
         self._meta: CollectionMeta | None = None
         self._meta_at = 0.0

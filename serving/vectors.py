@@ -10,6 +10,7 @@ background, then to the new copy. Design and memory figures: docs/query-speed.md
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Sequence
@@ -99,7 +100,7 @@ class Snapshot:
 def _slices(lo: str, hi: str, prefix: str) -> list[tuple[str, str]]:
     """``[lo, hi)`` cut at ``prefix + hex digit``: together the pieces cover every string in it."""
     cuts = [lo, *(prefix + d for d in _HEX[1:]), hi]
-    return list(zip(cuts[:-1], cuts[1:], strict=True))
+    return list(itertools.pairwise(cuts))
 
 
 def _range_expr(lo: str, hi: str) -> str:

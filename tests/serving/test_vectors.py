@@ -61,7 +61,9 @@ def _build(index: CatalogueIndex, name: str, n: int, seed: int) -> tuple[Collect
 
 
 @pytest.fixture(scope="module")
-def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, CatalogueIndex, CollectionMeta, CollectionMeta]]:
+def two(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Settings, CatalogueIndex, CollectionMeta, CollectionMeta]]:
     root = tmp_path_factory.mktemp("vectors")
     settings = Settings(data_root=root / "data", milvus_uri=str(root / "milvus.db"))
     index = CatalogueIndex(settings.milvus_uri, IndexSettings(index_type="FLAT"))
