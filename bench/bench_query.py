@@ -466,7 +466,7 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/musicrec-bench-query")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "query"))
     args = parser.parse_args()
-    if args.milvus_server and not Path(args.milvus_server).exists():
+    if args.milvus_server and not Path(args.milvus_server).is_file():
         args.milvus_server = None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for name in ("pymilvus", "pymilvus.milvus_client", "milvus_lite", "grpc"):

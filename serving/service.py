@@ -14,10 +14,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -42,6 +41,9 @@ from serving.batching import SearchBatcher
 from serving.decoding import DecodePool
 from serving.errors import InvalidInput, NotAudio, NotFound, TooLarge
 from serving.vectors import CopySearch, VectorCopy
+
+if TYPE_CHECKING:  # pandas costs seconds to import; only the library routes need it, and they import it
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipelines.catalogue.manifest import STYLE_MAX_BYTES, TRACK_ID_MAX_BYTES
+from pipelines.catalogue.limits import STYLE_MAX_BYTES, TRACK_ID_MAX_BYTES
 from pipelines.errors import UserError
 from pipelines.index.lite_server import folder_locked, is_remote, resolve_uri
 from pipelines.index.lock import lock_path_for, writer_lock
