@@ -44,7 +44,7 @@ from bench.bench_serving import Catalogue, lite_backend, milvus_backend, percent
 from bench.machine import cpu_model  # noqa: E402
 from pipelines.index.lite_server import free_port  # noqa: E402
 from pipelines.index.milvus import CatalogueIndex, CollectionMeta, IndexSettings, now_iso  # noqa: E402
-from serving.vectors import Snapshot  # noqa: E402
+from serving.vectors import Snapshot, single_threaded_blas  # noqa: E402
 
 log = logging.getLogger("bench")
 K = 10
@@ -263,8 +263,19 @@ def api(uri: str, workdir: Path, copy: bool) -> Iterator[tuple[str, int, subproc
         proc.wait(30)
 
 
-def load_http(host: str, port: int, paths: list[str], seconds: float) -> dict[str, Any]:
-    """One client at a time (p50/p99), then 16 clients with keep-alive connections (requests/s)."""
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds used so far by ``pid`` (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_http(host: str, port: int, paths: list[str], seconds: float, pid: int) -> dict[str, Any]:
+    """One client at a time (p50/p99), then 16 clients with keep-alive connections (requests/s).
+
+    Also the API process's CPU time per request under the 16 clients: on a machine shared with other work
+    that, not the wall clock, says what the API itself costs (2 idle cores serve about 2000 / it per second
+    at best, less where the GIL serialises the Python part).
+    """
 
     def one(conn: http.client.HTTPConnection, path: str) -> float:
         t = time.perf_counter()
@@ -298,15 +309,18 @@ def load_http(host: str, port: int, paths: list[str], seconds: float) -> dict[st
             samples.extend(local)
 
     t = time.perf_counter()
+    cpu0 = cpu_s(pid)
     threads = [threading.Thread(target=worker, args=(w,)) for w in range(CLIENTS)]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
+    cpu = cpu_s(pid) - cpu0
     c50, c99 = percentiles(samples)
     return {
         "p50_ms": p50,
         "p99_ms": p99,
+        "cpu_ms_per_request": 1000 * cpu / max(1, len(samples)),
         "qps16": len(samples) / (time.perf_counter() - t),
         "c16_p50_ms": c50,
         "c16_p99_ms": c99,
@@ -326,7 +340,7 @@ def api_rows(uri: str, workdir: Path, cat: Catalogue, seconds: float, copy: bool
     with api(uri, workdir, copy) as (host, port, proc):
         out["start_s"] = time.perf_counter() - start
         for name, paths in variants.items():
-            out[name] = load_http(host, port, paths, seconds)
+            out[name] = load_http(host, port, paths, seconds, proc.pid)
             log.info("  %s: %s", name, out[name])
         out["api_rss_mb"] = rss_mb(proc.pid)
     return out
@@ -338,7 +352,9 @@ def api_rows(uri: str, workdir: Path, cat: Catalogue, seconds: float, copy: bool
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    single_threaded_blas()  # as the API does: see serving/vectors.py
     results: dict[str, Any] = {
+        "load_average": os.getloadavg(),
         "machine": f"{cpu_model()}, {os.cpu_count()} cores",
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "sizes": {},
@@ -380,7 +396,8 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
         "(the 2 cores are shared with other work: figures are indicative). Synthetic 128-d vectors (64-cluster "
         "Gaussian mixture), k=10, HNSW (M=16, efConstruction=200, ef=128) in Milvus. HTTP: "
         f"GET /tracks/{{id}}/similar?k=10 over loopback to one uvicorn process; {CLIENTS} clients with "
-        f"keep-alive connections for {args.seconds:.0f} s. recall@10: direct searches of 200 held-out queries "
+        f"keep-alive connections for {args.seconds:.0f} s. Load average at the start (other work on the machine): "
+        f"{', '.join(f'{x:.1f}' for x in results['load_average'])}. recall@10: direct searches of 200 held-out queries "
         "against the exact scan. Memory: the API process's resident set (the copy's own estimate in brackets); "
         "for numpy, the matrix.",
         "",
@@ -438,8 +455,8 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         "## Filters through HTTP (p50 / p99 ms, req/s with 16 clients)",
         "",
-        "| tracks | backend | copy | plain | style | max_per_source=2 | API start s |",
-        "| ---: | --- | --- | --- | --- | --- | ---: |",
+        "| tracks | backend | copy | plain | style | max_per_source=2 | API CPU ms/request (plain) | API start s |",
+        "| ---: | --- | --- | --- | --- | --- | ---: | ---: |",
     ]
     for n, row in results["sizes"].items():
         for backend in ("lite", "server"):
@@ -451,7 +468,10 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
                     f"{h[v]['p50_ms']:.1f} / {h[v]['p99_ms']:.1f}, {h[v]['qps16']:.0f}/s"
                     for v in ("plain", "style", "source cap")
                 )
-                lines.append(f"| {int(n):,} | {backend} | {'on' if copy else 'off'} | {cells} | {h['start_s']:.1f} |")
+                cpu = h["plain"]["cpu_ms_per_request"]
+                lines.append(
+                    f"| {int(n):,} | {backend} | {'on' if copy else 'off'} | {cells} | {cpu:.2f} | {h['start_s']:.1f} |"
+                )
     return "\n".join(lines) + "\n"
 
 
