@@ -105,7 +105,7 @@ def _slices(lo: str, hi: str, prefix: str) -> list[tuple[str, str]]:
 
 def _range_expr(lo: str, hi: str) -> str:
     parts = ([f"sha256 >= {literal(lo)}"] if lo else []) + ([f"sha256 < {literal(hi)}"] if hi else [])
-    return " and ".join(parts)
+    return " and ".join(parts) or 'sha256 >= ""'  # the whole range: every string is >= ""
 
 
 def load_snapshot(index: CatalogueIndex, meta: CollectionMeta) -> Snapshot:
@@ -118,13 +118,13 @@ def load_snapshot(index: CatalogueIndex, meta: CollectionMeta) -> Snapshot:
     client = index.client
     wanted = ["track_id", "vector", *_TEXT_FIELDS]
     ids: list[str] = []
-    vectors: list[Any] = []
+    vectors: list[np.ndarray] = []
     texts: dict[str, list[str]] = {f: [] for f in _TEXT_FIELDS}
 
     def query(expr: str, fields: list[str]) -> list[dict]:
         return client.query(meta.name, filter=expr, output_fields=fields, consistency_level="Strong")
 
-    todo = _slices("", "", "")
+    todo = [("", "")] if total <= ROWS_PER_QUERY else _slices("", "", "")  # small: one query, not 16
     while todo:
         lo, hi = todo.pop()
         expr = _range_expr(lo, hi)
@@ -134,12 +134,15 @@ def load_snapshot(index: CatalogueIndex, meta: CollectionMeta) -> Snapshot:
             if n > ROWS_PER_QUERY:
                 todo += _slices(lo, hi, prefix)
                 continue
-        for r in query(expr, wanted):
+        rows = query(expr, wanted)
+        # one slice's vectors become float32 at once: pymilvus hands them over as Python floats (~8x the size)
+        vectors.append(np.asarray([r["vector"] for r in rows], dtype=np.float32).reshape(len(rows), meta.dim))
+        for r in rows:
             ids.append(str(r["track_id"]))
-            vectors.append(r["vector"])
             for f in _TEXT_FIELDS:
                 texts[f].append(str(r.get(f) or ""))
-    matrix = np.asarray(vectors, dtype=np.float32).reshape(len(ids), meta.dim)
+        del rows
+    matrix = np.concatenate(vectors) if vectors else np.zeros((0, meta.dim), np.float32)
     matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
     if len(ids) != total:
         log.warning("collection %s changed while it was copied (%d rows, %d read)", meta.name, total, len(ids))
