@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -309,6 +310,21 @@ class Recommender:
             self._embedders[key] = embedder
         return embedder
 
+    def _embedder_soon(self, meta: CollectionMeta) -> Callable[[], Embedder]:
+        """:meth:`embedder` of ``meta``, loading in a thread meanwhile when it is not loaded yet.
+
+        A one-shot ``recommend --audio`` then imports torch and loads the model while the child process
+        decodes the file, instead of after it.
+        """
+        with self._lock:
+            loaded = (meta.model_version, meta.feature_version) in self._embedders
+        if loaded:
+            return lambda: self.embedder(meta)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
+        future = pool.submit(self.embedder, meta)
+        pool.shutdown(wait=False)
+        return future.result
+
     def _retrying(self, fn: Callable[[CollectionMeta], Any]) -> Any:
         """Run ``fn`` on the live collection; if a refresh dropped it meanwhile, look the alias up again."""
         meta = self.catalogue()
@@ -422,11 +438,12 @@ class Recommender:
         def run(meta: CollectionMeta) -> Answer:
             self._check(meta, k, filters)
             params = FeatureParams(**meta.feature_params)
+            model = self._embedder_soon(meta)
             try:
                 tv = decode(params)
             except AudioRejected as exc:
                 raise upload_rejected(exc) from None
-            vec = self.embedder(meta).embed(tv.vector[None, :])[0]
+            vec = model().embed(tv.vector[None, :])[0]
             sha = hashlib.sha256(content()).hexdigest()
             found = self._neighbours(meta, vec, k, filters, set(), {sha})
             return Answer("upload:" + sha[:12], meta.name, meta.model_version, [rec for rec, _ in found])
