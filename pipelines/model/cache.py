@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 CACHE_DIR = "model-cache"
 KEEP = 4  # entries kept; the oldest used go first
 _MODEL_FILE = "model.pt2"
+# The same program as TorchScript: loads in milliseconds, where torch.export.load takes seconds (it
+# imports sympy and the export machinery). Kept only when it gives the program's outputs at any batch size.
+_SCRIPT_FILE = "model-1.ts"  # traced for one row (a query)
+_SCRIPT_MANY_FILE = "model-many.ts"  # traced for _CHUNK rows (a refresh's batches)
+_CHUNK = 256
 _META_FILE = "meta.json"
 
 
@@ -88,7 +93,11 @@ def _load_entry(folder: Path) -> Embedder:
     from pipelines.model.torch_embedder import TorchEmbedder
 
     meta = json.loads((folder / _META_FILE).read_text())
-    module = torch.export.load(str(folder / _MODEL_FILE)).module()
+    if (folder / _SCRIPT_FILE).is_file() and (folder / _SCRIPT_MANY_FILE).is_file():
+        one, many = (torch.jit.load(str(folder / f)) for f in (_SCRIPT_FILE, _SCRIPT_MANY_FILE))
+        module: Any = _Traced(one, many, _CHUNK)
+    else:
+        module = torch.export.load(str(folder / _MODEL_FILE)).module()
     return TorchEmbedder(
         version=str(meta["version"]),
         feature_version=str(meta["feature_version"]),
@@ -131,6 +140,7 @@ def _store(settings: Settings, model_name: str, version: str) -> Path | None:
             "run_id": str(mv.run_id),
         }
         (stage / _META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+        _script(stage, meta["input_dim"])
         try:
             os.rename(stage, final)  # atomic: a reader sees the whole entry or none
         except OSError:
@@ -139,6 +149,50 @@ def _store(settings: Settings, model_name: str, version: str) -> Path | None:
     _prune(settings, str(mv.version), final)
     log.info("cached model version %s in %s", mv.version, final)
     return final
+
+
+class _Traced:
+    """A traced program at two fixed batch sizes: one row as is, more rows padded to whole chunks.
+
+    Tracing fixes the batch size (the exported program reads it from the input); the rows are independent,
+    so padding with zeros and dropping the padded rows' outputs gives the same embeddings.
+    """
+
+    def __init__(self, one: Any, many: Any, size: int) -> None:
+        self.one, self.many, self.size = one, many, size
+
+    def __call__(self, x: Any) -> Any:
+        import torch
+
+        n = x.shape[0]
+        if n == 1:
+            return self.one(x)
+        padded = torch.cat([x, x.new_zeros((-n % self.size, x.shape[1]))])
+        return torch.cat([self.many(padded[i : i + self.size]) for i in range(0, len(padded), self.size)])[:n]
+
+
+def _script(folder: Path, input_dim: int) -> None:
+    """Write the exported program in ``folder`` as TorchScript too, if the traced copy reproduces its outputs."""
+    import warnings
+
+    import torch
+
+    program = torch.export.load(str(folder / _MODEL_FILE)).module()
+    rng = torch.Generator().manual_seed(0)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            one = torch.jit.trace(program, torch.randn(1, input_dim, generator=rng))
+            many = torch.jit.trace(program, torch.randn(_CHUNK, input_dim, generator=rng))
+            traced = _Traced(one, many, _CHUNK)
+            for n in (1, 2, 7, _CHUNK + 3):
+                x = torch.randn(n, input_dim, generator=rng)
+                if not torch.allclose(traced(x), program(x), atol=1e-5):
+                    raise ValueError(f"traced outputs differ at batch size {n}")
+        one.save(str(folder / _SCRIPT_FILE))
+        many.save(str(folder / _SCRIPT_MANY_FILE))
+    except Exception as exc:  # the exported program still serves, only slower to load
+        log.info("model kept as an exported program only (TorchScript: %s)", " ".join(str(exc).split())[:200])
 
 
 def _prune(settings: Settings, version: str, keep: Path) -> None:
