@@ -398,8 +398,8 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
         f"GET /tracks/{{id}}/similar?k=10 over loopback to one uvicorn process; {CLIENTS} clients with "
         f"keep-alive connections for {args.seconds:.0f} s. Load average at the start (other work on the machine): "
         f"{', '.join(f'{x:.1f}' for x in results['load_average'])}. recall@10: direct searches of 200 held-out queries "
-        "against the exact scan. Memory: the API process's resident set (the copy's own estimate in brackets); "
-        "for numpy, the matrix.",
+        "against the exact scan. Memory: the API process's resident set after warm-up "
+        "(Milvus's own processes not included); for the copy-only row, the copy's own estimate; for numpy, the matrix.",
         "",
         "| tracks | what | p50 ms | p99 ms | recall@10 | req/s, 16 clients | memory MB |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
