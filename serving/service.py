@@ -72,7 +72,7 @@ class ServingSettings(BaseSettings):
     serving_vector_copy: bool = Field(
         default=True,
         description="The API keeps an in-process copy of the served collection's vectors and searches it "
-        "exactly (about 0.6 kB per track at 128-d, per worker; see docs/query-speed.md).",
+        "exactly (about 1.1 kB per 128-d track, in each worker; see docs/query-speed.md).",
     )
     serving_api_key: SecretStr | None = Field(
         default=None,
