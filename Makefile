@@ -26,6 +26,7 @@ run: $(STAMP)
 
 test: $(STAMP) stack-deps browser-deps player-deps
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 test-fast: $(STAMP)

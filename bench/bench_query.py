@@ -43,7 +43,9 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_serving import Catalogue, lite_backend, milvus_backend, percentiles, synthetic  # noqa: E402
 from bench.machine import cpu_model  # noqa: E402
 from pipelines.index.lite_server import free_port  # noqa: E402
-from pipelines.index.milvus import CatalogueIndex, CollectionMeta, IndexSettings, now_iso  # noqa: E402
+from pipelines.index.metadata import CollectionMeta, now_iso  # noqa: E402
+from pipelines.index.milvus import CatalogueIndex  # noqa: E402
+from pipelines.settings import IndexSettings  # noqa: E402
 from serving.vectors import Snapshot, single_threaded_blas  # noqa: E402
 
 log = logging.getLogger("bench")
@@ -188,7 +190,7 @@ def build(uri: str, cat: Catalogue, name: str) -> tuple[CatalogueIndex, Collecti
             }
             for j in range(i, min(len(cat.ids), i + batch))
         ]
-        with index._guard() as c:
+        with index.connection.guard() as c:
             c.insert(name, rows)
     index.flush(name)
     from bench.bench_serving import wait_indexed

@@ -43,7 +43,8 @@ _SETTLE_S = 1.0
 
 _REFRESH_B = """
 import sys
-from pipelines.index.milvus import CatalogueIndex, IndexSettings
+from pipelines.settings import IndexSettings
+from pipelines.index.milvus import CatalogueIndex
 from pipelines.settings import Settings
 from tests.pipelines.index.helpers import PARAMS_B, refresh
 settings = Settings(data_root=sys.argv[1], milvus_uri=sys.argv[2])
@@ -54,7 +55,7 @@ _SERVE = """
 import sys, uvicorn
 from pipelines.settings import Settings
 from serving.api import create_app
-from serving.service import ServingSettings
+from pipelines.settings import ServingSettings
 settings = Settings(data_root=sys.argv[1], milvus_uri=sys.argv[2])
 app = create_app(settings, ServingSettings(serving_alias_ttl_s=0.2))
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[3]), log_level="warning")

@@ -43,8 +43,10 @@ sys.path.insert(0, str(ROOT))
 
 from pipelines.features.params import FeatureParams  # noqa: E402
 from pipelines.index.lite_server import LiteServer, free_port  # noqa: E402
-from pipelines.index.milvus import CatalogueIndex, CollectionMeta, IndexSettings, now_iso  # noqa: E402
+from pipelines.index.metadata import CollectionMeta, now_iso  # noqa: E402
+from pipelines.index.milvus import CatalogueIndex  # noqa: E402
 from pipelines.model.embedder import l2_normalise  # noqa: E402
+from pipelines.settings import IndexSettings  # noqa: E402
 
 log = logging.getLogger("bench")
 K = 10

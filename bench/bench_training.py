@@ -31,8 +31,9 @@ from pipelines.catalogue.demo import fetch_demo
 from pipelines.features.build import FeatureBuild
 from pipelines.features.store import part_files
 from pipelines.settings import Settings
-from pipelines.training import pipeline
+from pipelines.training.config import TrainingJob
 from pipelines.training.evaluate import BASELINES, baseline_embeddings, evaluate_models
+from pipelines.training.labelled import load_labelled, window_bank
 from pipelines.training.split import make_split, validation_carve
 from pipelines.training.train import TrainConfig, embed, train_branch
 from pipelines.training.triplets import build_triplets
@@ -55,10 +56,10 @@ def main() -> None:
     fetch_demo(settings)
     if not part_files(settings, settings.features):
         FeatureBuild(settings=settings).run()
-    job = pipeline.TrainingJob(train=TrainConfig(epochs=args.epochs, min_epochs=args.epochs))
-    cat = pipeline.load_catalogue(settings)
+    job = TrainingJob(train=TrainConfig(epochs=args.epochs, min_epochs=args.epochs))
+    cat = load_labelled(settings)
     t_windows = time.perf_counter()
-    bank = pipeline.window_bank(settings, cat, job)
+    bank = window_bank(settings, cat, job)
     t_windows = time.perf_counter() - t_windows
     elapsed = time.perf_counter() - t0
     print(f"catalogue: {len(cat.track_ids)} tracks, {len(bank.matrix)} training vectors ({elapsed:.0f} s)")

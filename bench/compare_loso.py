@@ -31,9 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.model.encoder import EncoderConfig
 from pipelines.settings import Settings
-from pipelines.training import pipeline
+from pipelines.training.config import TrainingJob
 from pipelines.training.evaluate import BASELINES, baseline_embeddings, evaluate_models, fold_summary, summary
+from pipelines.training.labelled import LabelledFeatures, load_labelled, recipe_params, window_bank
 from pipelines.training.split import make_split, validation_carve
+from pipelines.training.steps.evaluate import table_metrics
 from pipelines.training.train import TrainConfig, embed, train_branch
 from pipelines.training.triplets import triplets_for
 
@@ -98,7 +100,10 @@ def _train_fold(args: tuple[str, int]) -> tuple[int, np.ndarray, float]:
     bank = _STATE["bank"]
     cat = _STATE["cat"]
     keep = {0.0, *cfg.window_offsets_s}
-    offsets = {t: [o for o in os if o in keep] for t, os in bank.offsets().items()}  # type: ignore[attr-defined]
+    offsets: dict[str, list[float]] = {}
+    for t, o in sorted(bank.row):  # every (track, offset) the bank holds, offsets in order
+        if o in keep:
+            offsets.setdefault(t, []).append(o)
     start = time.perf_counter()
     side = split[split["fold"] != fold]
     fit, val = validation_carve(side, cfg.val_fraction, cfg.seed + fold, by=cfg.val_by)
@@ -121,15 +126,15 @@ def _log_run(settings: Settings, name: str, stamp: str, table: pd.DataFrame, bas
     from pipelines.registry import Registry
 
     registry = Registry(settings)
-    params = pipeline.recipe_params(RECIPES[name][1])
+    params = recipe_params(RECIPES[name][1])
     run_id = registry.start_run(params, {"comparison": stamp, "recipe": RECIPES[name][0]}, name=f"loso:{name}")
     metrics = {"sources_beating_meanstd": float(wins)}
-    metrics |= pipeline.table_metrics(table.assign(model="model")) | pipeline.table_metrics(base)
+    metrics |= table_metrics(table.assign(model="model")) | table_metrics(base)
     registry.log_metrics(run_id, metrics)
     registry.end_run(run_id)
 
 
-def analyse(cat: pipeline.Catalogue, folds: np.ndarray, names: list[str], saved: Path, weight: float) -> None:
+def analyse(cat: LabelledFeatures, folds: np.ndarray, names: list[str], saved: Path, weight: float) -> None:
     """Saved embeddings of ``names`` with the mean+std statistics appended at ``weight`` (as the default
     recipe does after training), paired against mean+std per source: mean difference ± standard error."""
     from pipelines.model.embedder import l2_normalise
@@ -168,14 +173,14 @@ def main() -> None:
     ap.add_argument("--weight", type=float, default=0.7, help="Statistics weight for --analyse.")
     args = ap.parse_args()
     settings = Settings(data_root=args.data_root)
-    cat = pipeline.load_catalogue(settings)
+    cat = load_labelled(settings)
     tracks = cat.tracks
     split = make_split(tracks, n_folds=0, group_by="source").merge(tracks[["track_id", "source"]], on="track_id")
     folds_of = split.set_index("track_id").reindex(cat.track_ids)["fold"].to_numpy()
     if args.analyse:
         analyse(cat, folds_of, args.analyse, args.save, args.weight)
         return
-    bank = pipeline.window_bank(settings, cat, pipeline.TrainingJob())
+    bank = window_bank(settings, cat, TrainingJob())
     _STATE.update(split=split, bank=bank, cat=cat)
     sources = list(tracks["source"].astype(str))
     styles = list(tracks["style"])

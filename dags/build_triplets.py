@@ -2,7 +2,7 @@
 
 Useful to inspect a triplet dataset (``<data root>/training/triplets/``) before training on it; the
 scheduled ``train_triplet_model`` runs the same step as its first task. Run parameter ``job``: overrides
-of :class:`pipelines.training.pipeline.TrainingJob`.
+of :class:`pipelines.training.config.TrainingJob`.
 """
 
 from __future__ import annotations
@@ -30,11 +30,13 @@ def build_triplets() -> None:
     @task
     def build(params: dict[str, Any] | None = None) -> dict:
         from pipelines.settings import get_settings
+        from pipelines.steps import log_report
         from pipelines.training.config import scheduled_job
-        from pipelines.training.pipeline import prepare
+        from pipelines.training.steps.prepare import run
 
         settings = get_settings()
-        return prepare(settings, scheduled_job(settings, (params or {}).get("job")))
+        job = scheduled_job(settings, (params or {}).get("job"))
+        return log_report("build_triplets", run(settings, job)).as_dict()
 
     build()
 

@@ -30,7 +30,7 @@ def on_failure(context: Any) -> None:
         },
     )
     if run_id and getattr(ti, "dag_id", None) == "train_triplet_model":
-        from pipelines.training.pipeline import end_abandoned_runs
+        from pipelines.training.steps.train import end_abandoned_runs
 
         end_abandoned_runs(settings, dag_run_id=run_id)
 

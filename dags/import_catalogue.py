@@ -40,14 +40,15 @@ def import_catalogue() -> None:
         from dataclasses import asdict
         from pathlib import Path
 
-        from pipelines.catalogue.importer import import_catalogue, sync_catalogue
+        from pipelines.catalogue.import_step import ImportJob, run
         from pipelines.errors import UserError
         from pipelines.settings import get_settings
+        from pipelines.steps import log_report
 
         params = params or {}
-        run = sync_catalogue if params.get("sync") else import_catalogue
+        job = ImportJob(path=Path(str(params["path"])), sync=bool(params.get("sync")))
         try:
-            report = run(Path(str(params["path"])), get_settings())
+            report = log_report("import", run(get_settings(), job))
         except UserError as exc:
             raise AirflowFailException(str(exc)) from exc
         if not (report.added or report.updated or report.moved or report.removed):

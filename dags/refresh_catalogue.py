@@ -62,10 +62,11 @@ def refresh_catalogue() -> None:
 
     @task(outlets=[CATALOGUE_INDEX])
     def refresh(model_version: str, outlet_events: Any = None) -> dict:
-        from pipelines.index.refresh import RefreshCatalogue
+        from pipelines.index.refresh import RefreshJob, run
         from pipelines.settings import get_settings
+        from pipelines.steps import log_report
 
-        report = RefreshCatalogue(settings=get_settings(), model_version=model_version).run()
+        report = log_report("refresh", run(get_settings(), RefreshJob(model_version=model_version)))
         outlet_events[CATALOGUE_INDEX].extra = {
             "collection": report.collection,
             "model_version": report.model_version,

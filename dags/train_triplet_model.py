@@ -7,7 +7,7 @@ whenever the feature store changes; either run skips when the registry already h
 exactly these features with this recipe. A promotion announces the champion Asset, on which the
 catalogue refresh is scheduled; a run that does not promote announces nothing.
 
-The recipe is ``MUSICREC_TRAINING_JOB`` (fields of :class:`pipelines.training.pipeline.TrainingJob`), and
+The recipe is ``MUSICREC_TRAINING_JOB`` (fields of :class:`pipelines.training.config.TrainingJob`), and
 a run's ``job`` parameter overrides it, validated when the run is triggered, e.g.
 ``airflow dags trigger train_triplet_model -c '{"job": {"secondary": false, "train": {"epochs": 10}}}'``.
 """
@@ -51,7 +51,7 @@ def train_triplet_model() -> None:
     @task(retries=0)
     def check_inputs(params: dict[str, Any] | None = None) -> None:
         from pipelines.settings import get_settings
-        from pipelines.training.pipeline import trained_version
+        from pipelines.training.labelled import trained_version
 
         if version := trained_version(get_settings(), _job(params)):
             raise AirflowSkipException(f"model version {version} was trained on these inputs: not retraining")
@@ -59,32 +59,41 @@ def train_triplet_model() -> None:
     @task
     def build_triplets(params: dict[str, Any] | None = None) -> dict:
         from pipelines.settings import get_settings
-        from pipelines.training.pipeline import prepare
+        from pipelines.steps import log_report
+        from pipelines.training.steps.prepare import run
 
-        return prepare(get_settings(), _job(params))
+        return log_report("build_triplets", run(get_settings(), _job(params))).as_dict()
 
     @task(execution_timeout=timedelta(hours=8))
     def train(prepared: dict, params: dict[str, Any] | None = None) -> str:
         from pipelines.settings import get_settings
-        from pipelines.training.pipeline import train as run_training
+        from pipelines.steps import log_report
+        from pipelines.training.steps.prepare import Prepared
+        from pipelines.training.steps.train import run
 
-        return run_training(get_settings(), _job(params), prepared)
+        return log_report("train", run(get_settings(), _job(params), Prepared(**prepared))).run_id
 
     @task
     def evaluate(mlflow_run_id: str, params: dict[str, Any] | None = None) -> dict:
         from pipelines.settings import get_settings
-        from pipelines.training.pipeline import evaluate as run_evaluation
+        from pipelines.steps import log_report
+        from pipelines.training.steps.evaluate import run
+        from pipelines.training.steps.train import Trained
 
-        return run_evaluation(get_settings(), _job(params), mlflow_run_id)
+        settings = get_settings()
+        trained = Trained(mlflow_run_id, settings.mlflow_tracking_uri)
+        return log_report("evaluate", run(settings, _job(params), trained)).as_dict()
 
     @task
     def gate(evaluated: dict, params: dict[str, Any] | None = None) -> dict:
         from dataclasses import asdict
 
         from pipelines.settings import get_settings
-        from pipelines.training.pipeline import gate as run_gate
+        from pipelines.steps import log_report
+        from pipelines.training.steps.evaluate import Evaluated
+        from pipelines.training.steps.gate import run
 
-        return asdict(run_gate(get_settings(), _job(params), evaluated))
+        return asdict(log_report("gate", run(get_settings(), _job(params), Evaluated(**evaluated))))
 
     @task(outlets=[CHAMPION])
     def announce_champion(decision: dict, outlet_events: Any = None) -> str:

@@ -50,18 +50,19 @@ def _spawnable() -> Iterator[None]:
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None) if main is not None else None
     hide = path is not None and getattr(main, "__spec__", None) is None
-    config = mp.current_process()._config  # type: ignore[attr-defined]
+    config = mp.current_process()._config  # type: ignore[attr-defined]  # private: daemon flag and authkey
     saved = {key: config[key] for key in ("daemon", "authkey") if key in config}
     if hide:
-        del main.__file__  # type: ignore[union-attr]
+        del main.__file__  # type: ignore[union-attr]  # hide is only true when main is a module
     config["daemon"] = False
-    if "authkey" in saved and type(saved["authkey"]) is not mp.process.AuthenticationString:
-        config["authkey"] = mp.process.AuthenticationString(bytes(saved["authkey"]))
+    auth_type = mp.process.AuthenticationString  # type: ignore[attr-defined]  # private class, not in typeshed
+    if "authkey" in saved and type(saved["authkey"]) is not auth_type:
+        config["authkey"] = auth_type(bytes(saved["authkey"]))
     try:
         yield
     finally:
         if hide:
-            main.__file__ = path  # type: ignore[union-attr]
+            main.__file__ = path  # type: ignore[union-attr]  # as above: main is a module here
         config.pop("daemon", None)
         config.update(saved)
 

@@ -167,6 +167,23 @@ class Registry:
     def end_run(self, run_id: str, failed: bool = False) -> None:
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
+    @contextlib.contextmanager
+    def run(self, run_id: str, finish: bool = False, tag_failure: bool = False) -> Iterator[str]:
+        """Work inside the run ``run_id``: any exception (Ctrl+C too) ends it FAILED and propagates.
+
+        ``finish`` ends it FINISHED when the block completes; otherwise it stays RUNNING for the next step.
+        ``tag_failure`` also records the exception as the run's ``failure`` tag.
+        """
+        try:
+            yield run_id
+        except BaseException as exc:
+            if tag_failure:
+                self.set_run_tags(run_id, {"failure": f"{type(exc).__name__}: {exc}"[:500]})
+            self.end_run(run_id, failed=True)
+            raise
+        if finish:
+            self.end_run(run_id)
+
     def running_runs(self) -> list[Any]:
         """Runs of the experiment still marked RUNNING."""
         exp = self.client.get_experiment_by_name(EXPERIMENT_NAME)

@@ -8,12 +8,13 @@ Nothing is created or connected at import time: paths are only computed.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines.features.params import FeatureParams
@@ -32,6 +33,83 @@ class StackPorts(BaseModel):
     airflow: int = 8280
     api: int = 8300
     celery_workers: int = Field(default=2, ge=1, le=8)
+
+
+class IndexSettings(BaseSettings):
+    """Index and refresh knobs (env ``MUSICREC_<FIELD>``); paths and URIs stay in ``Settings``."""
+
+    model_config = SettingsConfigDict(env_prefix="MUSICREC_", env_file=".env", extra="ignore", frozen=True)
+
+    milvus_alias: str = Field(default="tracks", pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    index_type: Literal["HNSW", "IVF_FLAT", "FLAT"] = Field(
+        default="HNSW", description="HNSW: see bench/results/serving.md for the measurement behind it."
+    )
+    hnsw_m: int = Field(default=16, ge=4, le=64)
+    hnsw_ef_construction: int = Field(default=200, ge=8)
+    search_ef: int = Field(default=128, ge=8, description="HNSW search breadth; raised to k when k is larger.")
+    ivf_nlist: int = Field(default=1024, ge=1)
+    ivf_nprobe: int = Field(default=32, ge=1)
+    collections_kept: int = Field(
+        default=1, ge=1, description="Earlier collections kept for rollback besides the live one."
+    )
+    embed_batch_size: int = Field(default=256, ge=1, description="Tracks embedded and inserted per batch.")
+    verify_sample: int = Field(default=32, ge=1, description="Tracks whose nearest neighbour must be themselves.")
+    milvus_timeout_s: float = Field(default=10.0, gt=0)
+    index_lock_timeout_s: float = Field(
+        default=120.0, ge=0, description="How long a refresh or rollback waits for another writer to finish."
+    )
+
+
+class ServingSettings(BaseSettings):
+    """Serving knobs (env ``MUSICREC_<FIELD>``); the Milvus URI itself is ``Settings.milvus_uri``."""
+
+    model_config = SettingsConfigDict(env_prefix="MUSICREC_", env_file=".env", extra="ignore", frozen=True)
+
+    serving_host: str = "127.0.0.1"
+    serving_port: int = Field(default=8000, ge=1, le=65535)
+    serving_max_k: int = Field(default=100, ge=1, le=1000)
+    serving_max_playlist: int = Field(default=200, ge=1, le=5000)
+    serving_max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, description="A FLAC song is ~30 MB.")
+    serving_alias_ttl_s: float = Field(
+        default=1.0, ge=0.0, description="How long the alias's target is cached; a refresh shows after this."
+    )
+    serving_batch_searches: bool = Field(default=True, description="Coalesce concurrent searches.")
+    serving_max_batch: int = Field(default=64, ge=1)
+    serving_max_inflight: int = Field(default=1, ge=1, description="Concurrent Milvus searches.")
+    serving_vector_copy: bool = Field(
+        default=True,
+        description="The API keeps an in-process copy of the served collection's vectors and searches it "
+        "exactly (about 1.1 kB per 128-d track, in each worker; see docs/query-speed.md).",
+    )
+    serving_api_key: SecretStr | None = Field(
+        default=None,
+        description="Required (header X-API-Key) on every recommendation route when set; `musicrec serve` "
+        "refuses a non-loopback address without one.",
+    )
+    serving_upload_timeout_s: float = Field(
+        default=30.0, gt=0, description="An upload body must arrive within this (slow senders get 408)."
+    )
+    serving_decode_timeout_s: float = Field(
+        default=30.0, gt=0, description="An upload whose decoding takes longer is refused (422 decode_timeout)."
+    )
+    serving_decode_workers: int = Field(default=2, ge=1, description="Child processes decoding uploads at once.")
+    serving_upload_dir: Path | None = Field(
+        default=None,
+        description="Where uploads are spooled for the decoding children (default: a private temp folder).",
+    )
+    serving_keep_alive_s: int = Field(default=5, ge=1, description="Idle keep-alive connections close after this.")
+    serving_graceful_stop_s: int = Field(default=2, ge=0, description="Requests in flight get this long at stop.")
+    serving_start_milvus: bool = Field(
+        default=True, description="`musicrec serve` runs `milvus-lite server` on a local Milvus Lite folder."
+    )
+    music_folder: Path | None = Field(
+        default=None,
+        description="The music server's library root: players' tracks are matched by path relative to it, and "
+        "playlists can name tracks relative to it.",
+    )
+    playlist_dir: Path | None = Field(
+        default=None, description="Where `musicrec playlist --write` puts M3U8/XSPF files (a folder players scan)."
+    )
 
 
 class Settings(BaseSettings):
@@ -55,7 +133,7 @@ class Settings(BaseSettings):
     decode_timeout_s: float = Field(default=30.0, description="A file whose decode takes longer is quarantined.")
     demo_extended: bool = Field(
         default=True,
-        description="Demo corpus: the extra sources per style (every style from >= 2 soundtracks); false: the six "
+        description="Demo corpus: the extra sources per style (every style from >= 4 soundtracks); false: the six "
         "original packages, one soundtrack per style (two for metal).",
     )
     features: FeatureParams = Field(default_factory=FeatureParams, description="MUSICREC_FEATURES__N_MFCC=...")
@@ -71,6 +149,8 @@ class Settings(BaseSettings):
     airflow_password: str = Field(default="", description="That user's password.")
     alert_webhook_url: str = Field(default="", description="Failed DAG tasks are POSTed here as JSON, if set.")
     stack: StackPorts = Field(default_factory=lambda: StackPorts(), description="`musicrec stack`: MUSICREC_STACK__*.")
+    index: IndexSettings = Field(default_factory=IndexSettings, description="Index and refresh: MUSICREC_<FIELD>.")
+    serving: ServingSettings = Field(default_factory=ServingSettings, description="Serving: MUSICREC_<FIELD>.")
 
     @model_validator(mode="after")
     def _fill_derived(self) -> Settings:
@@ -108,6 +188,46 @@ class Settings(BaseSettings):
     def demo_dir(self) -> Path:
         """Unpacked demo packages live in the cache, not the data root: they are inputs, not outputs."""
         return self.cache_dir / "demo"
+
+
+Source = Literal["default", "environment", ".env"]
+
+
+def _env_file_values() -> dict[str, str]:
+    from dotenv import dotenv_values
+
+    return {k.upper(): v for k, v in dotenv_values(".env").items() if v is not None}
+
+
+def effective_values(settings: Settings) -> list[tuple[str, Any, Source]]:
+    """Every effective setting as (dotted name, value, where it came from), sections flattened.
+
+    Index and serving fields read ``MUSICREC_<FIELD>``; the other sections ``MUSICREC_<SECTION>__<FIELD>``.
+    """
+    env = {k.upper(): v for k, v in os.environ.items()}
+    dotenv = _env_file_values()
+
+    def source(*names: str) -> Source:
+        if any(n in env for n in names):
+            return "environment"
+        if any(n in dotenv for n in names):
+            return ".env"
+        return "default"
+
+    out: list[tuple[str, Any, Source]] = []
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        whole = f"MUSICREC_{name.upper()}"
+        if isinstance(value, BaseSettings):  # a flat section: its fields are read without the section name
+            for field in type(value).model_fields:
+                out.append((f"{name}.{field}", getattr(value, field), source(f"MUSICREC_{field.upper()}")))
+        elif isinstance(value, BaseModel):
+            for field in type(value).model_fields:
+                env_name = f"{whole}__{field.upper()}"
+                out.append((f"{name}.{field}", getattr(value, field), source(whole, env_name)))
+        else:
+            out.append((name, value, source(whole)))
+    return out
 
 
 @lru_cache(maxsize=1)

@@ -11,6 +11,7 @@ Only ``MUSICREC_*`` and ``AIRFLOW__*`` settings differ from the embedded default
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -212,7 +213,7 @@ class Stack:
             Service(
                 f"airflow-{component.replace('_', '-')}",
                 [airflow, component.replace("_", "-")],
-                ready=lambda component=component: _airflow_component(p.airflow, component),
+                ready=functools.partial(_airflow_component, p.airflow, component),
                 deadline_s=240.0,
                 tier=2,
             )
@@ -222,7 +223,7 @@ class Stack:
             Service(
                 f"airflow-worker-{i}",
                 [airflow, "celery", "worker", "--celery-hostname", f"worker{i}@%h", "--concurrency", "1"],
-                ready=lambda i=i: _log_says(self.logs / f"airflow-worker-{i}.log", "ready."),
+                ready=functools.partial(_log_says, self.logs / f"airflow-worker-{i}.log", "ready."),
                 env={"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(p.airflow + 10 + i)},
                 deadline_s=240.0,
                 tier=3,

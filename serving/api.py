@@ -16,12 +16,12 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from pipelines.errors import UserError
-from pipelines.index.milvus import CatalogueUnavailable
-from pipelines.settings import Settings, get_settings
+from pipelines.index.errors import CatalogueUnavailable
+from pipelines.settings import ServingSettings, Settings, get_settings
 from serving.errors import status_of, validation_detail
 from serving.observability import Metrics, ObservabilityMiddleware
 from serving.routers import health, ops, review, subsonic, tracks, web
-from serving.service import Recommender, ServingSettings
+from serving.service import Recommender
 
 log = logging.getLogger(__name__)
 

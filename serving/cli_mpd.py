@@ -1,4 +1,4 @@
-"""``musicrec mpd radio``: keep a running MPD's queue topped up with similar tracks (registered by serving.cli)."""
+"""``musicrec mpd radio``: keep a running MPD's queue topped up with similar tracks (see serving.cli_serve)."""
 
 from __future__ import annotations
 
@@ -35,14 +35,14 @@ def radio(
     from mpd import ConnectionError as MpdConnectionError
     from mpd import MPDClient
 
+    from pipelines.cli.console import quiet_clients
     from pipelines.settings import get_settings
     from serving import radio as station
-    from serving.cli_serve import _quiet_clients
-    from serving.service import Recommender, ServingSettings
+    from serving.service import Recommender
 
     if interval <= 0:
         raise UserError(f"--interval must be above 0, got {interval}")
-    serving = ServingSettings()
+    serving = get_settings().serving
     if serving.music_folder is None:
         raise UserError("set MUSICREC_MUSIC_FOLDER to MPD's music_directory: songs are matched by path under it")
     host = host or os.environ.get("MPD_HOST", "localhost")
@@ -69,7 +69,7 @@ def radio(
             client.disconnect()
         _connect(client, host, port, password)
 
-    _quiet_clients()
+    quiet_clients()
     recommender = Recommender.from_settings(get_settings(), serving)
     try:
         session = station.Radio(client, recommender, serving.music_folder, ahead, max_per_artist)

@@ -1,8 +1,7 @@
-"""CLI commands for recommendations, the API server and the catalogue refresh (registered by serving.cli).
+"""The online commands ``recommend``, ``playlist`` and ``serve``, and the ``musicrec`` entry point.
 
-``recommend``, ``playlist`` and ``serve`` go on the top-level app; ``refresh`` and ``rollback`` join the
-existing ``catalogue`` group. Each is a thin front over :mod:`serving.service` or
-:mod:`pipelines.index.refresh`; errors are :class:`~pipelines.errors.UserError`, printed as one line.
+:func:`main` mounts these (and ``mpd radio``) on the offline app of :mod:`pipelines.cli.app`, so there is
+one ``musicrec``. Errors are :class:`~pipelines.errors.UserError`, printed as one line.
 """
 
 from __future__ import annotations
@@ -14,24 +13,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from pipelines.cli.console import quiet_clients
 from pipelines.errors import UserError, one_line
 
 if TYPE_CHECKING:  # serving.service imports librosa and numpy: only load it when a command runs
     import uvicorn
 
-    from serving.service import Answer, Filters, Recommender, ServingSettings
-
-
-def _quiet_clients() -> None:
-    """pymilvus and Milvus Lite log every failed call with a traceback; the CLI says it in one line instead.
-
-    Their logs stay on with ``musicrec -v``.
-    """
-    import pymilvus  # noqa: F401 - configures its loggers on import; levels must be set after that
-
-    if logging.getLogger().getEffectiveLevel() > logging.INFO:
-        for name in ("pymilvus", "pymilvus.milvus_client", "milvus_lite", "grpc"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+    from pipelines.settings import ServingSettings
+    from serving.service import Answer, Filters, Recommender
 
 
 def _filters(style: str | None, dupes: bool, per_source: int | None, per_artist: int | None) -> Filters:
@@ -60,7 +49,7 @@ def _recommender() -> Recommender:
     from pipelines.settings import get_settings
     from serving.service import Recommender
 
-    _quiet_clients()
+    quiet_clients()
     return Recommender.from_settings(get_settings())
 
 
@@ -99,15 +88,15 @@ def recommend(
 
 def _examples(n: int, k: int) -> None:
     """What `make run` ends with: a few tracks' recommendations, the quality number, how to go on."""
-    from serving.service import ServingSettings
+    from pipelines.index import quality
 
     rec = _recommender()
     try:
-        for track_id in rec.example_tracks(n):
+        for track_id in quality.example_tracks(rec.index, rec.catalogue(fresh=True), n):
             _print(rec.similar(track_id, k), f"similar to {track_id}")
             typer.echo("")
-        share, tracks = rec.style_agreement(k)
-        raw = rec.raw_baseline_agreement(k)
+        share, tracks = quality.style_agreement(rec.index, rec.catalogue(fresh=True), k)
+        raw = quality.raw_baseline_agreement(rec.settings, rec.catalogue(fresh=True), k)
         meta = rec.catalogue()
     finally:
         rec.close()
@@ -116,7 +105,7 @@ def _examples(n: int, k: int) -> None:
         f"(model {meta.model_version}, collection {meta.name}); raw-MFCC baseline: "
         + (f"{raw:.3f}" if raw is not None else "n/a (its feature version is not in the store)")
     )
-    serving = ServingSettings()
+    serving = rec.serving
     url = f"http://{serving.serving_host}:{serving.serving_port}"
     typer.echo(f"start the API: musicrec serve   (then {url}/docs, e.g. GET {url}/tracks/{{track_id}}/similar?k=10)")
 
@@ -147,9 +136,11 @@ def playlist(
     """A playlist near the SEEDS (each seed in turn adds its nearest unused track; no repeats), or a path."""
     from serving import playlists
 
-    if fmt not in ("m3u8", "m3u", "xspf"):
+    formats: dict[str, playlists.Format] = {"m3u8": "m3u8", "m3u": "m3u", "xspf": "xspf"}
+    styles: dict[str, playlists.PathStyle] = {"relative": "relative", "absolute": "absolute", "music": "music"}
+    if fmt not in formats:
         raise UserError(f"--format must be m3u8, m3u or xspf, got {fmt!r}")
-    if paths not in ("relative", "absolute", "music"):
+    if paths not in styles:
         raise UserError(f"--paths must be relative, absolute or music, got {paths!r}")
     rec = _recommender()
     try:
@@ -186,9 +177,9 @@ def playlist(
             items,
             serving.playlist_dir,
             write,
-            fmt,
-            paths,
-            serving.music_folder,  # type: ignore[arg-type]
+            formats[fmt],
+            styles[paths],
+            serving.music_folder,
         )
         typer.echo(f"wrote {target}")
 
@@ -214,10 +205,10 @@ def serve(
     from pipelines.index.lite_server import LiteServer, is_remote, replace_orphan, resolve_uri
     from pipelines.settings import get_settings
     from serving.observability import log_config, prepare_multiprocess_dir
-    from serving.service import ServingSettings
 
-    _quiet_clients()
-    settings, serving = get_settings(), ServingSettings()
+    quiet_clients()
+    settings = get_settings()
+    serving = settings.serving
     host, port = host or serving.serving_host, port or serving.serving_port
     if not is_loopback(host) and serving.serving_api_key is None:
         raise UserError(
@@ -262,6 +253,7 @@ def server_config(app: object, host: str, port: int, serving: ServingSettings) -
     """uvicorn's settings for the API: idle keep-alive connections and a stop are both bounded."""
     import uvicorn
 
+    # app is any ASGI app; uvicorn's hint names its own union of app types
     return uvicorn.Config(app, host=host, port=port, **server_options(serving))  # type: ignore[arg-type]
 
 
@@ -286,43 +278,26 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def refresh(
-    model_version: Annotated[
-        str, typer.Option("--model-version", help="'champion' (registry alias), 'raw' (baseline) or a version.")
-    ] = "champion",
-) -> None:
-    """Embed the feature store into a new collection for the model version, verify it, move `tracks` to it."""
-    from pipelines.index.refresh import RefreshCatalogue
-    from pipelines.settings import get_settings
-    from serving.cli import _bar
-
-    _quiet_clients()
-    step = RefreshCatalogue(settings=get_settings(), model_version=model_version)
-    report = step.run(progress=_bar("embedding", "batch"))
-    typer.echo(report.line())
-
-
-def rollback() -> None:
-    """Point `tracks` back at the collection the last refresh replaced."""
-    from pipelines.index.milvus import CatalogueIndex
-    from pipelines.index.refresh import rollback as run
-    from pipelines.settings import get_settings
-
-    _quiet_clients()
-    index = CatalogueIndex.from_settings(get_settings())
-    try:
-        old, new = run(index)
-    finally:
-        index.close()
-    typer.echo(f"alias {index.alias}: {old} -> {new}")
-
-
 def register(app: typer.Typer) -> None:
-    """Add the commands to ``app`` and its ``catalogue`` group."""
+    """Add the online commands to ``app``."""
     app.command()(recommend)
     app.command()(playlist)
     app.command()(serve)
-    catalogue = next(g.typer_instance for g in app.registered_groups if g.name == "catalogue")
-    assert catalogue is not None
-    catalogue.command("refresh")(refresh)
-    catalogue.command("rollback")(rollback)
+
+
+def musicrec_app() -> typer.Typer:
+    """The one ``musicrec`` app: the offline commands of :mod:`pipelines.cli.app` with the online ones added."""
+    from pipelines.cli.app import app
+    from serving import cli_mpd
+
+    if not any(command.callback is serve for command in app.registered_commands):
+        register(app)
+        cli_mpd.register(app)
+    return app
+
+
+def main() -> None:
+    """The ``musicrec`` entry point."""
+    from pipelines.cli.app import run
+
+    run(musicrec_app())

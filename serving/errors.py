@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipelines.errors import UserError, one_line
-from pipelines.index.milvus import CatalogueUnavailable
+from pipelines.index.errors import CatalogueUnavailable
 
 
 class Unauthorized(UserError):

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from pipelines.errors import UserError
-from pipelines.index.milvus import RESULT_FIELDS, CatalogueIndex, CollectionMeta
+from pipelines.index.metadata import RESULT_FIELDS, CollectionMeta
+from pipelines.index.milvus import CatalogueIndex
 from pipelines.settings import Settings
 from serving.errors import NotFound
 from serving.service import Recommendation

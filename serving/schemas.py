@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from serving.service import Answer
@@ -120,3 +123,13 @@ class MapResponse(BaseModel):
     styles: list[str]
     total: int = Field(description="Points inside the requested box; `points` holds at most `limit` of them.")
     points: list[list[str | float]] = Field(description="[track_id, x, y, style, title], a uniform sample.")
+
+
+ResponsesDoc = dict[int | str, dict[str, Any]]  # FastAPI's `responses=`: extra OpenAPI responses by status
+
+
+def error_responses(codes: Iterable[int], first: ResponsesDoc | None = None) -> ResponsesDoc:
+    """``first`` (e.g. a 200 with its media types), then an :class:`ErrorResponse` body for each code."""
+    out: ResponsesDoc = dict(first or {})
+    out.update({code: {"model": ErrorResponse} for code in codes})
+    return out

@@ -18,26 +18,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines.audio import AudioRejected, RejectReason, regular_file_size
 from pipelines.errors import UserError
 from pipelines.features.frontend import TrackVector
 from pipelines.features.params import FeatureParams
 from pipelines.index.catalogue_map import CatalogueMap, load_map, refresh_map
-from pipelines.index.milvus import (
-    RESULT_FIELDS,
-    CatalogueIndex,
-    CatalogueUnavailable,
-    CollectionMeta,
-    Hit,
-    IndexSettings,
-    literal,
-)
+from pipelines.index.errors import CatalogueUnavailable
+from pipelines.index.metadata import RESULT_FIELDS, CollectionMeta, Hit, literal
+from pipelines.index.milvus import CatalogueIndex
 from pipelines.index.models import load_embedder
 from pipelines.model.embedder import Embedder
-from pipelines.settings import Settings
+from pipelines.settings import IndexSettings, ServingSettings, Settings
 from serving.batching import SearchBatcher
 from serving.decoding import DecodePool
 from serving.errors import InvalidInput, NotAudio, NotFound, TooLarge
@@ -51,58 +43,6 @@ log = logging.getLogger(__name__)
 MAX_FETCH = 16384  # Milvus's largest top-k
 # Leading bytes of the containers the front end decodes (WAV, RF64, Ogg, FLAC, MP3 with ID3, AIFF).
 _MAGIC = (b"RIFF", b"RF64", b"OggS", b"fLaC", b"ID3", b"FORM")
-
-
-class ServingSettings(BaseSettings):
-    """Serving knobs (env ``MUSICREC_<FIELD>``); the Milvus URI itself is ``Settings.milvus_uri``."""
-
-    model_config = SettingsConfigDict(env_prefix="MUSICREC_", env_file=".env", extra="ignore", frozen=True)
-
-    serving_host: str = "127.0.0.1"
-    serving_port: int = Field(default=8000, ge=1, le=65535)
-    serving_max_k: int = Field(default=100, ge=1, le=1000)
-    serving_max_playlist: int = Field(default=200, ge=1, le=5000)
-    serving_max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, description="A FLAC song is ~30 MB.")
-    serving_alias_ttl_s: float = Field(
-        default=1.0, ge=0.0, description="How long the alias's target is cached; a refresh shows after this."
-    )
-    serving_batch_searches: bool = Field(default=True, description="Coalesce concurrent searches.")
-    serving_max_batch: int = Field(default=64, ge=1)
-    serving_max_inflight: int = Field(default=1, ge=1, description="Concurrent Milvus searches.")
-    serving_vector_copy: bool = Field(
-        default=True,
-        description="The API keeps an in-process copy of the served collection's vectors and searches it "
-        "exactly (about 1.1 kB per 128-d track, in each worker; see docs/query-speed.md).",
-    )
-    serving_api_key: SecretStr | None = Field(
-        default=None,
-        description="Required (header X-API-Key) on every recommendation route when set; `musicrec serve` "
-        "refuses a non-loopback address without one.",
-    )
-    serving_upload_timeout_s: float = Field(
-        default=30.0, gt=0, description="An upload body must arrive within this (slow senders get 408)."
-    )
-    serving_decode_timeout_s: float = Field(
-        default=30.0, gt=0, description="An upload whose decoding takes longer is refused (422 decode_timeout)."
-    )
-    serving_decode_workers: int = Field(default=2, ge=1, description="Child processes decoding uploads at once.")
-    serving_upload_dir: Path | None = Field(
-        default=None,
-        description="Where uploads are spooled for the decoding children (default: a private temp folder).",
-    )
-    serving_keep_alive_s: int = Field(default=5, ge=1, description="Idle keep-alive connections close after this.")
-    serving_graceful_stop_s: int = Field(default=2, ge=0, description="Requests in flight get this long at stop.")
-    serving_start_milvus: bool = Field(
-        default=True, description="`musicrec serve` runs `milvus-lite server` on a local Milvus Lite folder."
-    )
-    music_folder: Path | None = Field(
-        default=None,
-        description="The music server's library root: players' tracks are matched by path relative to it, and "
-        "playlists can name tracks relative to it.",
-    )
-    playlist_dir: Path | None = Field(
-        default=None, description="Where `musicrec playlist --write` puts M3U8/XSPF files (a folder players scan)."
-    )
 
 
 @dataclass(frozen=True)
@@ -234,7 +174,7 @@ class Recommender:
     ) -> None:
         self.index = index
         self.settings = settings
-        self.serving = serving or ServingSettings()
+        self.serving = serving or settings.serving
         self.loader = loader or self._load_registered
         self.vectors = VectorCopy(index) if self.serving.serving_vector_copy else None
         self.searcher: Any = CopySearch(self.vectors, index) if self.vectors else index
@@ -690,60 +630,6 @@ class Recommender:
             "milvus": self.index.uri,
         }
 
-    def style_agreement(self, k: int = 10, collection: str | None = None) -> tuple[float, int]:
-        """Same-style share of every track's top ``k`` (itself and copies excluded), and the track count.
-
-        The headline quality number: how often a recommendation has the query's style label.
-        """
-        meta = self.index.describe(collection) if collection else self.catalogue(fresh=True)
-        ids = list(self.index.fingerprints(meta.name))
-        rows = self._rows(meta, ids)
-        styles = {r["track_id"]: r for r in self.index.get(meta.name, ids, ("track_id", "style"))}
-        vectors = np.asarray([rows[t]["vector"] for t in ids], dtype=np.float32)
-        same = total = 0
-        for start in range(0, len(ids), 256):
-            chunk = ids[start : start + 256]
-            hits = self.index.search(meta, vectors[start : start + 256], k + 5, "", ("track_id", "sha256", "style"))
-            for tid, found in zip(chunk, hits, strict=True):
-                top = [h for h in found if h.track_id != tid and h.fields["sha256"] != rows[tid]["sha256"]][:k]
-                same += sum(h.fields["style"] == styles[tid]["style"] for h in top)
-                total += len(top)
-        return (same / total if total else 0.0), len(ids)
-
-    def raw_baseline_agreement(self, k: int = 10) -> float | None:
-        """The same number as :meth:`style_agreement` for the untrained raw MFCC vectors (exact cosine).
-
-        Read from the feature store of the live collection's front end, so the two numbers describe the
-        same tracks with and without the trained branch; None when that feature version is not stored.
-        """
-        from pipelines.catalogue.manifest import read_manifest
-        from pipelines.features.store import read_features
-        from pipelines.model.embedder import l2_normalise
-
-        meta = self.catalogue(fresh=True)
-        try:
-            features = read_features(self.settings, FeatureParams(**meta.feature_params))
-        except UserError:
-            return None
-        manifest = read_manifest(self.settings.manifest_path).set_index("track_id")
-        styles = manifest.loc[features.track_ids, "style"].to_numpy()
-        return exact_style_agreement(l2_normalise(features.matrix), styles, np.asarray(features.sha256), k)
-
-    def example_tracks(self, n: int) -> list[str]:
-        """``n`` catalogue tracks for a demonstration: each style in turn (styles and ids sorted)."""
-        meta = self.catalogue(fresh=True)
-        ids = sorted(self.index.fingerprints(meta.name))
-        by_style: dict[str, list[str]] = {}
-        for row in sorted(self.index.get(meta.name, ids, ("track_id", "style")), key=lambda r: r["track_id"]):
-            by_style.setdefault(row["style"], []).append(row["track_id"])
-        queues = [by_style[s] for s in sorted(by_style)]
-        picked: list[str] = []
-        while len(picked) < min(n, len(ids)):
-            for queue in queues:
-                if queue and len(picked) < n:
-                    picked.append(queue.pop(0))
-        return picked
-
 
 def _cosine(u: np.ndarray, v: np.ndarray) -> float:
     """Cosine distance between two unit vectors."""
@@ -765,11 +651,3 @@ def _library_track(row: dict[str, Any]) -> LibraryTrack:
         title=_text(row.get("title")),
         duration_s=None if duration is None or np.isnan(duration) else round(float(duration), 1),
     )
-
-
-def exact_style_agreement(unit_vectors: np.ndarray, styles: np.ndarray, sha256: np.ndarray, k: int) -> float:
-    """Same-style share of each row's top ``k`` by exact cosine, itself and copies (same sha256) excluded."""
-    sims = unit_vectors @ unit_vectors.T
-    sims[sha256[:, None] == sha256[None, :]] = -np.inf
-    top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    return float((styles[top] == styles[:, None]).mean())

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.index.milvus import RESULT_FIELDS, CatalogueIndex, CollectionMeta, Hit, literal
+from pipelines.index.metadata import RESULT_FIELDS, CollectionMeta, Hit, literal
+from pipelines.index.milvus import CatalogueIndex
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def load_snapshot(index: CatalogueIndex, meta: CollectionMeta) -> Snapshot:
     query returns more than Milvus allows whatever the collection's size.
     """
     total = index.count(meta.name)  # also loads the collection for querying
-    client = index.client
+    client = index.connection.client
     wanted = ["track_id", "vector", *_TEXT_FIELDS]
     ids: list[str] = []
     vectors: list[np.ndarray] = []

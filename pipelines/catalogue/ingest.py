@@ -9,7 +9,7 @@ are added, vanished files are marked removed. Input files are only ever opened f
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,11 +30,12 @@ from pipelines.catalogue.manifest import (
     write_table,
 )
 from pipelines.catalogue.scan import Candidate
+from pipelines.progress import ItemProgress
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[Iterable[Any]], Iterable[Any]]
+Progress = ItemProgress  # the callback shape of pipelines.progress, under the name callers import
 
 
 def no_progress(items: Iterable[Any]) -> Iterable[Any]:

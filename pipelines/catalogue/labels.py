@@ -49,16 +49,17 @@ def cached_stats(paths: Sequence[Path], cache_file: Path) -> np.ndarray:
 
 
 def label_agreement(
-    stats: np.ndarray, styles: Sequence[str], sources: Sequence[str]
+    stats: np.ndarray, styles: Sequence[str | None], sources: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """For each track: confidence in its label, the label's rank among styles, and the nearest style.
 
-    Centroids are computed without the track's own source, so a source cannot vouch for itself.
+    Centroids are computed without the track's own source, so a source cannot vouch for itself. Every track
+    needs a style (the scan's ``None``, unlabelled, has no centroid to agree with).
     """
     z = (stats - stats.mean(axis=0)) / (stats.std(axis=0) + 1e-9)
     z /= np.linalg.norm(z, axis=1, keepdims=True) + 1e-9
     styles_arr, sources_arr = np.asarray(styles), np.asarray(sources)
-    names = sorted(set(styles))
+    names = sorted({s for s in styles if s is not None})
     conf = np.zeros(len(z))
     rank = np.zeros(len(z), dtype=int)
     nearest: list[str] = []

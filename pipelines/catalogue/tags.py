@@ -14,6 +14,7 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipelines.errors import UserError
 
@@ -125,12 +126,12 @@ _ID3_FRAMES = {
 }
 
 
-def _id3_get(tags: object, key: str) -> object:
-    """An easy-style value from raw ID3 frames."""
+def _id3_get(tags: Any, key: str) -> object:
+    """An easy-style value from raw ID3 frames (``tags``: mutagen's ID3, which has no type hints)."""
     if key == "musicbrainz_trackid":
-        frame = tags.get("UFID:http://musicbrainz.org")  # type: ignore[attr-defined]
+        frame = tags.get("UFID:http://musicbrainz.org")
         return frame.data.decode("ascii", "replace") if frame is not None else None
-    frame = tags.get(_ID3_FRAMES.get(key, ""))  # type: ignore[attr-defined]
+    frame = tags.get(_ID3_FRAMES.get(key, ""))
     return [str(t) for t in frame.text] if frame is not None else None
 
 

@@ -25,7 +25,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.catalogue.manifest import read_manifest
 from pipelines.errors import UserError
@@ -50,12 +50,13 @@ from pipelines.features.quarantine import (
 )
 from pipelines.features.store import add_part, build_table, feature_schema, read_store, stored_shas, write_atomic
 from pipelines.features.worker import EmbedWorker
+from pipelines.progress import CountProgress
 from pipelines.settings import Settings
+from pipelines.steps import StepJob
 
 log = logging.getLogger(__name__)
 
 # Called with ("todo", n), ("skipped", n), ("embedded", 1) or ("quarantined", 1); may come from threads.
-Progress = Callable[[str, int], None]
 
 _STALE_STAGING = timedelta(days=1)
 
@@ -375,7 +376,7 @@ def _out(shard: Path, kind: str) -> Path:
     return shard.with_name(shard.name.replace(".todo.json", f".{kind}"))
 
 
-def compute_shard(shard: str | Path, settings: Settings, progress: Progress = _no_progress) -> ShardResult:
+def compute_shard(shard: str | Path, settings: Settings, progress: CountProgress = _no_progress) -> ShardResult:
     """Embed every file of one shard; a file that fails is quarantined and the shard goes on.
 
     Writes ``.features.parquet``, ``.quarantine.parquet`` and ``.done.json`` next to the shard file (each
@@ -532,7 +533,7 @@ class FeatureBuild(BaseModel):
     params: FeatureParams | None = None
     shards: int = 0
 
-    def run(self, progress: Progress = _no_progress) -> BuildReport:
+    def run(self, progress: CountProgress = _no_progress) -> BuildReport:
         """Hold the run's owner lock throughout: should this process die, the next run takes over its work."""
         started = time.time()
         run_id = new_run_id()
@@ -555,3 +556,16 @@ class FeatureBuild(BaseModel):
                     lock.unlink(missing_ok=True)
                 _remove_staging_if_empty(self.settings)
         return BuildReport(**{**asdict(report), "seconds": time.time() - started})
+
+
+class FeatureJob(StepJob):
+    """Embed every manifest track not yet stored, in ``shards`` worker processes (0: one per core)."""
+
+    shards: int = Field(default=0, ge=0)
+
+
+def run(
+    settings: Settings, job: FeatureJob, inputs: None = None, progress: CountProgress = _no_progress
+) -> BuildReport:
+    """The feature build step; its input is the manifest the settings point at."""
+    return FeatureBuild(settings=settings, shards=job.shards).run(progress)

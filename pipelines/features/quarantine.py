@@ -10,6 +10,7 @@ A track that is later embedded loses its row.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -67,8 +68,9 @@ def settled(settings: Settings, version: str) -> dict[str, tuple[str, int | None
     return {r.track_id: (r.sha256, _int(r.size), _int(r.mtime_ns)) for r in df.itertuples(index=False)}
 
 
-def _int(value: object) -> int | None:
-    return None if pd.isna(value) else int(value)  # type: ignore[call-overload]
+def _int(value: Any) -> int | None:
+    """A nullable integer column's cell (pandas gives NaN, NA or a numpy integer) as int or None."""
+    return None if pd.isna(value) else int(value)
 
 
 def update_quarantine(settings: Settings, version: str, decided: set[str], new_rows: list[dict]) -> None:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.index.milvus import CatalogueIndex, CollectionMeta
+from pipelines.index.metadata import CollectionMeta
+from pipelines.index.milvus import CatalogueIndex
 
 log = logging.getLogger(__name__)
 

@@ -24,22 +24,18 @@ from pipelines.catalogue.manifest import read_manifest
 from pipelines.errors import UserError
 from pipelines.features.params import FeatureParams
 from pipelines.index.catalogue_map import map_file, refresh_map
-from pipelines.index.milvus import (
-    CatalogueIndex,
-    CatalogueNotBuilt,
-    CollectionMeta,
-    IndexSettings,
-    clip,
-    collection_name,
-    now_iso,
-)
+from pipelines.index.errors import CatalogueNotBuilt, RefreshFailed
+from pipelines.index.metadata import CollectionMeta, clip, collection_name, now_iso
+from pipelines.index.milvus import CatalogueIndex
 from pipelines.index.models import CHAMPION, load_embedder, resolve_model_version
 from pipelines.model.embedder import Embedder
-from pipelines.settings import Settings
+from pipelines.progress import ItemProgress
+from pipelines.settings import IndexSettings, Settings
+from pipelines.steps import StepJob
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[Iterable[Any]], Iterable[Any]]
+Progress = ItemProgress  # the callback shape of pipelines.progress, under the name callers import
 Step = Literal["created", "inserted", "verified", "switched"]
 METADATA = ("style", "source", "artist", "album", "title")
 
@@ -53,13 +49,22 @@ def no_step(step: Step) -> None:
 
 
 class FeatureRows(Protocol):
-    """What the refresh needs of the feature store's ``FeatureMatrix`` (issue 4)."""
+    """What the refresh needs of the feature store's ``FeatureMatrix`` (read-only)."""
 
-    track_ids: list[str]
-    matrix: np.ndarray
-    sha256: list[str]
-    version: str
-    params: FeatureParams
+    @property
+    def track_ids(self) -> list[str]: ...
+
+    @property
+    def matrix(self) -> np.ndarray: ...
+
+    @property
+    def sha256(self) -> list[str]: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def params(self) -> FeatureParams: ...
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,38 @@ class RefreshReport:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def verify(index: CatalogueIndex, meta: CollectionMeta, expected: int, sample: Sequence[str]) -> None:
+    """Raise :class:`RefreshFailed` unless the row count is ``expected`` and each sampled track finds itindex.
+
+    "Finds itself" allows exact ties (two tracks with identical vectors), but never a nearer stranger; and
+    if most sampled tracks tie with another, the vectors have collapsed and the collection is refused.
+    """
+    got = index.count(meta.name)
+    if got != expected:
+        raise RefreshFailed(f"{meta.name} holds {got} rows, the feature store {expected}")
+    rows = {r["track_id"]: r["vector"] for r in index.get(meta.name, sample, ["track_id", "vector"])}
+    missing = [t for t in sample if t not in rows]
+    if missing:
+        raise RefreshFailed(f"{meta.name} lacks sampled tracks {missing[:5]}")
+    ids = list(rows)
+    results = index.search(
+        meta, np.asarray([rows[t] for t in ids]), limit=5, fields=("track_id",), consistency="Strong"
+    )
+    tied = 0
+    for track_id, hits in zip(ids, results, strict=True):
+        best = hits[0].distance if hits else 1.0
+        if best > 1e-3 or not any(h.track_id == track_id and h.distance <= best + 1e-4 for h in hits):
+            found = [(h.track_id, round(h.distance, 5)) for h in hits[:3]]
+            raise RefreshFailed(f"{meta.name}: nearest neighbours of {track_id} are {found}, not itself")
+        tied += any(h.track_id != track_id and h.distance <= 1e-6 for h in hits)
+    if len(ids) > 1 and tied > len(ids) // 2:
+        raise RefreshFailed(
+            f"{meta.name}: {tied} of {len(ids)} sampled tracks have a different track at distance 0; "
+            "the model maps different tracks to the same vector (collapsed?)"
+        )
+    log.info("verified %s: %d rows, %d sampled tracks find themselves", meta.name, got, len(ids))
 
 
 def _sample(ids: Sequence[str], fresh: Sequence[str], n: int) -> list[str]:
@@ -215,7 +252,7 @@ def _refresh(
     on_step("inserted")
 
     meta = index.describe(name)
-    index.verify(meta, expected=len(want), sample=_sample(list(want), todo, index.settings.verify_sample))
+    verify(index, meta, expected=len(want), sample=_sample(list(want), todo, index.settings.verify_sample))
     previous = live if live is not None and live != name else meta.previous
     styles = sorted({str(s) for s in meta_rows.loc[list(want), "style"] if isinstance(s, str) and s})
     # An update in place keeps the collection a rollback left (to roll forward to); a switch forgets it.
@@ -275,7 +312,7 @@ class RefreshCatalogue(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     settings: Settings
-    index: IndexSettings = Field(default_factory=IndexSettings)
+    index: IndexSettings | None = None  # default: the settings' own index section
     model_version: str = Field(default=CHAMPION, description="'champion' (registry alias), 'raw' or a version.")
 
     def run(self, progress: Progress = no_progress, on_step: Callable[[Step], None] = no_step) -> RefreshReport:
@@ -284,14 +321,25 @@ class RefreshCatalogue(BaseModel):
         embedder = load_embedder(self.settings, version, params)
         if embedder.version != version:  # serving reloads the model by the version recorded in the collection
             raise UserError(f"model loaded for version {version} calls itself {embedder.version}")
-        from pipelines.features.store import read_features  # the feature store (issue 4)
+        from pipelines.features.store import read_features
 
         features = read_features(self.settings, params)
         manifest = read_manifest(self.settings.manifest_path)
-        index = CatalogueIndex.from_settings(self.settings, self.index)
+        index = CatalogueIndex.from_settings(self.settings, self.index or self.settings.index)
         try:
             return refresh_collection(
                 index, embedder, features, manifest, progress, on_step, map_root=self.settings.data_root
             )
         finally:
             index.close()
+
+
+class RefreshJob(StepJob):
+    """Which model's embeddings the new collection holds: 'champion', 'challenger', 'raw' or a version."""
+
+    model_version: str = CHAMPION
+
+
+def run(settings: Settings, job: RefreshJob, inputs: None = None, progress: Progress = no_progress) -> RefreshReport:
+    """The index refresh step: embed the feature store, verify the collection, move the alias."""
+    return RefreshCatalogue(settings=settings, model_version=job.model_version).run(progress)

@@ -222,12 +222,12 @@ def load_cached(settings: Settings, version: str) -> Embedder:
                 log.warning("cached model %s is unreadable (%s); loading it again", folder, exc)
                 shutil.rmtree(folder, ignore_errors=True)
     try:
-        folder = _store(settings, MODEL_NAME, version)
+        stored = _store(settings, MODEL_NAME, version)
     except UserError:
         raise
     except Exception as exc:  # caching is an optimisation: the registry's own loader still answers
         log.warning("could not cache model version %s (%s); loading it through MLflow", version, exc)
-        folder = None
-    if folder is not None:
-        return _load_entry(folder)
+        stored = None
+    if stored is not None:
+        return _load_entry(stored)
     return load_embedder(settings, version)

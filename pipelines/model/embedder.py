@@ -16,9 +16,18 @@ import numpy as np
 class Embedder(Protocol):
     """Maps raw front-end vectors ``(n, D)`` to L2-normalised float32 embeddings ``(n, dim)``."""
 
-    version: str  # the model version that made the vectors ("raw" for the baseline)
-    feature_version: str  # the feature-parameter version the model expects as input
-    dim: int
+    @property
+    def version(self) -> str:
+        """The model version that made the vectors ("raw" for the baseline)."""
+        ...
+
+    @property
+    def feature_version(self) -> str:
+        """The feature-parameter version the model expects as input."""
+        ...
+
+    @property
+    def dim(self) -> int: ...
 
     def embed(self, vectors: np.ndarray) -> np.ndarray: ...
 

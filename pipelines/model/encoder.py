@@ -1,24 +1,7 @@
 """The branch of the triplet network: a feed-forward net from the front-end vector to a unit-length embedding.
 
-Only this module is needed to embed (serving imports it, never the training code). The branch takes the
-raw concatenated MFCC vector exactly as the front end writes it (frame-major, ``N x n_mfcc`` values) and
-does everything else itself, so a stored model can never be fed differently-normalised input:
-
-1. reshape to ``(N, n_mfcc)`` frames and optionally append deltas (a fixed finite difference: no weights);
-2. standardise with per-coefficient statistics of the training windows, stored as buffers in the weights;
-3. ``frames``: the same small MLP applied to every frame (with ``context`` neighbouring frames stacked),
-   then pooled over the N frames (mean, or mean and standard deviation); ``flat``: one MLP over the whole
-   standardised vector (the naive branch, kept for comparison);
-4. a head MLP and a linear projection to ``dim``, L2-normalised so cosine distance is ``1 - dot``;
-5. optionally (``stats_weight`` w > 0) the unit vector of the input's own per-coefficient mean and standard
-   deviation over the N frames (no weights) is appended, the two parts scaled by sqrt(1 - w) and sqrt(w):
-   the output is still unit length, and its cosine is ``(1 - w) cos(learned) + w cos(statistics)``. The
-   statistics place a track near others of its recording; the learned part, trained with them in place,
-   adds what the statistics miss (the style across recordings). See docs/training.md for the measurement.
-
-Everything is one forward pass with no recurrence: the method's feed-forward branch. Why per-frame layers
-and pooling: a flat layer ties each weight to one absolute frame position, so a track whose texture starts
-a few frames later looks different to it; shared per-frame layers see the same frame wherever it is.
+Only this module is needed to embed (serving imports it, never the training code); its layers and why
+are in docs/training.md ("The branch").
 """
 
 from __future__ import annotations
@@ -59,6 +42,9 @@ def with_deltas(frames: torch.Tensor, order: int) -> torch.Tensor:
 
 class Encoder(nn.Module):
     """One branch of the triplet network; the weights are shared by anchor, positive and negative."""
+
+    mean: torch.Tensor  # buffers, registered in __init__: declared so their type is known
+    std: torch.Tensor
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ def _pyplot():
     return plt
 
 
-def loss_curves(histories: Mapping[int, pd.DataFrame], out: Path, best_epoch: int | None = None) -> Path:
+def loss_curves(histories: Mapping[Any, pd.DataFrame], out: Path, best_epoch: int | None = None) -> Path:
     """Training loss and validation mAP@10 per epoch, one line per fold (the evaluation fold in bold)."""
     plt = _pyplot()
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.8))

@@ -1,28 +1,13 @@
 """Evaluation: same-style retrieval of the evaluation tracks, for the model and its baselines, per fold.
 
-Two views per fold (queries are always that fold's tracks, each excluded from its own candidates):
-
-- ``catalogue``: candidates are every other track of the catalogue, the training tracks included, each
-  embedded the same way: what a user of the deployed model gets.
-- ``unseen``: candidates are the other tracks of the fold only: how the embedding organises music it has
-  never seen. Small styles have fewer than 10 same-style candidates here, so mAP@10 and R-precision are
-  the numbers to read, not a precision@10 that cannot reach 1.
-- ``cross_source``: candidates are the tracks of every *other* source (when sources are given): a
-  same-style hit can then never be the query's own album or soundtrack, so this view cannot be won by
-  recognising the recording. With leave-one-source-out folds it is the gate's view: the query's source
-  was never trained on, and what it must find belongs to other sources.
-
-A fold is just "these tracks were held out from training", so the same code serves the track-disjoint
-folds and a leave-one-source-out view (a fold per source).
-
-Baselines, embedded without training: (a) ``raw``: the concatenated MFCC vector with cosine (the method
-without its network); (b) ``meanstd``: per-coefficient mean and standard deviation over the N frames;
-(c) ``random``: random unit vectors, the chance level of each metric.
+The views (catalogue, unseen, cross_source) and baselines are described in docs/training.md
+("Evaluation views and baselines").
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -84,7 +69,7 @@ def evaluate_fold(
 
 
 def evaluate_models(
-    embedders: Mapping[str, Mapping[int, Embed | np.ndarray]],
+    embedders: Mapping[str, Mapping[Any, Embed | np.ndarray]],
     matrix: np.ndarray,
     track_ids: list[str],
     styles: list[str],

@@ -1,31 +1,12 @@
 """Training one branch on a triplet dataset: seeded, deterministic, early-stopped on validation precision.
 
-Each batch of the triplet dataset is a pool of windows (see :mod:`pipelines.training.triplets`): the pool
-is embedded once by the branch, the pool's pairwise cosine distances are formed, and the batch's triplets
-are scored from them with the triplet margin loss. Anchor, positive and negative therefore go through the
-very same weights (the shared branch of the triplet network) without three copies of it.
-
-Mining (see :mod:`pipelines.training.triplets`): ``batch-all`` scores every listed (anchor, positive)
-pair against every other-style member of the pool; ``semi-hard`` re-chooses each negative with the model
-being trained, after ``mine_after_epochs`` epochs of the dataset's random negatives (a random model has
-nothing to mine); ``random`` uses the listed triplets as they are.
-
-Channel augmentation (``augment_channel``): each training window gets a random constant added to each
-MFCC over all its frames, ``augment_channel`` standard deviations of that coefficient. An equaliser, a
-microphone or a mastering chain multiplies the spectrum, which is an additive constant in the cepstrum:
-exactly the recording fingerprint a model must not rely on to tell styles apart. Deltas are unchanged by
-it, as they should be.
-
-An epoch is ``batches_per_epoch`` batches; after each, the validation tracks (carved from the training
-side, never the evaluation fold) are ranked against the training tracks by their first-N-frames vectors,
-and the weights with the best validation mAP@10 are kept. Training stops once that has not improved for
-``patience_epochs`` epochs. A loss that is not finite stops the run with :class:`TrainingFailed`.
+How a batch is scored, augmentation and early stopping: docs/training.md ("Training loop").
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,7 +35,12 @@ class WindowBank:
 
     @classmethod
     def build(
-        cls, track_ids: list[str], first: np.ndarray, extra_ids: list[str] = (), extra_offsets=(), extra=None
+        cls,
+        track_ids: list[str],
+        first: np.ndarray,
+        extra_ids: Sequence[str] = (),
+        extra_offsets: Sequence[float] | np.ndarray = (),
+        extra: np.ndarray | None = None,
     ) -> WindowBank:
         rows = {(t, 0.0): i for i, t in enumerate(track_ids)}
         mats = [np.asarray(first, np.float32)]
@@ -64,12 +50,6 @@ class WindowBank:
                 rows[(t, float(o))] = base + j
             mats.append(np.asarray(extra, np.float32))
         return cls(np.concatenate(mats), rows)
-
-    def offsets(self) -> dict[str, list[float]]:
-        out: dict[str, list[float]] = {}
-        for t, o in sorted(self.row):
-            out.setdefault(t, []).append(o)
-        return out
 
 
 @dataclass

@@ -1,49 +1,19 @@
 """Triplet datasets (Parquet) and the miners that choose negatives.
 
-A triplet is (anchor, positive, negative): anchor and positive are different tracks of one style, the
-negative is a track of another style. Each may be a window at some offset into its track (``*_offset``
-columns, seconds; 0 is the front end's own first-N-frames vector).
-
-Triplets are grouped in *batches*. A batch draws a pool of up to ``tracks_per_style`` tracks of every
-style, one window each, and all its triplets are made of pool members, so training embeds the pool once
-and scores many triplets with it. Anchors are spread evenly over the styles (balanced per style, however
-many tracks a style has). The whole dataset is a function of its seed.
-
-Mining:
-- ``random``: the negative is any pool member of another style.
-- ``batch-all``: the dataset lists every (anchor, positive) pair of the pool, and training scores each
-  against every pool member of another style, averaging the loss over the triplets that still violate the
-  margin (so the gradient does not fade as most triplets become easy). Measured best here
-  (docs/training.md). The file's ``negative`` is one random example of those negatives.
-- ``semi-hard`` (FaceNet): with the current model's embeddings, the negative is one that is farther from
-  the anchor than the positive, but by less than the margin (``d(a,p) < d(a,n) < d(a,p) + margin``): it
-  still costs something without being the hardest (often mislabelled or unlearnable) case. An anchor with
-  no such negative gets the least-hard violating one, else a random one. Training re-mines each batch
-  this way with the model being trained (:func:`semi_hard_negatives`), so the file's negatives are the
-  random starting point and its ``strategy`` column says which miner training applies.
-
-Positives (``positives``): ``any`` other track of the style, or ``other-source``: a track of the same style
-from a different source whenever the pool has one (the pool then draws each style's tracks round-robin
-over its sources, so a small source is not drowned by a big one). Pulling a style's sources together is
-what teaches the branch the style rather than the recording; a style with a single source
-falls back to same-source pairs.
-
-``triplets_per_batch`` applies to ``random`` and ``semi-hard``; ``batch-all`` batches hold every pair.
+Batches, miners and positives are described in docs/training.md ("Triplet datasets and mining").
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from pipelines.errors import UserError
-
-if TYPE_CHECKING:
-    from pipelines.training.config import TrainConfig
+from pipelines.training.config import TrainConfig
 
 Strategy = Literal["random", "semi-hard", "batch-all"]
 STRATEGIES = ("random", "semi-hard", "batch-all")

@@ -12,7 +12,7 @@ run decodes nothing; a window that would run past the end of its track, or is si
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +26,9 @@ from pipelines import parallel
 from pipelines.audio import AudioRejected
 from pipelines.features import frontend
 from pipelines.features.params import FeatureParams
+from pipelines.progress import ItemProgress
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[Iterable], Iterable]
 
 
 def _no_progress(items: Iterable) -> Iterable:
@@ -111,7 +110,7 @@ def build_windows(
     params: FeatureParams,
     offsets_s: Sequence[float],
     root: Path,
-    progress: Progress = _no_progress,
+    progress: ItemProgress = _no_progress,
     workers: int = 1,
 ) -> Windows:
     """Windows at ``offsets_s`` (seconds, > 0) of every track in ``tracks`` (track_id, path, sha256, duration_s).

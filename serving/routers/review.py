@@ -11,12 +11,13 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from pipelines.index.quality import example_tracks
 from serving.deps import RecommenderDep, require_api_key
 from serving.errors import Forbidden, Unauthorized
 from serving.review import ModelReview
-from serving.schemas import ErrorResponse
+from serving.schemas import error_responses
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422, 503)}
+_ERRORS = error_responses((401, 403, 404, 422, 503))
 
 router = APIRouter(tags=["model review"], dependencies=[Depends(require_api_key)])
 admin = APIRouter(tags=["admin"])
@@ -64,7 +65,7 @@ def examples(
 ) -> dict[str, Any]:
     """The same example queries (each style in turn) answered by each version, from its own collection."""
     versions = [review.version(v).version for v in dict.fromkeys(version)]
-    queries = recommender.example_tracks(n)
+    queries = example_tracks(recommender.index, recommender.catalogue(fresh=True), n)
     found = review.examples(queries, versions, k)
     return {"versions": versions, "examples": [asdict(e) for e in found]}
 
@@ -72,7 +73,7 @@ def examples(
 @router.get(
     "/models/{version}/artifacts/{name}",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}, "text/csv": {}}}} | _ERRORS,
+    responses=error_responses((401, 403, 404, 422, 503), {200: {"content": {"image/png": {}, "text/csv": {}}}}),
 )
 def artifact(
     review: ReviewDep,

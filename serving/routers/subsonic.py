@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from pipelines.errors import UserError
-from pipelines.index.milvus import CatalogueUnavailable
+from pipelines.index.errors import CatalogueUnavailable
 from serving import subsonic
 from serving.errors import NotFound
 from serving.service import Recommender

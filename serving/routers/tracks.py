@@ -16,7 +16,7 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from serving.deps import FiltersDep, K, RecommenderDep, require_api_key
 from serving.errors import InvalidInput, RequestTimeout, TooLarge
-from serving.schemas import ErrorResponse, PlaylistRequest, PlaylistResponse, SimilarResponse
+from serving.schemas import PlaylistRequest, PlaylistResponse, SimilarResponse, error_responses
 from serving.service import Filters
 
 router = APIRouter(tags=["recommendations"], dependencies=[Depends(require_api_key)])
@@ -36,7 +36,7 @@ class _AnyText(Convertor[str]):
 
 register_url_convertor("track_id", _AnyText())
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 408, 413, 415, 422, 503)}
+_ERRORS = error_responses((400, 401, 403, 404, 408, 413, 415, 422, 503))
 _UPLOAD_BODY = {
     "requestBody": {
         "required": True,

@@ -16,12 +16,12 @@ from fastapi.responses import FileResponse, Response
 from serving.deps import RecommenderDep, require_api_key
 from serving.errors import InvalidInput
 from serving.schemas import (
-    ErrorResponse,
     LibraryTrack,
     MapResponse,
     PathResponse,
     PathStepOut,
     SearchResponse,
+    error_responses,
 )
 from serving.service import Filters
 
@@ -33,7 +33,7 @@ AUDIO_TYPES = {
     ".opus": "audio/ogg",
     ".mp3": "audio/mpeg",
 }
-_ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422, 503)}
+_ERRORS = error_responses((401, 403, 404, 422, 503))
 
 pages = APIRouter(tags=["web page"], include_in_schema=False)
 router = APIRouter(tags=["library"], dependencies=[Depends(require_api_key)])
@@ -66,7 +66,10 @@ def search(
 @router.get(
     "/tracks/{track_id:track_id}/audio",
     response_class=FileResponse,
-    responses={200: {"content": {"audio/*": {}}}, 206: {"description": "The requested byte range."}} | _ERRORS,
+    responses=error_responses(
+        (401, 403, 404, 422, 503),
+        {200: {"content": {"audio/*": {}}}, 206: {"description": "The requested byte range."}},
+    ),
 )
 def audio(track_id: Annotated[str, Path(description="A catalogue track id.")], recommender: RecommenderDep) -> Response:
     """The track's audio file; honours ``Range`` (206)."""
@@ -86,7 +89,7 @@ def _m3u_text(value: str | None) -> str:
 @router.get(
     "/playlist.m3u",
     response_class=Response,
-    responses={200: {"content": {"audio/x-mpegurl": {}}}} | _ERRORS,
+    responses=error_responses((401, 403, 404, 422, 503), {200: {"content": {"audio/x-mpegurl": {}}}}),
 )
 def playlist_m3u(
     request: Request,
@@ -151,11 +154,11 @@ def catalogue_map(
     given = [v for v in (x0, y0, x1, y1) if v is not None]
     if given and len(given) != 4:
         raise InvalidInput("give all of x0, y0, x1, y1 for a box, or none of them")
-    box = (x0, y0, x1, y1) if len(given) == 4 else None
-    if box is not None and (box[0] > box[2] or box[1] > box[3]):  # type: ignore[operator]
+    box = (x0, y0, x1, y1) if x0 is not None and y0 is not None and x1 is not None and y1 is not None else None
+    if box is not None and (box[0] > box[2] or box[1] > box[3]):
         raise InvalidInput("the box needs x0 <= x1 and y0 <= y1")
     cmap = recommender.catalogue_map()
-    total, points = cmap.window(box, limit)  # type: ignore[arg-type]
+    total, points = cmap.window(box, limit)
     return MapResponse(
         collection=cmap.collection,
         model_version=cmap.model_version,

@@ -17,10 +17,8 @@ from urllib.parse import urlparse
 import typer
 import yaml
 
-from pipelines.index.milvus import IndexSettings
-from pipelines.settings import Settings
-from serving.cli import app as cli_app
-from serving.service import ServingSettings
+from pipelines.settings import IndexSettings, ServingSettings, Settings
+from serving.cli_serve import musicrec_app
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -197,7 +195,7 @@ def test_every_project_service_mounts_the_shared_data_root_and_declared_volumes(
 
 def test_api_command_parses_with_the_real_cli_and_sums_metrics_over_its_workers() -> None:
     args = command(SERVICES["api"])
-    group = typer.main.get_command(cli_app)
+    group = typer.main.get_command(musicrec_app())
     ctx = group.make_context("musicrec", args[1:])
     sub = group.get_command(ctx, args[1])  # type: ignore[attr-defined]
     assert sub is not None

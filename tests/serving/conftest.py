@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 
 from pipelines.catalogue.importer import import_catalogue
 from pipelines.index.milvus import CatalogueIndex
-from pipelines.settings import Settings
+from pipelines.settings import ServingSettings, Settings
 from serving.api import create_app
-from serving.service import Recommender, ServingSettings
+from serving.service import Recommender
 from tests import tagged
 from tests.pipelines.index.helpers import PARAMS_A, lib, lite_server, make_library, refresh
 

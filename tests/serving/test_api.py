@@ -15,8 +15,7 @@ from pipelines.index.lite_server import free_port
 from pipelines.index.milvus import CatalogueIndex
 from pipelines.index.refresh import refresh_collection
 from pipelines.model.embedder import RawEmbedder
-from pipelines.settings import Settings
-from serving.service import ServingSettings
+from pipelines.settings import ServingSettings, Settings
 from tests import synth
 from tests.pipelines.index.helpers import PARAMS_A, build_features
 from tests.serving.conftest import Served, serve

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pipelines.catalogue.manifest import read_manifest
+from pipelines.settings import ServingSettings
 from serving.cli_serve import is_loopback
-from serving.service import ServingSettings
 from tests.serving.conftest import Served, serve
 from tests.serving.test_cli_serve import _musicrec, _one_line_error
 

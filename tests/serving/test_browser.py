@@ -26,14 +26,14 @@ import torch
 
 from pipelines.catalogue.manifest import read_manifest
 from pipelines.index.catalogue_map import map_file
-from pipelines.index.milvus import CatalogueIndex, IndexSettings
+from pipelines.index.milvus import CatalogueIndex
 from pipelines.index.models import load_embedder
 from pipelines.index.refresh import refresh_collection
 from pipelines.model.encoder import Encoder, EncoderConfig
 from pipelines.registry import CHAMPION, Registry
-from pipelines.settings import Settings
+from pipelines.settings import IndexSettings, ServingSettings, Settings
 from serving.api import create_app
-from serving.service import Recommender, ServingSettings
+from serving.service import Recommender
 from tests import synth
 from tests.pipelines.index.helpers import PARAMS_A, build_features, make_library
 

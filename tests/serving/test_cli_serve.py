@@ -19,7 +19,7 @@ from pipelines.index.milvus import CatalogueIndex
 from pipelines.settings import Settings
 from tests.pipelines.index.helpers import PARAMS_A, PARAMS_B, refresh
 
-_MAIN = "from serving.cli import main; main()"
+_MAIN = "from serving.cli_serve import main; main()"
 
 
 def _env(settings: Settings) -> dict[str, str]:

@@ -38,9 +38,9 @@ from pipelines.catalogue.manifest import (
 from pipelines.features.build import FeatureBuild
 from pipelines.features.quarantine import read_quarantine
 from pipelines.features.store import read_features
-from pipelines.settings import Settings
+from pipelines.settings import ServingSettings, Settings
 from serving.api import create_app
-from serving.service import Recommender, ServingSettings
+from serving.service import Recommender
 from tests import synth
 from tests.pipelines.index.helpers import PARAMS_A, refresh
 from tests.serving.conftest import Served

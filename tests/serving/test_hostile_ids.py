@@ -16,10 +16,11 @@ from fastapi.testclient import TestClient
 
 from pipelines.catalogue.manifest import REJECTS_SCHEMA, read_manifest, read_table
 from pipelines.features.build import FeatureBuild
-from pipelines.index.milvus import CatalogueIndex, literal
-from pipelines.settings import Settings
+from pipelines.index.metadata import literal
+from pipelines.index.milvus import CatalogueIndex
+from pipelines.settings import ServingSettings, Settings
 from serving.api import create_app
-from serving.service import Recommender, ServingSettings
+from serving.service import Recommender
 from tests import synth
 from tests.pipelines.index.helpers import PARAMS_A
 from tests.serving.test_cli_serve import _musicrec, _one_line_error

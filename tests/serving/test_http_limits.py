@@ -13,9 +13,10 @@ import pytest
 import uvicorn
 
 from pipelines.index.lite_server import free_port
+from pipelines.settings import ServingSettings
 from serving.api import create_app
 from serving.cli_serve import server_config
-from serving.service import Recommender, ServingSettings
+from serving.service import Recommender
 from tests.serving.conftest import Served
 
 pytestmark = pytest.mark.integration

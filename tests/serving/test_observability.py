@@ -16,10 +16,10 @@ from pipelines.index.lite_server import free_port
 from pipelines.index.milvus import CatalogueIndex
 from pipelines.index.refresh import refresh_collection
 from pipelines.model.embedder import RawEmbedder
-from pipelines.settings import Settings
+from pipelines.settings import ServingSettings, Settings
 from serving.api import create_app
 from serving.observability import MULTIPROC_ENV, UNMATCHED, prepare_multiprocess_dir, sane_request_id
-from serving.service import Recommender, ServingSettings
+from serving.service import Recommender
 from tests.pipelines.index.helpers import PARAMS_A, build_features
 from tests.serving.conftest import Served, serve
 

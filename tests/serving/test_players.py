@@ -25,7 +25,7 @@ from serving.playlists import XSPF_NS
 from tests import tagged
 from tests.pipelines.index.helpers import PARAMS_A, refresh
 
-_MAIN = "from serving.cli import main; main()"
+_MAIN = "from serving.cli_serve import main; main()"
 LOW0 = "Ann Arbor/Low Hum/01 Low 0.flac"
 HIGH0 = "Bee Sharp/High Notes/01 High 0.ogg"
 
@@ -205,8 +205,9 @@ def test_exported_playlist_loads_in_mpd_and_every_entry_resolves(library: Librar
 
 
 def test_mpd_radio_queues_similar_songs_after_the_current_one(library: Library, mpd: Mpd) -> None:
+    from pipelines.settings import ServingSettings
     from serving.radio import Radio
-    from serving.service import Recommender, ServingSettings
+    from serving.service import Recommender
 
     client = _client(mpd.port)
     try:

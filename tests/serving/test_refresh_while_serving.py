@@ -17,14 +17,14 @@ from pipelines.catalogue.manifest import read_manifest
 from pipelines.index.lite_server import LiteServer, free_port
 from pipelines.index.milvus import CatalogueIndex
 from pipelines.index.refresh import rollback
-from pipelines.settings import Settings
+from pipelines.settings import ServingSettings, Settings
 from serving.api import create_app
-from serving.service import ServingSettings
 from tests.pipelines.index.helpers import PARAMS_A, refresh
 
 _REFRESH_B = """
 import sys
-from pipelines.index.milvus import CatalogueIndex, IndexSettings
+from pipelines.settings import IndexSettings
+from pipelines.index.milvus import CatalogueIndex
 from pipelines.settings import Settings
 from tests.pipelines.index.helpers import PARAMS_B, refresh
 settings = Settings(data_root=sys.argv[1], milvus_uri=sys.argv[2])

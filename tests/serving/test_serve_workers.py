@@ -65,7 +65,7 @@ def test_two_workers_share_one_milvus_and_report_summed_metrics(lib: Settings, t
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # `serve` makes its own folder for the workers' metrics ...
     env["TMPDIR"] = str(tmp_path / "tmp")  # ... here, and removes it when it stops
     (tmp_path / "tmp").mkdir()
-    cmd = [sys.executable, "-c", "from serving.cli import main; main()", "serve", "--workers", "2"]
+    cmd = [sys.executable, "-c", "from serving.cli_serve import main; main()", "serve", "--workers", "2"]
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         proc = subprocess.Popen([*cmd, "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -116,7 +116,7 @@ def test_two_workers_share_one_milvus_and_report_summed_metrics(lib: Settings, t
 
 
 def test_workers_must_be_at_least_one(lib: Settings) -> None:
-    cmd = [sys.executable, "-c", "from serving.cli import main; main()", "serve", "--workers", "0"]
+    cmd = [sys.executable, "-c", "from serving.cli_serve import main; main()", "serve", "--workers", "0"]
     env = {**os.environ, "MUSICREC_DATA_ROOT": str(lib.data_root), "MUSICREC_MILVUS_URI": lib.milvus_uri}
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 2 and "--workers" in out.stderr and not endpoint_file(Path(lib.milvus_uri)).exists()

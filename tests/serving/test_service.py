@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from pipelines.index.milvus import MilvusUnavailable
+from pipelines.index.errors import MilvusUnavailable
+from pipelines.index.quality import style_agreement
 from pipelines.model.embedder import l2_normalise
 from serving.batching import SearchBatcher
 from serving.service import Filters
@@ -38,16 +41,43 @@ def test_concurrent_searches_share_milvus_calls_and_each_gets_its_own_answer(ser
 def test_batcher_hands_a_failure_to_every_waiting_caller(served: Served) -> None:
     meta = served.recommender.catalogue(fresh=True)
     batcher = SearchBatcher(served.index)
+    waiting = 6
+    queued, first = threading.Event(), threading.Event()
+
+    def hold_first_call(size: int) -> None:  # the first call waits until the others queue behind it
+        if not first.is_set():
+            first.set()
+            assert queued.wait(30)
+
+    batcher.on_batch = hold_first_call
+    good = np.ones(meta.dim, dtype=np.float32)
     wrong_dim = np.ones(3, dtype=np.float32)
-    with pytest.raises(Exception) as err:
-        batcher.search(meta, wrong_dim, 5)
-    assert not isinstance(err.value, MilvusUnavailable)  # a bad request is not an outage
-    good = batcher.search(meta, np.ones(meta.dim, dtype=np.float32), 5)  # the batcher is still usable
-    assert len(good) == 5
+
+    def bad() -> BaseException | None:
+        try:
+            batcher.search(meta, wrong_dim, 5)
+        except Exception as exc:
+            return exc
+        return None
+
+    with ThreadPoolExecutor(waiting + 1) as pool:
+        runner = pool.submit(batcher.search, meta, good, 5)
+        assert first.wait(30)
+        callers = [pool.submit(bad) for _ in range(waiting)]
+        while batcher.requests < waiting + 1:  # every bad request is queued behind the running call
+            time.sleep(0.01)
+        queued.set()
+        assert len(runner.result(30)) == 5
+        errors = [c.result(30) for c in callers]
+    assert batcher.calls == 2  # the six waiting requests went to Milvus together, in one call
+    assert all(e is errors[0] for e in errors) and errors[0] is not None  # that call's error, to each caller
+    assert not isinstance(errors[0], MilvusUnavailable)  # a bad request is not an outage
+    assert len(batcher.search(meta, good, 5)) == 5  # the batcher is still usable
 
 
 def test_same_style_share_matches_exact_cosine(served: Served) -> None:
-    share, n = served.recommender.style_agreement(k=4)
+    rec = served.recommender
+    share, n = style_agreement(rec.index, rec.catalogue(fresh=True), k=4)
     features = build_features(served.settings, PARAMS_A)
     vectors = l2_normalise(features.matrix)
     sims = vectors @ vectors.T
@@ -60,17 +90,3 @@ def test_same_style_share_matches_exact_cosine(served: Served) -> None:
 
 def test_filters_are_plain_values() -> None:
     assert Filters() == Filters(None, True, None, None)
-
-
-def test_exact_style_agreement_excludes_self_and_copies() -> None:
-    import numpy as np
-
-    from serving.service import exact_style_agreement
-
-    vectors = np.array([[1.0, 0.0], [1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]], dtype=np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    styles = np.array(["a", "a", "b", "b", "b"])
-    sha = np.array(["x", "x", "y", "z", "w"])  # rows 0 and 1 are copies of one file
-    # top-1: row0 -> row2 (b, wrong; row1 is its copy), row1 -> row2 (wrong), row2 -> row0 (wrong),
-    # row3 -> row4 (right), row4 -> row3 (right)
-    assert exact_style_agreement(vectors, styles, sha, 1) == 2 / 5

@@ -9,8 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pipelines.catalogue.manifest import UNLABELLED
+from pipelines.settings import ServingSettings
 from serving.api import create_app
-from serving.service import Recommender, ServingSettings
+from serving.service import Recommender
 from serving.subsonic import XMLNS
 from tests import tagged
 from tests.serving.conftest import TaggedServed

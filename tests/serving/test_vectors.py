@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from pipelines.index.milvus import CatalogueIndex, CollectionMeta, IndexSettings, now_iso
+from pipelines.index.metadata import CollectionMeta, now_iso
+from pipelines.index.milvus import CatalogueIndex
 from pipelines.model.embedder import l2_normalise
-from pipelines.settings import Settings
+from pipelines.settings import IndexSettings, ServingSettings, Settings
 from serving import vectors
 from serving.api import create_app
-from serving.service import Filters, Recommender, ServingSettings
+from serving.service import Filters, Recommender
 from serving.vectors import VectorCopy, load_snapshot
 from tests.serving.conftest import Served
 

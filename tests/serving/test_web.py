@@ -12,8 +12,9 @@ from fastapi.testclient import TestClient
 
 from pipelines.catalogue.manifest import read_manifest
 from pipelines.index.catalogue_map import load_map, map_file, project
+from pipelines.settings import ServingSettings
 from serving.api import create_app
-from serving.service import Recommender, ServingSettings
+from serving.service import Recommender
 from tests.serving.conftest import Served
 
 pytestmark = pytest.mark.integration

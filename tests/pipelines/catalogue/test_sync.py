@@ -11,10 +11,10 @@ from pipelines.catalogue.importer import import_catalogue, sync_catalogue
 from pipelines.catalogue.manifest import REMOVED, read_manifest
 from pipelines.features.build import FeatureBuild
 from pipelines.features.store import read_features
-from pipelines.index.milvus import CatalogueIndex, IndexSettings
+from pipelines.index.milvus import CatalogueIndex
 from pipelines.index.refresh import RefreshReport, refresh_collection
 from pipelines.model.embedder import RawEmbedder
-from pipelines.settings import Settings
+from pipelines.settings import IndexSettings, Settings
 from tests import synth, tagged
 from tests.pipelines.index.helpers import PARAMS_A
 
@@ -103,7 +103,7 @@ def test_sync_cli_needs_an_imported_path(tmp_path: Path) -> None:
     folder = tmp_path / "never-imported"
     folder.mkdir()
     env = {**os.environ, "MUSICREC_DATA_ROOT": str(tmp_path / "data")}
-    cmd = [sys.executable, "-c", "from serving.cli import main; main()", "catalogue", "sync", str(folder)]
+    cmd = [sys.executable, "-c", "from pipelines.cli.app import run; run()", "catalogue", "sync", str(folder)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=60)
     assert out.returncode == 2 and out.stderr.startswith("error: ") and "never imported" in out.stderr, out.stderr
     assert out.stderr.strip().count("\n") == 0
@@ -121,7 +121,7 @@ def test_sync_cli_with_refresh_embeds_and_indexes_only_the_change(tmp_path: Path
         "MUSICREC_FEATURES__N_FRAMES": str(PARAMS_A.n_frames),
         "MUSICREC_FEATURES__N_MFCC": str(PARAMS_A.n_mfcc),
     }
-    cmd = [sys.executable, "-c", "from serving.cli import main; main()", "catalogue", "sync", str(music)]
+    cmd = [sys.executable, "-c", "from pipelines.cli.app import run; run()", "catalogue", "sync", str(music)]
     cmd += ["--refresh", "--model-version", "raw"]
 
     def sync() -> str:

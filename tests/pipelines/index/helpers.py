@@ -18,11 +18,11 @@ from pipelines.catalogue.manifest import read_manifest
 from pipelines.features.frontend import TrackVector, track_vector
 from pipelines.features.params import FeatureParams
 from pipelines.index.lite_server import LiteServer
-from pipelines.index.milvus import CatalogueIndex, IndexSettings
+from pipelines.index.milvus import CatalogueIndex
 from pipelines.index.models import RAW
 from pipelines.index.refresh import RefreshReport, refresh_collection
 from pipelines.model.embedder import RawEmbedder
-from pipelines.settings import Settings
+from pipelines.settings import IndexSettings, Settings
 from tests import synth
 
 # Two front-end settings = two feature versions = two collections, so blue/green can be exercised with

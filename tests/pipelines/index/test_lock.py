@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from pipelines.index.lock import IndexBusy, writer_lock
-from pipelines.index.milvus import CatalogueIndex, IndexSettings
+from pipelines.index.milvus import CatalogueIndex
 from pipelines.index.refresh import rollback
-from pipelines.settings import Settings
+from pipelines.settings import IndexSettings, Settings
 from tests.pipelines.index.helpers import PARAMS_A, PARAMS_B, PARAMS_C, refresh
 from tests.serving.test_cli_serve import _musicrec, _one_line_error
 

@@ -6,8 +6,10 @@ import time
 
 import pytest
 
+from pipelines.index.errors import CatalogueNotBuilt, MilvusUnavailable
 from pipelines.index.lite_server import LiteServer, MilvusServerError, endpoint_file, free_port, resolve_uri
-from pipelines.index.milvus import CatalogueIndex, CatalogueNotBuilt, MilvusUnavailable, clip, collection_name
+from pipelines.index.metadata import clip, collection_name
+from pipelines.index.milvus import CatalogueIndex
 
 
 def test_collection_names_and_stored_text() -> None:

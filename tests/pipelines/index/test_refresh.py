@@ -13,12 +13,13 @@ import pytest
 from pipelines.catalogue.manifest import read_manifest
 from pipelines.errors import UserError
 from pipelines.features.params import FeatureParams
+from pipelines.index.errors import CatalogueNotBuilt, RefreshFailed
 from pipelines.index.lite_server import LiteServer
-from pipelines.index.milvus import CatalogueIndex, CatalogueNotBuilt, IndexSettings, RefreshFailed
+from pipelines.index.milvus import CatalogueIndex
 from pipelines.index.refresh import refresh_collection, rollback
 from pipelines.model.embedder import RawEmbedder
-from pipelines.settings import Settings
-from serving.service import Recommender, ServingSettings
+from pipelines.settings import IndexSettings, ServingSettings, Settings
+from serving.service import Recommender
 from tests import synth
 from tests.pipelines.index.helpers import (
     PARAMS_A,
@@ -140,7 +141,8 @@ def test_crash_at_any_step_leaves_serving_on_the_old_collection_and_a_rerun_fini
 
 _KILLED_REFRESH = """
 import os, signal, sys
-from pipelines.index.milvus import CatalogueIndex, IndexSettings
+from pipelines.settings import IndexSettings
+from pipelines.index.milvus import CatalogueIndex
 from pipelines.settings import Settings
 from tests.pipelines.index.helpers import PARAMS_B, refresh
 settings = Settings(data_root=sys.argv[1], milvus_uri=sys.argv[2])

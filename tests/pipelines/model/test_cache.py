@@ -14,7 +14,9 @@ from pipelines.features.store import read_features
 from pipelines.model import cache
 from pipelines.registry import MODEL_NAME, Registry, load_embedder
 from pipelines.settings import Settings
-from pipelines.training import pipeline
+from pipelines.training.steps.evaluate import evaluate
+from pipelines.training.steps.prepare import prepare
+from pipelines.training.steps.train import train
 from tests.pipelines.training.synth_catalogue import SMALL_JOB, build_synthetic_catalogue
 
 pytestmark = pytest.mark.integration
@@ -30,9 +32,9 @@ print(json.dumps({"mlflow": "mlflow" in sys.modules, "dim": embedder.dim, "versi
 
 
 def _register(settings: Settings) -> str:
-    prepared = pipeline.prepare(settings, SMALL_JOB)
-    run_id = pipeline.train(settings, SMALL_JOB, prepared)
-    return pipeline.evaluate(settings, SMALL_JOB, run_id)["version"]
+    prepared = prepare(settings, SMALL_JOB)
+    run_id = train(settings, SMALL_JOB, prepared)
+    return evaluate(settings, SMALL_JOB, run_id)["version"]
 
 
 def _entries(settings: Settings) -> list[str]:

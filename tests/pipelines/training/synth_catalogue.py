@@ -9,7 +9,7 @@ from pipelines.features.build import FeatureBuild
 from pipelines.features.params import FeatureParams
 from pipelines.model.encoder import EncoderConfig
 from pipelines.settings import Settings
-from pipelines.training.pipeline import TrainingJob
+from pipelines.training.config import TrainingJob
 from pipelines.training.train import TrainConfig
 from tests.pipelines.training.synth_styles import style_library
 

@@ -9,7 +9,7 @@ import sys
 
 from pipelines.registry import Registry
 from pipelines.settings import Settings
-from pipelines.training.pipeline import end_abandoned_runs
+from pipelines.training.steps.train import end_abandoned_runs
 
 
 def _dead_pid() -> int:

@@ -22,8 +22,14 @@ from pipelines.registry import (
     resolve_alias,
 )
 from pipelines.settings import Settings
-from pipelines.training import pipeline
-from pipelines.training.train import TrainingFailed
+from pipelines.training.config import TrainingJob
+from pipelines.training.labelled import run_dir, trained_version, training_dir
+from pipelines.training.plan import plan_from_json
+from pipelines.training.steps.evaluate import evaluate, load_branches
+from pipelines.training.steps.gate import Decision, gate
+from pipelines.training.steps.prepare import prepare
+from pipelines.training.steps.train import train
+from pipelines.training.train import TrainingFailed, embed
 from tests.pipelines.training.synth_catalogue import SMALL_JOB
 from tests.pipelines.training.synth_styles import track
 from tests.synth import write
@@ -31,11 +37,11 @@ from tests.synth import write
 pytestmark = pytest.mark.integration
 
 
-def _run(settings: Settings, job: pipeline.TrainingJob) -> tuple[dict, pipeline.Decision]:
-    prepared = pipeline.prepare(settings, job)
-    run_id = pipeline.train(settings, job, prepared)
-    evaluated = pipeline.evaluate(settings, job, run_id)
-    return evaluated, pipeline.gate(settings, job, evaluated)
+def _run(settings: Settings, job: TrainingJob) -> tuple[dict, Decision]:
+    prepared = prepare(settings, job)
+    run_id = train(settings, job, prepared)
+    evaluated = evaluate(settings, job, run_id)
+    return evaluated, gate(settings, job, evaluated)
 
 
 def _model_metrics(registry: Registry, run_id: str) -> dict[str, float]:
@@ -45,12 +51,12 @@ def _model_metrics(registry: Registry, run_id: str) -> dict[str, float]:
 def test_train_register_gate_promote_rollback(synth_settings: Settings) -> None:
     settings = synth_settings
     registry = Registry(settings)
-    assert pipeline.trained_version(settings, SMALL_JOB) is None
+    assert trained_version(settings, SMALL_JOB) is None
     first, d1 = _run(settings, SMALL_JOB)
     # A repeated run can tell that these inputs already made version 1; another recipe cannot.
-    assert pipeline.trained_version(settings, SMALL_JOB) == "1"
+    assert trained_version(settings, SMALL_JOB) == "1"
     other = SMALL_JOB.model_copy(update={"split_seed": SMALL_JOB.split_seed + 1})
-    assert pipeline.trained_version(settings, other) is None
+    assert trained_version(settings, other) is None
 
     # The first model ever is promoted because, leave-one-source-out, it beats the raw baseline.
     assert d1.promoted and first["version"] == "1", d1.reasons
@@ -81,7 +87,7 @@ def test_train_register_gate_promote_rollback(synth_settings: Settings) -> None:
         "review/summary.md",
     } <= review
 
-    per_source = (pipeline.run_dir(settings, first["run_id"]) / "artifacts" / "per_source.csv").read_text()
+    per_source = (run_dir(settings, first["run_id"]) / "artifacts" / "per_source.csv").read_text()
     assert "source:plucks-album0" in per_source and "source:hits-album1" in per_source
 
     # The registered model is the branch trained on every track, embedding from the raw front-end vector.
@@ -91,10 +97,10 @@ def test_train_register_gate_promote_rollback(synth_settings: Settings) -> None:
     # 16 learned values and the 2 x 20 mean+std statistics appended after training.
     assert out.shape == (len(fm.track_ids), 16 + 40) == (len(fm.track_ids), embedder.dim)
     assert embedder.feature_version == fm.version
-    prepared = pipeline.prepare(settings, SMALL_JOB)
-    plan = pipeline.plan_from_json(json.loads(Path(prepared["plan"]).read_text()))
-    branches, _ = pipeline.load_branches(pipeline.run_dir(settings, first["run_id"]), plan)
-    np.testing.assert_allclose(out, pipeline.embed(branches["all"], fm.matrix), atol=1e-5)
+    prepared = prepare(settings, SMALL_JOB)
+    plan = plan_from_json(json.loads(Path(prepared["plan"]).read_text()))
+    branches, _ = load_branches(run_dir(settings, first["run_id"]), plan)
+    np.testing.assert_allclose(out, embed(branches["all"], fm.matrix), atol=1e-5)
 
     # Same seed, same data: same metrics. Not better than the champion by the margin: not promoted.
     second, d2 = _run(settings, SMALL_JOB)
@@ -127,9 +133,9 @@ def test_train_register_gate_promote_rollback(synth_settings: Settings) -> None:
 
 def test_nan_loss_fails_the_run_and_registers_nothing(synth_settings: Settings) -> None:
     job = SMALL_JOB.model_copy(update={"train": SMALL_JOB.train.model_copy(update={"lr": 1e30}), "secondary": False})
-    prepared = pipeline.prepare(synth_settings, job)
+    prepared = prepare(synth_settings, job)
     with pytest.raises(TrainingFailed, match="nan"):
-        pipeline.train(synth_settings, job, prepared)
+        train(synth_settings, job, prepared)
     registry = Registry(synth_settings)
     runs = registry.client.search_runs([registry.experiment_id()])
     assert [r.info.status for r in runs] == ["FAILED"] and "TrainingFailed" in runs[0].data.tags["failure"]
@@ -141,10 +147,10 @@ def test_mlflow_down_is_a_clear_error_before_anything_is_written(synth_catalogue
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again when the block ends: nobody listens there
     settings = synth_catalogue.model_copy(update={"mlflow_tracking_uri": f"http://127.0.0.1:{port}"})
-    runs_before = set((pipeline.training_dir(settings) / "runs").glob("*"))
+    runs_before = set((training_dir(settings) / "runs").glob("*"))
     with pytest.raises(RegistryUnavailable, match=f"127.0.0.1:{port} is not reachable"):
-        pipeline.train(settings, SMALL_JOB, {"feature_version": "x", "split": "x", "triplets": "x"})
-    assert set((pipeline.training_dir(settings) / "runs").glob("*")) == runs_before
+        train(settings, SMALL_JOB, {"feature_version": "x", "split": "x", "triplets": "x"})
+    assert set((training_dir(settings) / "runs").glob("*")) == runs_before
 
 
 def test_a_style_with_one_track_is_refused_by_name(tmp_path: Path) -> None:
@@ -160,7 +166,7 @@ def test_a_style_with_one_track_is_refused_by_name(tmp_path: Path) -> None:
     import_catalogue(tmp_path / "lib", settings)
     FeatureBuild(settings=settings, shards=1).run()
     with pytest.raises(UserError, match=r"'pads' \(1 track\)"):
-        pipeline.prepare(settings, SMALL_JOB)
+        prepare(settings, SMALL_JOB)
     assert MODEL_NAME  # nothing else to check: nothing was trained
 
 
@@ -171,12 +177,12 @@ def test_one_source_per_style_is_warned_and_one_source_overall_falls_back_to_tra
 
     settings = build_synthetic_catalogue(tmp_path, per_style=6, sources=1)  # a folder per style, no albums
     with caplog.at_level("WARNING", logger="pipelines.training"):
-        prepared = pipeline.prepare(settings, SMALL_JOB)
+        prepared = prepare(settings, SMALL_JOB)
     text = caplog.text
     assert "style(s) hits, pads, plucks come from a single source" in text and "not the style" in text
     assert "falls back to 3 folds by track" in text
     assert Path(prepared["split"]).name == "split-track-k3-s0.parquet"
-    plan = pipeline.plan_from_json(json.loads(Path(prepared["plan"]).read_text()))
+    plan = plan_from_json(json.loads(Path(prepared["plan"]).read_text()))
     assert [h.name for h in plan][:2] == ["all", "source:fold0"] and len(plan) == 5
     # Held-out tracks never feed their own branch's triplets.
     triplets = pd.read_parquet(prepared["triplets"])
@@ -193,8 +199,8 @@ def test_branches_are_the_same_trained_in_one_process_or_two(synth_settings: Set
     runs = {}
     for workers in (1, 2):
         job = SMALL_JOB.model_copy(update={"workers": workers, "secondary": False, "train": quick})
-        run_id = pipeline.train(synth_settings, job, pipeline.prepare(synth_settings, job))
-        runs[workers] = pipeline.run_dir(synth_settings, run_id)
+        run_id = train(synth_settings, job, prepare(synth_settings, job))
+        runs[workers] = run_dir(synth_settings, run_id)
     files = sorted(p.name for p in runs[1].glob("branch-*.pt"))
     assert len(files) == 7 and files == sorted(p.name for p in runs[2].glob("branch-*.pt"))
     for name in files:

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.registry import CHALLENGER, CHAMPION, Registry
 from pipelines.settings import Settings
 from tests.pipelines.training.synth_catalogue import SYNTH_FEATURES, build_synthetic_catalogue
 
 pytestmark = pytest.mark.integration
 
-_MAIN = "from serving.cli import main; main()"
+_MAIN = "from pipelines.cli.app import run; run()"
 
 
 @pytest.fixture(scope="module")
@@ -52,17 +53,23 @@ def test_train_show_promote_rollback(catalogue: Settings, tmp_path: Path) -> Non
     for row in ("| model |", "| raw |", "| meanstd |", "| random |", "Leave-one-source-out"):
         assert row in first.stdout
     assert "version 1: PROMOTED to champion" in first.stdout and "beats raw" in first.stdout
+    registry = Registry(catalogue.model_copy(update={"mlflow_tracking_uri": uri}))
+    assert registry.alias(CHAMPION) == "1" and registry.version("1").tags["gate.decision"] == "promoted"
 
     second = _musicrec(args, catalogue, uri)  # same seed, same data: same numbers, so not promoted
     assert second.returncode == 0, second.stderr[-3000:]
     assert "version 2: kept as challenger" in second.stdout and "| champion |" in second.stdout
+    assert (registry.alias(CHAMPION), registry.alias(CHALLENGER)) == ("1", "2")
+    assert registry.version("2").tags["gate.decision"] == "rejected"
 
     _error(_musicrec(["model", "promote", "1"], catalogue, uri), "already the champion")
     _error(_musicrec(["model", "promote", "7"], catalogue, uri), "no version '7'")
     assert "champion: v1 -> v2" in _musicrec(["model", "promote", "2"], catalogue, uri).stdout
+    assert registry.alias(CHAMPION) == "2" and registry.version("2").tags["promoted_by"].startswith("manual:")
     show = _musicrec(["model", "show"], catalogue, uri).stdout
     assert "champion v2, challenger v2" in show and "promoted" in show and "rejected" in show
     assert "champion: v2 -> v1 (rolled back)" in _musicrec(["model", "rollback"], catalogue, uri).stdout
+    assert registry.alias(CHAMPION) == "1"
     assert "champion v1, challenger v2" in _musicrec(["model", "show"], catalogue, uri).stdout
 
 

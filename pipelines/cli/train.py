@@ -12,21 +12,9 @@ from typing import Annotated, Any
 
 import typer
 
+from pipelines.cli.console import BranchBar, bar
+
 model_app = typer.Typer(help="The model registry: show, promote, roll back.", no_args_is_help=True)
-
-
-def _branch_bar(total: int) -> Any:
-    """A progress callback for training: one step per trained branch (holdouts train side by side)."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc="training", unit="branch", disable=None, file=sys.stderr)
-
-    def on_branch(name: str, done: int, total: int) -> None:
-        bar.set_postfix_str(name[:40])
-        bar.update(1)
-
-    on_branch.close = bar.close  # type: ignore[attr-defined]
-    return on_branch
 
 
 def train(
@@ -49,44 +37,48 @@ def train(
     """Train the triplet model, evaluate it leave-one-source-out, register it, and run the promotion gate."""
     from pipelines.errors import UserError
     from pipelines.settings import get_settings
-    from pipelines.training import pipeline
-    from serving.cli import _bar
+    from pipelines.training.config import GroupBy, TrainConfig, TrainingJob
+    from pipelines.training.labelled import trained_version
+    from pipelines.training.steps import evaluate, gate, prepare
+    from pipelines.training.steps import train as train_step
+    from pipelines.training.steps.train import end_abandoned_runs
 
-    if group_by not in ("source", "album", "artist"):
+    groups: dict[str, GroupBy] = {"source": "source", "album": "album", "artist": "artist"}
+    if group_by not in groups:
         raise UserError(f"--group-by must be source, album or artist, not {group_by!r}")
     overrides: dict[str, Any] = {"seed": seed}
     if epochs is not None:
         overrides["epochs"] = epochs
     if mining is not None:
         overrides["mining"] = mining
-    job = pipeline.TrainingJob(
+    job = TrainingJob(
         n_folds=folds,
         secondary=secondary,
         workers=workers,
-        group_by=group_by,  # type: ignore[arg-type]
-        train=pipeline.TrainConfig.model_validate(overrides),
+        group_by=groups[group_by],
+        train=TrainConfig.model_validate(overrides),
     )
     settings = get_settings()
     from pipelines.registry import Registry
 
     Registry(settings).check()
-    pipeline.end_abandoned_runs(settings)  # runs of an earlier `musicrec train` that was killed
+    end_abandoned_runs(settings)  # runs of an earlier `musicrec train` that was killed
     # SIGTERM (a service manager, `kill`) ends the MLflow run as FAILED, like Ctrl+C does
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    if if_changed and (version := pipeline.trained_version(settings, job)):
+    if if_changed and (version := trained_version(settings, job)):
         typer.echo(f"model version {version} was trained on these features with this recipe: not retraining")
         return
-    prepared = pipeline.prepare(settings, job, progress=_bar("training windows", "window"))
-    typer.echo(f"triplets: {prepared['triplets']} ({prepared['branches']} branches to train)")
-    bar = _branch_bar(int(prepared["branches"]))
+    prepared = prepare.run(settings, job, progress=bar("training windows", "window"))
+    typer.echo(prepared.line())
+    branches = BranchBar(int(prepared.branches))
     try:
-        run_id = pipeline.train(settings, job, prepared, on_branch=bar)
+        trained = train_step.run(settings, job, prepared, on_branch=branches)
     finally:
-        bar.close()
-    evaluated = pipeline.evaluate(settings, job, run_id)
-    decision = pipeline.gate(settings, job, evaluated)
-    typer.echo(pipeline.evaluation_text(settings, run_id))
-    typer.echo(f"MLflow run {run_id} ({settings.mlflow_tracking_uri})")
+        branches.close()
+    evaluated = evaluate.run(settings, job, trained)
+    decision = gate.run(settings, job, evaluated)
+    typer.echo(evaluated.line())
+    typer.echo(trained.line())
     typer.echo(decision.line())
 
 

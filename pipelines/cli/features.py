@@ -6,48 +6,23 @@ here with one thread and one worker process per shard and a progress bar.
 
 from __future__ import annotations
 
-import sys
-import threading
 from typing import Annotated
 
 import typer
 
+from pipelines.cli.console import CountBar
 from pipelines.settings import get_settings
-
-
-class _Bar:
-    """A tqdm bar over the files to compute, with running counts; fed from the shard threads."""
-
-    def __init__(self) -> None:
-        from tqdm import tqdm
-
-        self.lock = threading.Lock()
-        self.counts = {"embedded": 0, "skipped": 0, "quarantined": 0}
-        self.bar = tqdm(total=0, desc="features", unit="file", disable=None, file=sys.stderr)
-
-    def __call__(self, event: str, n: int) -> None:
-        with self.lock:
-            if event == "todo":
-                self.bar.reset(total=n)
-            elif event in self.counts:
-                self.counts[event] += n
-                if event != "skipped":
-                    self.bar.update(n)
-            self.bar.set_postfix(self.counts, refresh=False)
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def build(
     shards: Annotated[int, typer.Option(help="Worker processes (shards); 0: one per core.", min=0)] = 0,
 ) -> None:
     """Embed every catalogue track not yet in the feature store; broken files go to the quarantine table."""
-    from pipelines.features.build import FeatureBuild
+    from pipelines.features.build import FeatureJob, run
 
-    bar = _Bar()
+    bar = CountBar()
     try:
-        report = FeatureBuild(settings=get_settings(), shards=shards).run(progress=bar)
+        report = run(get_settings(), FeatureJob(shards=shards), progress=bar)
     finally:
         bar.close()
     typer.echo(report.line())

@@ -18,7 +18,7 @@ from tests.pipelines.training.synth_catalogue import SYNTH_FEATURES, build_synth
 
 pytestmark = pytest.mark.integration
 
-_MAIN = "from serving.cli import main; main()"
+_MAIN = "from pipelines.cli.app import run; run()"
 _LONG = ["train", "--folds", "3", "--no-secondary", "--epochs", "40"]
 
 

@@ -1,57 +1,20 @@
-"""The ``musicrec`` command line: a thin front over :mod:`pipelines` and :mod:`serving`.
+"""``musicrec data fetch-demo`` and ``musicrec catalogue import|sync|show|refresh|rollback``.
 
-Every command reads :class:`~pipelines.settings.Settings`, calls one library function, and prints the
-result. Bad input (:class:`~pipelines.errors.UserError`) becomes one line on stderr and exit code 2.
+The catalogue is the manifest of tracks; ``refresh`` and ``rollback`` act on the index built from it.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
-import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.exceptions import TyperException
 
-from pipelines.errors import UserError, one_line
+from pipelines.cli.console import bar, quiet_clients
 from pipelines.settings import get_settings
 
-app = typer.Typer(help="musicrec: recommend music by how it sounds.", no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Demo data.", no_args_is_help=True)
 catalogue_app = typer.Typer(help="The catalogue manifest: import, sync, show.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
-app.add_typer(catalogue_app, name="catalogue")
-
-
-def _bar(desc: str, unit: str = "file") -> Any:
-    """A progress-bar wrapper for library calls that accept ``progress=``; silent when not on a terminal."""
-    from tqdm import tqdm
-
-    def wrap(items: Iterable[Any]) -> Iterable[Any]:
-        if not hasattr(items, "__len__"):  # a generator: its length is needed for the bar
-            items = list(items)
-        return tqdm(items, total=len(items), desc=desc, unit=unit, disable=None, file=sys.stderr)  # type: ignore[arg-type]
-
-    return wrap
-
-
-@app.callback()
-def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")] = False) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
-@app.command()
-def config() -> None:
-    """Print the effective settings (environment variables MUSICREC_* override them)."""
-    settings = get_settings()
-    for name, value in settings.model_dump().items():
-        typer.echo(f"{name} = {value}")
 
 
 @data_app.command("fetch-demo")
@@ -61,7 +24,9 @@ def fetch_demo() -> None:
     from pipelines.catalogue.summary import format_summary
 
     settings = get_settings()
-    report, downloaded = run(settings, progress=_bar("demo packages", "pkg"))
+    report, downloaded = run(settings, progress=bar("demo packages", "pkg"))
+    for note in report.notes:
+        typer.echo(f"note: {note}")
     typer.echo(f"packages downloaded: {downloaded} (cache: {settings.demo_dir})")
     typer.echo(report.line())
     typer.echo(format_summary(settings))
@@ -79,11 +44,11 @@ def catalogue_import(
     ] = None,
 ) -> None:
     """Import your own music into the manifest; broken files go to the rejects table, nothing is changed."""
-    from pipelines.catalogue.importer import import_catalogue
+    from pipelines.catalogue.import_step import ImportJob, run
     from pipelines.catalogue.summary import format_summary
 
     settings = get_settings()
-    report = import_catalogue(path, settings, progress=_bar("importing"), genre_map=genre_map)
+    report = run(settings, ImportJob(path=path, genre_map=genre_map), progress=bar("importing"))
     for note in report.notes:
         typer.echo(f"note: {note}")
     typer.echo(report.line())
@@ -106,21 +71,21 @@ def catalogue_sync(
     ] = "champion",
 ) -> None:
     """Pick up added, changed, moved and removed files of an imported library; moved files keep their ids."""
-    from pipelines.catalogue.importer import sync_catalogue
+    from pipelines.catalogue.import_step import ImportJob, run
 
     settings = get_settings()
-    report = sync_catalogue(path, settings, progress=_bar("syncing"), genre_map=genre_map)
+    report = run(settings, ImportJob(path=path, sync=True, genre_map=genre_map), progress=bar("syncing"))
     for note in report.notes:
         typer.echo(f"note: {note}")
     typer.echo(f"{report.line()}; {report.hashed} files hashed")
     if not refresh:
         _announce(settings, report)
         return
-    from pipelines.features.build import FeatureBuild
-    from pipelines.index.refresh import RefreshCatalogue
+    from pipelines.features import build
+    from pipelines.index import refresh as index_refresh
 
-    typer.echo(FeatureBuild(settings=settings).run().line())
-    typer.echo(RefreshCatalogue(settings=settings, model_version=model_version).run().line())
+    typer.echo(build.run(settings, build.FeatureJob()).line())
+    typer.echo(index_refresh.run(settings, index_refresh.RefreshJob(model_version=model_version)).line())
 
 
 def _announce(settings: Any, report: Any) -> None:
@@ -152,32 +117,38 @@ def catalogue_show() -> None:
     typer.echo(format_summary(get_settings()))
 
 
-# Each feature area keeps its commands in its own module with a ``register(app)`` function; listing a
-# module here is all it takes to add its commands.
-_COMMAND_MODULES: tuple[str, ...] = (
-    "serving.cli_serve",
-    "serving.cli_features",
-    "serving.cli_train",
-    "serving.cli_stack",
-    "serving.cli_mpd",
-)
-for _name in _COMMAND_MODULES:
-    importlib.import_module(_name).register(app)
+def refresh(
+    model_version: Annotated[
+        str, typer.Option("--model-version", help="'champion' (registry alias), 'raw' (baseline) or a version.")
+    ] = "champion",
+) -> None:
+    """Embed the feature store into a new collection for the model version, verify it, move `tracks` to it."""
+    from pipelines.index.refresh import RefreshJob, run
+
+    quiet_clients()
+    report = run(get_settings(), RefreshJob(model_version=model_version), progress=bar("embedding", "batch"))
+    typer.echo(report.line())
 
 
-def main() -> None:
-    """Entry point: run the app, turning user errors into one line and exit code 2."""
+def rollback() -> None:
+    """Point `tracks` back at the collection the last refresh replaced."""
+    from pipelines.index.milvus import CatalogueIndex
+    from pipelines.index.refresh import rollback as run
+
+    quiet_clients()
+    index = CatalogueIndex.from_settings(get_settings())
     try:
-        app(standalone_mode=False)
-    except UserError as exc:
-        typer.echo(f"error: {one_line(str(exc))}", err=True)
-        sys.exit(2)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except TyperException as exc:  # usage errors: missing argument, unknown option, bare group
-        if type(exc).__name__ == "NoArgsIsHelpError":
-            typer.echo(exc.format_message())  # `musicrec` alone shows the help, as usual
-        else:
-            typer.echo(f"error: {exc.format_message()}", err=True)
-        sys.exit(2)
+        old, new = run(index)
+    finally:
+        index.close()
+    typer.echo(f"alias {index.alias}: {old} -> {new}")
+
+
+catalogue_app.command("refresh")(refresh)
+catalogue_app.command("rollback")(rollback)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``data`` and ``catalogue`` groups to ``app``."""
+    app.add_typer(data_app, name="data")
+    app.add_typer(catalogue_app, name="catalogue")

@@ -21,7 +21,7 @@ from tests import synth
 
 def _musicrec(args: list[str], data_root: Path, **env: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MUSICREC_DATA_ROOT": str(data_root), **env}
-    cmd = [sys.executable, "-c", "from serving.cli import main; main()", *args]
+    cmd = [sys.executable, "-c", "from pipelines.cli.app import run; run()", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=300)
 
 
@@ -63,7 +63,7 @@ def test_a_killed_build_leaves_its_finished_shards_to_the_rerun_and_no_staging(t
     env = {**os.environ, "MUSICREC_DATA_ROOT": str(data), "MUSICREC_DECODE_TIMEOUT_S": "120"}
     env["MUSICREC_FEATURES__N_FRAMES"] = "64"
     staging = data / "features" / "_staging"
-    cmd = [sys.executable, "-c", "from serving.cli import main; main()", "features", "build", "--shards", "2"]
+    cmd = [sys.executable, "-c", "from pipelines.cli.app import run; run()", "features", "build", "--shards", "2"]
     # Round robin over sorted track ids: the shard holding the middle file also holds the hanging one.
     with synth.hanging_open(tones[2]):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,0 +1,77 @@
+"""The one ``musicrec`` Typer app with the offline commands, and ``run`` that turns user errors into one line.
+
+:mod:`serving.cli_serve` adds the online commands and calls :func:`run`; pipelines never import serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Annotated
+
+import typer
+from typer.exceptions import TyperException
+
+from pipelines.cli import catalogue, features, stack, train
+from pipelines.errors import UserError, one_line
+from pipelines.settings import effective_values, get_settings
+
+app = typer.Typer(help="musicrec: recommend music by how it sounds.", no_args_is_help=True, add_completion=False)
+
+
+@app.callback()
+def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def config(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object: name -> {value, source}.")] = False,
+) -> None:
+    """Print every effective setting and where it came from: default, environment (MUSICREC_*) or .env."""
+    rows = effective_values(get_settings())
+    if as_json:
+        values = {name: {"value": _plain(value), "source": source} for name, value, source in rows}
+        typer.echo(json.dumps(values, indent=1))
+        return
+    for name, value, source in rows:
+        typer.echo(f"{name} = {value}  ({source})")
+
+
+def _plain(value: object) -> object:
+    """A setting's value as JSON: paths and secrets as strings, tuples as lists."""
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
+
+
+catalogue.register(app)
+features.register(app)
+train.register(app)
+stack.register(app)
+
+
+def run(app: typer.Typer = app) -> None:
+    """Run ``app``, turning user errors into one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        typer.echo(f"error: {one_line(str(exc))}", err=True)
+        sys.exit(2)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except TyperException as exc:  # usage errors: missing argument, unknown option, bare group
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            typer.echo(exc.format_message())  # `musicrec` alone shows the help, as usual
+        else:
+            typer.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(2)
