@@ -34,7 +34,11 @@ _MODEL_FILE = "model.pt2"
 _SCRIPT_FILE = "model-1.ts"  # traced for one row (a query)
 _SCRIPT_MANY_FILE = "model-many.ts"  # traced for _CHUNK rows (a refresh's batches)
 _CHUNK = 256
+# The weights as numpy arrays, run by pipelines.model.numpy_branch: a query then needs no torch at all
+# (importing torch alone takes seconds). Kept only when its outputs match the program's to 1e-5.
+_NUMPY_FILE = "weights.npz"
 _META_FILE = "meta.json"
+_FORMAT = 2  # entries of an older layout are stored again (once) so that they get the numpy weights
 
 
 def cache_root(settings: Settings) -> Path:
@@ -88,11 +92,16 @@ def _entry(settings: Settings, version: str, fp: str) -> Path:
 
 
 def _load_entry(folder: Path) -> Embedder:
+    meta = json.loads((folder / _META_FILE).read_text())
+    if (folder / _NUMPY_FILE).is_file() and "encoder" in meta:
+        try:
+            return _numpy_embedder(folder, meta)
+        except Exception as exc:  # the torch program below still answers
+            log.warning("numpy weights of %s unreadable (%s); loading the torch program", folder, exc)
     import torch
 
     from pipelines.model.torch_embedder import TorchEmbedder
 
-    meta = json.loads((folder / _META_FILE).read_text())
     if (folder / _SCRIPT_FILE).is_file() and (folder / _SCRIPT_MANY_FILE).is_file():
         one, many = (torch.jit.load(str(folder / f)) for f in (_SCRIPT_FILE, _SCRIPT_MANY_FILE))
         module: Any = _Traced(one, many, _CHUNK)
@@ -138,9 +147,14 @@ def _store(settings: Settings, model_name: str, version: str) -> Path | None:
             "dim": int(mv.tags.get("dim", encoder.get("dim", 0))),
             "input_dim": int(encoder["n_frames"]) * int(encoder["n_mfcc"]),
             "run_id": str(mv.run_id),
+            "format": _FORMAT,
         }
+        if encoder:
+            meta["encoder"] = encoder
         (stage / _META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
         _script(stage, meta["input_dim"])
+        if encoder:
+            _numpy(stage, encoder)
         try:
             os.rename(stage, final)  # atomic: a reader sees the whole entry or none
         except OSError:
@@ -195,6 +209,47 @@ def _script(folder: Path, input_dim: int) -> None:
         log.info("model kept as an exported program only (TorchScript: %s)", " ".join(str(exc).split())[:200])
 
 
+def _numpy_embedder(folder: Path, meta: dict[str, Any]) -> Embedder:
+    from pipelines.model.config import EncoderConfig
+    from pipelines.model.numpy_branch import NumpyBranch, NumpyEmbedder
+
+    config = EncoderConfig.model_validate(meta["encoder"])
+    return NumpyEmbedder(
+        version=str(meta["version"]),
+        feature_version=str(meta["feature_version"]),
+        dim=int(meta["dim"]),
+        input_dim=int(meta["input_dim"]),
+        branch=NumpyBranch.load(config, folder / _NUMPY_FILE),
+    )
+
+
+def _numpy(folder: Path, encoder: dict[str, Any]) -> None:
+    """Write the program's weights as numpy arrays in ``folder``, if the numpy forward pass reproduces it."""
+    import numpy as np
+    import torch
+
+    from pipelines.model.config import EncoderConfig
+    from pipelines.model.numpy_branch import NumpyBranch
+
+    try:
+        exported = torch.export.load(str(folder / _MODEL_FILE))
+        program = exported.module()
+        config = EncoderConfig.model_validate(encoder)
+        state = {k: v.detach().numpy() for k, v in exported.state_dict.items()}
+        branch = NumpyBranch.from_state(config, state)
+        rng = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for n in (1, 3):
+                # MFCC-like magnitudes: the first coefficient is in the hundreds, the others in the tens
+                x = torch.randn(n, config.input_dim, generator=rng) * 40.0
+                got, want = branch(x.numpy()), program(x).numpy()
+                if got.shape != want.shape or not np.allclose(got, want, atol=1e-5, rtol=0):
+                    raise ValueError(f"numpy outputs differ from the program's at batch size {n}")
+        branch.save(folder / _NUMPY_FILE)
+    except Exception as exc:  # the torch program still serves, only slower to start
+        log.info("model kept for torch only (numpy weights: %s)", " ".join(str(exc).split())[:200])
+
+
 def _prune(settings: Settings, version: str, keep: Path) -> None:
     """Drop other entries of ``version`` (stale registrations), then the oldest beyond :data:`KEEP`."""
     entries = [p for p in cache_root(settings).glob("v*-*") if p.is_dir() and p != keep]
@@ -212,6 +267,9 @@ def load_cached(settings: Settings, version: str) -> Embedder:
     fp = registry_fingerprint(settings, MODEL_NAME, version)
     if fp is not None:
         folder = _entry(settings, version, fp)
+        if (folder / _META_FILE).is_file() and json.loads((folder / _META_FILE).read_text()).get("format") != _FORMAT:
+            log.info("cached model %s has an older layout; storing it again", folder)
+            shutil.rmtree(folder, ignore_errors=True)
         if (folder / _META_FILE).is_file():
             try:
                 embedder = _load_entry(folder)

@@ -27,7 +27,8 @@ from pipelines.model.cache import load_cached
 from pipelines.settings import Settings
 settings = Settings.model_validate_json(sys.argv[1])
 embedder = load_cached(settings, "1")
-print(json.dumps({"mlflow": "mlflow" in sys.modules, "dim": embedder.dim, "version": embedder.version}))
+out = {"mlflow": "mlflow" in sys.modules, "torch": "torch" in sys.modules, "dim": embedder.dim}
+print(json.dumps({**out, "version": embedder.version, "kind": type(embedder).__name__}))
 """
 
 
@@ -63,12 +64,12 @@ def test_miss_then_hit_without_mlflow_then_a_rebuilt_registry_misses(catalogue: 
     np.testing.assert_allclose(got.embed(fm.matrix), want, atol=1e-5)
     assert (got.version, got.dim, got.feature_version) == ("1", want.shape[1], fm.version)
 
-    # hit, in a fresh process: MLflow is never imported, the model is the same
+    # hit, in a fresh process: neither MLflow nor torch is imported, the numpy branch embeds
     out = subprocess.run(
         [sys.executable, "-c", _HIT, first.model_dump_json()], capture_output=True, text=True, check=True
     )
     hit = json.loads(out.stdout.strip().splitlines()[-1])
-    assert hit == {"mlflow": False, "dim": want.shape[1], "version": "1"}
+    assert hit == {"mlflow": False, "torch": False, "dim": want.shape[1], "version": "1", "kind": "NumpyEmbedder"}
 
     # a registry rebuilt from scratch registers a different model as version 1 again: a miss, and the
     # stale entry of version 1 is dropped
@@ -79,8 +80,15 @@ def test_miss_then_hit_without_mlflow_then_a_rebuilt_registry_misses(catalogue: 
     cache.load_cached(second, "1")
     assert _entries(second) == [f"v1-{fp2}"]
 
+    # damaged numpy weights: the torch program answers
+    entry = cache.cache_root(second) / f"v1-{fp2}"
+    (entry / "weights.npz").write_bytes(b"not weights")
+    fallback = cache.load_cached(second, "1")
+    assert type(fallback).__name__ == "TorchEmbedder"
+    np.testing.assert_allclose(fallback.embed(fm.matrix), load_embedder(second, "1").embed(fm.matrix), atol=1e-5)
+
     # a damaged entry is replaced, never served
-    (cache.cache_root(second) / f"v1-{fp2}" / "model.pt2").write_bytes(b"not a model")
+    (entry / "model.pt2").write_bytes(b"not a model")
     again = cache.load_cached(second, "1")
     np.testing.assert_allclose(again.embed(fm.matrix), load_embedder(second, "1").embed(fm.matrix), atol=1e-5)
     assert _entries(second) == [f"v1-{fp2}"]
