@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,10 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipelines.catalogue.manifest import read_manifest
 from pipelines.features.store import read_features
+from pipelines.index.milvus import CatalogueIndex
+from pipelines.index.refresh import refresh_collection
 from pipelines.model import cache
 from pipelines.registry import MODEL_NAME, Registry, load_embedder
-from pipelines.settings import Settings
+from pipelines.settings import IndexSettings, Settings
 from pipelines.training.steps.evaluate import evaluate
 from pipelines.training.steps.prepare import prepare
 from pipelines.training.steps.train import train
@@ -24,7 +28,7 @@ pytestmark = pytest.mark.integration
 _HIT = """
 import json, sys
 from pipelines.model.cache import load_cached
-from pipelines.settings import Settings
+from pipelines.settings import IndexSettings, Settings
 settings = Settings.model_validate_json(sys.argv[1])
 embedder = load_cached(settings, "1")
 out = {"mlflow": "mlflow" in sys.modules, "torch": "torch" in sys.modules, "dim": embedder.dim}
@@ -100,3 +104,40 @@ def test_unknown_version_is_a_clear_error_and_caches_nothing(catalogue: Settings
     assert cache.registry_fingerprint(settings, MODEL_NAME, "7") is None
     with pytest.raises(Exception, match="no version '7'"):
         cache.load_cached(settings, "7")
+
+
+_RECOMMEND = """
+import atexit, json, sys
+atexit.register(lambda: print(json.dumps({m: m in sys.modules for m in ("torch", "mlflow")}), file=sys.stderr))
+from serving.cli_serve import main
+main()
+"""
+
+
+def test_recommend_audio_with_a_registered_model_imports_neither_torch_nor_mlflow(
+    catalogue: Settings, tmp_path: Path
+) -> None:
+    settings = catalogue.model_copy(
+        update={"mlflow_tracking_uri": f"sqlite:///{tmp_path / 'r.db'}", "milvus_uri": str(tmp_path / "m.db")}
+    )
+    assert _register(settings) == "1"
+    index = CatalogueIndex(settings.milvus_uri, IndexSettings(collections_kept=1, embed_batch_size=8))
+    try:
+        manifest = read_manifest(settings.manifest_path)
+        refresh_collection(index, cache.load_cached(settings, "1"), read_features(settings), manifest)
+    finally:
+        index.close()
+    audio = Path(manifest["path"].iloc[0])
+    env = {
+        **os.environ,
+        "MUSICREC_DATA_ROOT": str(settings.data_root),
+        "MUSICREC_MILVUS_URI": settings.milvus_uri,
+        "MUSICREC_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "MUSICREC_FEATURES": settings.features.model_dump_json(),
+    }
+    cmd = [sys.executable, "-c", _RECOMMEND, "recommend", "--audio", str(audio), "-k", "3"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "(collection tracks__1__" in out.stdout.splitlines()[0]
+    assert len(out.stdout.splitlines()) == 4
+    assert json.loads(out.stderr.strip().splitlines()[-1]) == {"torch": False, "mlflow": False}
