@@ -15,13 +15,14 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 # The main job on the embedded defaults: demo corpus -> manifest -> features -> triplet model (MLflow, gate)
-# -> Milvus Lite collection behind the alias `tracks` -> recommendations. A second run recomputes nothing
+# -> Milvus Lite collection behind the alias `tracks` (the champion if it beats the baselines, else the
+# strongest baseline; the refresh says which) -> recommendations. A second run recomputes nothing
 # that did not change (training re-runs only when the feature store or the recipe changed).
 run: $(STAMP)
 	$(BIN)/musicrec data fetch-demo
 	$(BIN)/musicrec features build
 	$(BIN)/musicrec train --if-changed
-	$(BIN)/musicrec catalogue refresh --model-version champion
+	$(BIN)/musicrec catalogue refresh --model-version best
 	$(BIN)/musicrec recommend --examples 3
 
 test: $(STAMP) stack-deps browser-deps player-deps

@@ -31,8 +31,9 @@ from common import default_args
         "model_version": Param(
             "champion",
             type="string",
-            pattern=r"^(champion|challenger|raw|[1-9][0-9]{0,8})$",
-            description="'champion' or 'challenger' (registry aliases), 'raw' (baseline) or a version number.",
+            pattern=r"^(champion|challenger|best|raw|meanstd|[1-9][0-9]{0,8})$",
+            description="'champion' or 'challenger' (registry aliases), 'raw' or 'meanstd' (baselines), 'best' "
+            "(the champion if it beats the baselines, else the strongest baseline) or a version number.",
         )
     },
     tags=["musicrec", "index"],

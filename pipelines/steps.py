@@ -1,7 +1,7 @@
 """The one shape of an offline step: a frozen job and ``run(settings, job, inputs) -> Report``.
 
 The CLI command and the DAG task of a step make that same call; the CLI prints ``report.line()`` and the
-task logs it with :func:`log_report`, so both say the same. docs/architecture.md lists the seven steps.
+task logs it with :func:`log_report`, so both say the same. docs/architecture.md lists the steps.
 """
 
 from __future__ import annotations

@@ -9,9 +9,11 @@ are added, vanished files are marked removed. Input files are only ever opened f
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -30,7 +32,8 @@ from pipelines.catalogue.manifest import (
     write_table,
 )
 from pipelines.catalogue.scan import Candidate
-from pipelines.progress import ItemProgress
+from pipelines.parallel import imap
+from pipelines.progress import ItemProgress, ProgressLog, Sized, no_items
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,8 +41,7 @@ log = logging.getLogger(__name__)
 Progress = ItemProgress  # the callback shape of pipelines.progress, under the name callers import
 
 
-def no_progress(items: Iterable[Any]) -> Iterable[Any]:
-    return items
+no_progress = no_items  # the no-op default, under the name callers import
 
 
 @dataclass
@@ -68,6 +70,42 @@ class ImportReport:
             f"{self.origin}: {self.added} added, {self.updated} updated, {self.moved} moved, "
             f"{self.unchanged} unchanged, {self.removed} removed; rejected: {rej}{unlabelled}"
         )
+
+
+# Below this many files to read, worker processes cost more to start than they save.
+PARALLEL_MIN_FILES = 32
+
+
+def _probe_and_hash(job: tuple[str, int | None]) -> tuple:
+    """``("ok", duration, rate, channels, sha256)`` of one file, or ``("rejected", reason, detail)``.
+
+    Module-level and plain-valued, so worker processes can run it: the import reads every new file in full
+    (probe and sha256), which is the import's whole cost, and it parallelises file by file.
+    """
+    path, max_bytes = job
+    try:
+        info = probe(Path(path), max_bytes)
+        return ("ok", info.duration_s, info.sample_rate, info.channels, sha256_file(Path(path)))
+    except AudioRejected as exc:
+        return ("rejected", str(exc.reason), exc.detail)
+    except OSError as exc:
+        return ("rejected", str(RejectReason.UNREADABLE), f"{type(exc).__name__}: {exc}")
+
+
+def _workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _read_files(paths: list[str], max_bytes: int | None, label: str, progress: Progress) -> dict[str, tuple]:
+    """Probe and hash ``paths`` (on every core when there are many), logging progress and throughput."""
+    meter = ProgressLog(f"import {label}: probe and hash", len(paths), log, unit="files")
+    jobs = [(p, max_bytes) for p in paths]
+    workers = _workers() if len(jobs) >= PARALLEL_MIN_FILES else 1
+    results: Iterator[tuple] = imap(_probe_and_hash, jobs, workers, chunk=8)
+    out = {}
+    for path, result in zip(paths, meter.iterate(progress(Sized(results, len(jobs)))), strict=True):
+        out[path] = result
+    return out
 
 
 def _reject(origin: str, cand: Candidate, reason: RejectReason, detail: str, dup: str | None = None) -> dict:
@@ -113,26 +151,44 @@ def ingest(
     rejects: list[dict] = []
     rows: list[dict] = []
 
-    for cand in progress(sorted(candidates, key=lambda c: (str(c.path) not in known, str(c.path)))):
+    ordered = sorted(candidates, key=lambda c: (str(c.path) not in known, str(c.path)))
+    # First a stat of every file; the new and changed ones are then read (probe, sha256) all together, in
+    # parallel; the merge below is sequential and cheap.
+    stats: dict[str, os.stat_result | OSError] = {}
+    to_read: list[str] = []
+    for cand in ordered:
+        if cand.style == "":
+            continue
+        key = str(cand.path)
+        try:
+            found = stats[key] = cand.path.stat()
+        except OSError as exc:
+            stats[key] = exc
+            continue
+        prev = known.get(key)
+        if not (prev is not None and prev.size == found.st_size and prev.mtime_ns == found.st_mtime_ns):
+            to_read.append(key)
+    read = _read_files(list(dict.fromkeys(to_read)), settings.max_audio_bytes, label, progress)
+
+    for cand in ordered:
         if cand.style == "":
             rejects.append(_reject(origin, cand, RejectReason.INVALID_STYLE, "style is empty or not printable"))
             continue
         prev = known.get(str(cand.path))
-        try:
-            st = cand.path.stat()
-            if prev is not None and prev.size == st.st_size and prev.mtime_ns == st.st_mtime_ns:
-                sha, dur, sr, ch = prev.sha256, prev.duration_s, prev.sample_rate, prev.channels
-            else:
-                info = probe(cand.path, settings.max_audio_bytes)
-                sha = sha256_file(cand.path)
-                report.hashed += 1
-                dur, sr, ch = info.duration_s, info.sample_rate, info.channels
-        except AudioRejected as exc:
-            rejects.append(_reject(origin, cand, exc.reason, exc.detail))
+        st = stats[str(cand.path)]
+        if isinstance(st, OSError):
+            rejects.append(_reject(origin, cand, RejectReason.UNREADABLE, f"{type(st).__name__}: {st}"))
             continue
-        except OSError as exc:
-            rejects.append(_reject(origin, cand, RejectReason.UNREADABLE, f"{type(exc).__name__}: {exc}"))
-            continue
+        if str(cand.path) not in read:
+            assert prev is not None  # not read again only when its manifest row has the same size and mtime
+            sha, dur, sr, ch = prev.sha256, prev.duration_s, prev.sample_rate, prev.channels
+        else:
+            outcome = read[str(cand.path)]
+            if outcome[0] == "rejected":
+                rejects.append(_reject(origin, cand, RejectReason(outcome[1]), outcome[2]))
+                continue
+            _, dur, sr, ch, sha = outcome
+            report.hashed += 1
         if dur < cand.min_seconds:
             rejects.append(_reject(origin, cand, RejectReason.TOO_SHORT, f"{dur:.0f} s < {cand.min_seconds:.0f} s"))
             continue

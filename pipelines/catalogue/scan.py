@@ -20,6 +20,7 @@ from pipelines.audio import AUDIO_EXTENSIONS
 from pipelines.catalogue.manifest import STYLE_MAX_BYTES
 from pipelines.catalogue.tags import GenreMap, Tags, read_tags
 from pipelines.errors import UserError
+from pipelines.progress import ProgressLog
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,8 @@ def scan_folder(root: Path, genre_map: GenreMap | None = None) -> Scan:
     if not files:
         exts = ", ".join(sorted(e.lstrip(".") for e in AUDIO_EXTENSIONS))
         raise UserError(f"no audio files ({exts}) under the style folders of {root}")
-    tags = [read_tags(path) for path in files]
+    meter = ProgressLog(f"scan {root.name}: tags", len(files), log, unit="files")
+    tags = [read_tags(path) for path in meter.iterate(files)]
     artist_album = is_artist_album(root, files, tags)
     notes: list[str] = []
     candidates: list[Candidate] = []

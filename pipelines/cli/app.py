@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from typer.exceptions import TyperException
 
-from pipelines.cli import catalogue, features, stack, train
+from pipelines.cli import catalogue, evaluate, features, stack, train
 from pipelines.errors import UserError, one_line
 from pipelines.settings import effective_values, get_settings
 
@@ -56,6 +56,7 @@ def _plain(value: object) -> object:
 catalogue.register(app)
 features.register(app)
 train.register(app)
+evaluate.register(app)
 stack.register(app)
 
 

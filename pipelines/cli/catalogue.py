@@ -119,14 +119,27 @@ def catalogue_show() -> None:
 
 def refresh(
     model_version: Annotated[
-        str, typer.Option("--model-version", help="'champion' (registry alias), 'raw' (baseline) or a version.")
+        str,
+        typer.Option(
+            "--model-version",
+            help="'champion' (registry alias), 'raw' or 'meanstd' (baselines), 'best' (the champion if it beats "
+            "the baselines, else the strongest baseline) or a version.",
+        ),
     ] = "champion",
 ) -> None:
     """Embed the feature store into a new collection for the model version, verify it, move `tracks` to it."""
+    from pipelines.index.models import BEST
     from pipelines.index.refresh import RefreshJob, run
 
     quiet_clients()
-    report = run(get_settings(), RefreshJob(model_version=model_version), progress=bar("embedding", "batch"))
+    settings = get_settings()
+    if model_version == BEST:
+        from pipelines.evaluation.best import choose_best
+
+        choice = choose_best(settings)
+        typer.echo(choice.line())
+        model_version = choice.version
+    report = run(settings, RefreshJob(model_version=model_version), progress=bar("embedding", "batch"))
     typer.echo(report.line())
 
 

@@ -14,7 +14,7 @@ import typer
 
 from pipelines.cli.console import BranchBar, bar
 
-model_app = typer.Typer(help="The model registry: show, promote, roll back.", no_args_is_help=True)
+model_app = typer.Typer(help="The model registry: show, evaluate, promote, roll back.", no_args_is_help=True)
 
 
 def train(
@@ -37,7 +37,7 @@ def train(
     """Train the triplet model, evaluate it leave-one-source-out, register it, and run the promotion gate."""
     from pipelines.errors import UserError
     from pipelines.settings import get_settings
-    from pipelines.training.config import GroupBy, TrainConfig, TrainingJob
+    from pipelines.training.config import GroupBy, scheduled_job
     from pipelines.training.labelled import trained_version
     from pipelines.training.steps import evaluate, gate, prepare
     from pipelines.training.steps import train as train_step
@@ -51,14 +51,10 @@ def train(
         overrides["epochs"] = epochs
     if mining is not None:
         overrides["mining"] = mining
-    job = TrainingJob(
-        n_folds=folds,
-        secondary=secondary,
-        workers=workers,
-        group_by=groups[group_by],
-        train=TrainConfig.model_validate(overrides),
-    )
     settings = get_settings()
+    # MUSICREC_TRAINING_JOB (e.g. the gate) as for scheduled runs, these options on top
+    options = {"n_folds": folds, "secondary": secondary, "workers": workers, "group_by": groups[group_by]}
+    job = scheduled_job(settings, options | {"train": overrides})
     from pipelines.registry import Registry
 
     Registry(settings).check()
@@ -85,10 +81,12 @@ def train(
 @model_app.command("show")
 def show() -> None:
     """Every registered version with its aliases, gate decision and headline metrics."""
+    from pipelines.evaluation.model_eval import evaluation_line, evaluation_runs
     from pipelines.registry import CHALLENGER, CHAMPION, MODEL_NAME, Registry
     from pipelines.settings import get_settings
 
-    registry = Registry(get_settings())
+    settings = get_settings()
+    registry = Registry(settings)
     versions = registry.versions()
     if not versions:
         typer.echo(f"{MODEL_NAME}: no versions yet; run `musicrec train`")
@@ -96,7 +94,7 @@ def show() -> None:
     aliases = {CHAMPION: registry.alias(CHAMPION), CHALLENGER: registry.alias(CHALLENGER)}
     typer.echo(f"{MODEL_NAME}: champion v{aliases[CHAMPION] or '-'}, challenger v{aliases[CHALLENGER] or '-'}")
     for mv in versions:
-        marks = ",".join(a for a, v in aliases.items() if v == mv.version)
+        marks = ",".join(a for a, v in aliases.items() if v == str(mv.version))
         metrics = registry.run_metrics(mv.run_id) if mv.run_id else {}
         cat = metrics.get("model/catalogue/p_at_10", float("nan"))
         cross = metrics.get("model/cross_source/map_at_10", float("nan"))
@@ -109,6 +107,11 @@ def show() -> None:
         )
         if "gate.reasons" in tags:
             typer.echo(f"      reasons: {tags['gate.reasons']}")
+        for run in evaluation_runs(settings, str(mv.version))[:3]:
+            typer.echo(f"      {evaluation_line(run)}")
+    for baseline in ("raw", "meanstd", "random"):
+        for run in evaluation_runs(settings, baseline)[:1]:
+            typer.echo(f"{baseline:<5} baseline {evaluation_line(run)}")
 
 
 @model_app.command("promote")

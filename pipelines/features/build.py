@@ -48,9 +48,19 @@ from pipelines.features.quarantine import (
     settled,
     update_quarantine,
 )
-from pipelines.features.store import add_part, build_table, feature_schema, read_store, stored_shas, write_atomic
+from pipelines.features.store import (
+    ROW_GROUP_ROWS,
+    PartWriter,
+    add_part_from,
+    build_table,
+    feature_schema,
+    iter_tables,
+    read_store,
+    stored_shas,
+    write_atomic,
+)
 from pipelines.features.worker import EmbedWorker
-from pipelines.progress import CountProgress
+from pipelines.progress import CountProgress, ProgressLog, no_counts
 from pipelines.settings import Settings
 from pipelines.steps import StepJob
 
@@ -59,10 +69,6 @@ log = logging.getLogger(__name__)
 # Called with ("todo", n), ("skipped", n), ("embedded", 1) or ("quarantined", 1); may come from threads.
 
 _STALE_STAGING = timedelta(days=1)
-
-
-def _no_progress(event: str, n: int) -> None:
-    return None
 
 
 def default_shards() -> int:
@@ -376,7 +382,7 @@ def _out(shard: Path, kind: str) -> Path:
     return shard.with_name(shard.name.replace(".todo.json", f".{kind}"))
 
 
-def compute_shard(shard: str | Path, settings: Settings, progress: CountProgress = _no_progress) -> ShardResult:
+def compute_shard(shard: str | Path, settings: Settings, progress: CountProgress = no_counts) -> ShardResult:
     """Embed every file of one shard; a file that fails is quarantined and the shard goes on.
 
     Writes ``.features.parquet``, ``.quarantine.parquet`` and ``.done.json`` next to the shard file (each
@@ -386,32 +392,39 @@ def compute_shard(shard: str | Path, settings: Settings, progress: CountProgress
     started = time.time()
     params, _ = _load_plan(shard.parent)
     items: list[dict] = json.loads(shard.read_text())
-    rows: list[dict] = []
+    rows: list[dict] = []  # embedded but not yet written: at most ROW_GROUP_ROWS vectors are held
     vectors: list[np.ndarray] = []
     rejected: list[dict] = []
-    with EmbedWorker(params, settings.max_audio_bytes, settings.decode_timeout_s) as worker:
-        for n, item in enumerate(items, 1):
+    embedded = 0
+    meter = ProgressLog(f"features {shard.name}", len(items), log, unit="files")
+    with (
+        EmbedWorker(params, settings.max_audio_bytes, settings.decode_timeout_s) as worker,
+        PartWriter(_out(shard, "features.parquet"), feature_schema(params.dim)) as out,
+    ):
+        for item in meter.iterate(items):
             outcome = worker.embed(item["path"], item["size"], item["mtime_ns"])
             if outcome.ok:
                 assert outcome.vector is not None
                 rows.append({**item, "frames_real": outcome.frames_real, "computed_at": datetime.now(UTC)})
                 vectors.append(outcome.vector)
+                embedded += 1
                 progress("embedded", 1)
+                if len(rows) >= ROW_GROUP_ROWS:
+                    out.write(build_table(rows, np.stack(vectors), params))
+                    rows, vectors = [], []
             else:
                 log.info("quarantined %s: %s (%s)", item["path"], outcome.reason, outcome.detail)
                 rejected.append(
                     quarantine_row(item, params.version, outcome.reason, outcome.error_type, outcome.detail)
                 )
                 progress("quarantined", 1)
-            if n % 50 == 0:
-                log.info("%s: %d/%d files", shard.name, n, len(items))
+        if rows:
+            out.write(build_table(rows, np.stack(vectors), params))
         worker_pid, restarts = worker.pid, worker.restarts
-    matrix = np.stack(vectors) if vectors else np.zeros((0, params.dim), np.float32)
-    write_atomic(build_table(rows, matrix, params), _out(shard, "features.parquet"))
     write_atomic(pa.Table.from_pylist(rejected, schema=QUARANTINE_SCHEMA), _out(shard, "quarantine.parquet"))
     result = ShardResult(
         shard=str(shard),
-        embedded=len(rows),
+        embedded=embedded,
         quarantined=len(rejected),
         worker_restarts=restarts,
         pid=os.getpid(),
@@ -445,6 +458,16 @@ def _validate_new(table: pa.Table, params: FeatureParams) -> None:
         raise FeatureStoreInvalid("a content hash would be stored twice")
 
 
+def _fresh_tables(files: list[Path], schema: pa.Schema, have: set[str], params: FeatureParams) -> Iterator[pa.Table]:
+    """The rows of ``files`` whose content is not stored yet, a row group at a time, each one validated."""
+    stored = pa.array(sorted(have), pa.string())
+    for path in files:
+        for table in iter_tables(path, schema):
+            fresh = table.filter(pc.invert(pc.is_in(table.column("sha256"), value_set=stored)))
+            _validate_new(fresh, params)
+            yield fresh
+
+
 def merge_shards(run_dir: str | Path, settings: Settings) -> BuildReport:
     """Validate all shard outputs of a run and publish them; then check the whole version.
 
@@ -459,9 +482,10 @@ def merge_shards(run_dir: str | Path, settings: Settings) -> BuildReport:
     if missing:
         raise FeatureStoreInvalid(f"shards without output: {', '.join(missing)}")
     schema = feature_schema(params.dim)
-    new = pa.concat_tables(
-        [schema.empty_table()] + [pq.read_table(_out(s, "features.parquet"), schema=schema) for s in shards]
-    )
+    # Vectors are streamed shard by shard, row group by row group, into the new part file; only the
+    # content hashes of the run are held at once.
+    vector_files = [_out(s, "features.parquet") for s in shards]
+    new_shas = [sha for f in vector_files for sha in pq.read_table(f, columns=["sha256"]).column("sha256").to_pylist()]
     rejected = pa.concat_tables(
         [QUARANTINE_SCHEMA.empty_table()]
         + [pq.read_table(_out(s, "quarantine.parquet"), schema=QUARANTINE_SCHEMA) for s in shards]
@@ -471,28 +495,29 @@ def merge_shards(run_dir: str | Path, settings: Settings) -> BuildReport:
     active = json.loads((run_dir / "active.json").read_text())
     with _store_lock(settings):
         have = stored_shas(settings, params)
-        fresh = new.filter(pc.invert(pc.is_in(new.column("sha256"), value_set=pa.array(list(have), pa.string()))))
-        if fresh.num_rows < new.num_rows:
-            log.warning("%d vectors were stored meanwhile by another run", new.num_rows - fresh.num_rows)
-        _validate_new(fresh, params)
+        fresh_shas = [sha for sha in new_shas if sha not in have]
+        if len(fresh_shas) < len(new_shas):
+            log.warning("%d vectors were stored meanwhile by another run", len(new_shas) - len(fresh_shas))
+        if len(set(fresh_shas)) != len(fresh_shas):
+            raise FeatureStoreInvalid("a content hash would be stored twice")
         # Check coverage before publishing anything: every track active at planning time ends with a vector
         # (by content) or a verdict, or the run fails and the store stays as it was.
         old = read_quarantine(settings, params.version)
         held = {t for t in old["track_id"] if t not in decided} | {r["track_id"] for r in rejected}
         held_shas = set(old.loc[~old["track_id"].isin(decided), "sha256"]) | {r["sha256"] for r in rejected}
-        stored = have | set(fresh.column("sha256").to_pylist())
+        stored = have | set(fresh_shas)
         covered = stored | held_shas
         holes = [a["track_id"] for a in active if a["sha256"] not in covered and a["track_id"] not in held]
         if holes:
             raise FeatureStoreInvalid(f"{len(holes)} active tracks have neither a vector nor a verdict: {holes[:5]}")
-        part = add_part(fresh, settings, params, run_dir.name)
+        part = add_part_from(_fresh_tables(vector_files, schema, have, params), settings, params, run_dir.name)
         update_quarantine(settings, params.version, decided, rejected)
         rows = read_store(settings, params, ["sha256"]).num_rows
         if rows != len(stored):
             raise FeatureStoreInvalid(f"version {params.version} holds {rows} rows for {len(stored)} contents")
 
     taken_over = {i["sha256"] for s in plan.get("reused", []) for i in json.loads(Path(s).read_text())}
-    n_taken = sum(1 for sha in fresh.column("sha256").to_pylist() if sha in taken_over)
+    n_taken = sum(1 for sha in fresh_shas if sha in taken_over)
     shutil.rmtree(run_dir, ignore_errors=True)
     _remove_staging_if_empty(settings)
     reasons: dict[str, int] = {}
@@ -500,7 +525,7 @@ def merge_shards(run_dir: str | Path, settings: Settings) -> BuildReport:
         reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
     report = BuildReport(
         version=params.version,
-        embedded=fresh.num_rows - n_taken,
+        embedded=len(fresh_shas) - n_taken,
         skipped=plan["stored"],
         quarantined=len(rejected),
         still_quarantined=plan["settled"],
@@ -525,15 +550,21 @@ def _store_lock(settings: Settings) -> Iterator[None]:
 
 
 class FeatureBuild(BaseModel):
-    """The whole step without Airflow: plan, one thread (and one worker process) per shard, merge."""
+    """The whole step without Airflow: plan, shards on a thread (and one worker process) each, merge.
+
+    A large library has more shards than cores (shards hold at most ``max_shard_tracks`` files, the size of
+    one Airflow task); they run ``shards`` (default: one per core) at a time, so the number of worker
+    processes, and the memory they take, does not grow with the library.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     settings: Settings
     params: FeatureParams | None = None
     shards: int = 0
+    max_shard_tracks: int = 2000
 
-    def run(self, progress: CountProgress = _no_progress) -> BuildReport:
+    def run(self, progress: CountProgress = no_counts) -> BuildReport:
         """Hold the run's owner lock throughout: should this process die, the next run takes over its work."""
         started = time.time()
         run_id = new_run_id()
@@ -542,14 +573,29 @@ class FeatureBuild(BaseModel):
         with lock.open("w") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
-                plan = plan_shards(self.settings, self.params, shards=self.shards, run_id=run_id)
+                plan = plan_shards(
+                    self.settings,
+                    self.params,
+                    shards=self.shards,
+                    max_shard_tracks=self.max_shard_tracks,
+                    run_id=run_id,
+                )
                 progress("todo", plan.todo)
                 progress("skipped", plan.stored + plan.settled + plan.n_reused)
+                meter = ProgressLog("features (all shards)", plan.todo, log, unit="files")
+
+                def tick(event: str, n: int) -> None:
+                    progress(event, n)
+                    if event in ("embedded", "quarantined"):
+                        meter.add(n)
+
                 if plan.shards:
-                    with ThreadPoolExecutor(len(plan.shards), thread_name_prefix="shard") as pool:
-                        futures = [pool.submit(compute_shard, s, self.settings, progress) for s in plan.shards]
+                    at_once = min(len(plan.shards), self.shards or default_shards())
+                    with ThreadPoolExecutor(at_once, thread_name_prefix="shard") as pool:
+                        futures = [pool.submit(compute_shard, s, self.settings, tick) for s in plan.shards]
                         for f in futures:
                             f.result()
+                    meter.finish()
                 report = merge_shards(plan.run_dir, self.settings)
             finally:
                 if not lock.with_suffix("").exists():
@@ -564,8 +610,6 @@ class FeatureJob(StepJob):
     shards: int = Field(default=0, ge=0)
 
 
-def run(
-    settings: Settings, job: FeatureJob, inputs: None = None, progress: CountProgress = _no_progress
-) -> BuildReport:
+def run(settings: Settings, job: FeatureJob, inputs: None = None, progress: CountProgress = no_counts) -> BuildReport:
     """The feature build step; its input is the manifest the settings point at."""
     return FeatureBuild(settings=settings, shards=job.shards).run(progress)

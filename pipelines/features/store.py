@@ -17,9 +17,11 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 import pandas as pd
@@ -90,6 +92,76 @@ def write_atomic(table: pa.Table, path: Path) -> None:
         raise
 
 
+# Rows per Parquet row group in the files the build writes: 512 vectors of the default 8,600 values are about
+# 18 MB, so a reader going through a file row group by row group never holds more than that of it.
+ROW_GROUP_ROWS = 512
+
+
+class PartWriter:
+    """Write a Parquet file row group by row group, so it never has to be whole in memory; atomic like
+    :func:`write_atomic` (a temp file renamed on a clean exit, removed on an error)."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path, self.schema = path, schema
+        self.rows = 0
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._writer = pq.ParquetWriter(tmp, schema)
+
+    def write(self, table: pa.Table) -> None:
+        """Queue rows; a row group is written each time ``ROW_GROUP_ROWS`` rows are queued."""
+        if table.num_rows == 0:
+            return
+        self._pending.append(table.cast(self.schema) if table.schema != self.schema else table)
+        self._pending_rows += table.num_rows
+        self.rows += table.num_rows
+        if self._pending_rows >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending_rows:
+            self._writer.write_table(pa.concat_tables(self._pending), row_group_size=ROW_GROUP_ROWS)
+            self._pending, self._pending_rows = [], 0
+
+    def close(self) -> None:
+        """Finish the file and move it into place."""
+        try:
+            self._flush()
+            self._writer.close()
+            os.chmod(self._tmp, 0o644)  # mkstemp makes 0600; serving or Airflow may read it as another user
+            os.replace(self._tmp, self.path)
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+    def abort(self) -> None:
+        """Drop the file: nothing appears at ``path``."""
+        try:
+            self._writer.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> PartWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def iter_tables(path: Path, schema: pa.Schema, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """The rows of one Parquet file a row group at a time (a whole file written by ``write_table`` is one)."""
+    pf = pq.ParquetFile(path)
+    for i in range(pf.num_row_groups):
+        table = pf.read_row_group(i, columns=columns)
+        yield table.cast(schema if columns is None else pa.schema([schema.field(c) for c in columns]))
+
+
 def part_files(settings: Settings, params: FeatureParams) -> list[Path]:
     folder = version_dir(settings, params)
     return sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
@@ -120,8 +192,30 @@ def add_part(table: pa.Table, settings: Settings, params: FeatureParams, run_id:
         folder.mkdir(parents=True, exist_ok=True)
         meta.write_text(json.dumps({"version": params.version, **params.model_dump()}, indent=2) + "\n")
     path = folder / f"part-{run_id}.parquet"
-    write_atomic(table, path)
+    with PartWriter(path, feature_schema(params.dim)) as writer:
+        for batch in table.to_batches(ROW_GROUP_ROWS):
+            writer.write(pa.Table.from_batches([batch], table.schema))
     return path
+
+
+def add_part_from(tables: Iterable[pa.Table], settings: Settings, params: FeatureParams, run_id: str) -> Path | None:
+    """Publish rows that arrive as a stream of tables as one part file (none when there are no rows)."""
+    folder = version_dir(settings, params)
+    writer = PartWriter(folder / f"part-{run_id}.parquet", feature_schema(params.dim))
+    try:
+        for table in tables:
+            writer.write(table)
+    except BaseException:
+        writer.abort()
+        raise
+    if writer.rows == 0:
+        writer.abort()
+        return None
+    meta = folder / "_params.json"
+    if not meta.exists():
+        meta.write_text(json.dumps({"version": params.version, **params.model_dump()}, indent=2) + "\n")
+    writer.close()
+    return writer.path
 
 
 def stored_versions(settings: Settings) -> list[str]:
@@ -143,6 +237,14 @@ class FeatureMatrix:
     sha256: list[str]
     version: str
     params: FeatureParams
+
+    def iter_batches(self, track_ids: Iterable[str], size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+        """``(track ids, vectors)`` of ``track_ids`` in batches of at most ``size`` (as :class:`StoredFeatures`)."""
+        row = {t: i for i, t in enumerate(self.track_ids)}
+        ids = list(track_ids)
+        for start in range(0, len(ids), size):
+            batch = ids[start : start + size]
+            yield batch, self.matrix[[row[t] for t in batch]]
 
 
 def _latest_manifest(settings: Settings) -> pd.DataFrame:
@@ -192,6 +294,85 @@ def read_features(settings: Settings, params: FeatureParams | None = None, activ
         sha256=table.column("sha256").to_pylist(),
         version=params.version,
         params=params,
+    )
+
+
+@dataclass(frozen=True)
+class StoredFeatures:
+    """Which stored vector each active track has, without the vectors: they are read batch by batch.
+
+    What :func:`read_features` selects (the manifest's current sha256 decides a track's vector; of two rows
+    with one content, the newest), for consumers that only need a slice of the vectors at a time: the
+    catalogue refresh embeds and inserts a batch at a time, so its memory does not grow with the library.
+    """
+
+    track_ids: list[str]
+    sha256: list[str]
+    version: str
+    params: FeatureParams
+    parts: list[Path]
+    chosen: dict[str, tuple[int, int]]  # sha256 -> (part number, row in that part) of the row that wins
+
+    def iter_batches(self, track_ids: Iterable[str], size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+        """``(track ids, vectors)`` of ``track_ids`` in batches of at most ``size``, in the store's order."""
+        sha_of = dict(zip(self.track_ids, self.sha256, strict=True))
+        wanted: dict[tuple[int, int], list[str]] = {}
+        for tid in track_ids:
+            wanted.setdefault(self.chosen[sha_of[tid]], []).append(tid)
+        schema = feature_schema(self.params.dim)
+        ids: list[str] = []
+        rows: list[np.ndarray] = []
+        for part_no, part in enumerate(self.parts):
+            offset = 0
+            for table in iter_tables(part, schema, ["vector"]):
+                keep = [i for i in range(table.num_rows) if (part_no, offset + i) in wanted]
+                if keep:
+                    sub = table.take(pa.array(keep, pa.int64())).column("vector").combine_chunks()
+                    block = sub.flatten().to_numpy(zero_copy_only=False).reshape(len(keep), self.params.dim)
+                    for j, i in enumerate(keep):
+                        for tid in wanted[(part_no, offset + i)]:
+                            ids.append(tid)
+                            rows.append(block[j])
+                            if len(ids) == size:
+                                yield ids, np.asarray(rows, dtype=np.float32)
+                                ids, rows = [], []
+                offset += table.num_rows
+        if ids:
+            yield ids, np.asarray(rows, dtype=np.float32)
+
+
+def stored_features(settings: Settings, params: FeatureParams | None = None) -> StoredFeatures:
+    """The active tracks that have a vector under ``params``' version, reading only hashes and timestamps."""
+    params = params or settings.features
+    schema = feature_schema(params.dim)
+    parts = part_files(settings, params)
+    chosen: dict[str, tuple[int, int]] = {}
+    newest: dict[str, datetime] = {}
+    for part_no, part in enumerate(parts):
+        table = pq.read_table(part, columns=["sha256", "computed_at"], schema=schema)
+        shas = table.column("sha256").to_pylist()
+        times = table.column("computed_at").to_pylist()
+        for row, (sha, at) in enumerate(zip(shas, times, strict=True)):
+            if sha not in newest or at > newest[sha]:
+                newest[sha] = at
+                chosen[sha] = (part_no, row)
+    manifest = _latest_manifest(settings)
+    pairs = sorted((t, sha) for t, sha in zip(manifest["track_id"], manifest["sha256"], strict=True) if sha in chosen)
+    if len(pairs) < len(manifest):
+        log.info(
+            "%d active tracks have no vector under %s (quarantined or not built yet)",
+            len(manifest) - len(pairs),
+            params.version,
+        )
+    if not pairs:
+        raise UserError(f"no features for version {params.version}; run `musicrec features build`")
+    return StoredFeatures(
+        track_ids=[t for t, _ in pairs],
+        sha256=[sha for _, sha in pairs],
+        version=params.version,
+        params=params,
+        parts=parts,
+        chosen=chosen,
     )
 
 

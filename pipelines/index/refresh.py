@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -23,13 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines.catalogue.manifest import read_manifest
 from pipelines.errors import UserError
 from pipelines.features.params import FeatureParams
-from pipelines.index.catalogue_map import map_file, refresh_map
+from pipelines.index.catalogue_map import build_map, map_file, save_map
 from pipelines.index.errors import CatalogueNotBuilt, RefreshFailed
 from pipelines.index.metadata import CollectionMeta, clip, collection_name, now_iso
 from pipelines.index.milvus import CatalogueIndex
 from pipelines.index.models import CHAMPION, load_embedder, resolve_model_version
 from pipelines.model.embedder import Embedder
-from pipelines.progress import ItemProgress
+from pipelines.progress import ItemProgress, ProgressLog, Sized, no_items
 from pipelines.settings import IndexSettings, Settings
 from pipelines.steps import StepJob
 
@@ -40,8 +40,7 @@ Step = Literal["created", "inserted", "verified", "switched"]
 METADATA = ("style", "source", "artist", "album", "title")
 
 
-def no_progress(items: Iterable[Any]) -> Iterable[Any]:
-    return items
+no_progress = no_items  # the no-op default, under the name callers import
 
 
 def no_step(step: Step) -> None:
@@ -49,13 +48,14 @@ def no_step(step: Step) -> None:
 
 
 class FeatureRows(Protocol):
-    """What the refresh needs of the feature store's ``FeatureMatrix`` (read-only)."""
+    """What the refresh needs of the feature store (read-only): which content each track has, and its vectors.
+
+    ``StoredFeatures`` (which reads vectors a batch at a time) and ``FeatureMatrix`` give vectors through
+    ``iter_batches``; any object with a ``matrix`` (rows in ``track_ids`` order) does too.
+    """
 
     @property
     def track_ids(self) -> list[str]: ...
-
-    @property
-    def matrix(self) -> np.ndarray: ...
 
     @property
     def sha256(self) -> list[str]: ...
@@ -65,6 +65,18 @@ class FeatureRows(Protocol):
 
     @property
     def params(self) -> FeatureParams: ...
+
+
+def _vector_batches(features: FeatureRows, track_ids: list[str], size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+    batches = getattr(features, "iter_batches", None)
+    if batches is not None:
+        yield from batches(track_ids, size)
+        return
+    row = {t: i for i, t in enumerate(features.track_ids)}
+    matrix = features.matrix  # type: ignore[attr-defined]  # rows without iter_batches are the matrix form
+    for start in range(0, len(track_ids), size):
+        batch = track_ids[start : start + size]
+        yield batch, matrix[[row[t] for t in batch]]
 
 
 @dataclass(frozen=True)
@@ -243,10 +255,14 @@ def _refresh(
     todo = [t for t, row in written.items() if have.get(t) != row]
     stale = [t for t in have if t not in want]
     size = index.settings.embed_batch_size
-    batches = [todo[i : i + size] for i in range(0, len(todo), size)]
-    for batch in progress(batches):
-        vectors = embedder.embed(features.matrix[[position[t] for t in batch]])
+    # Vectors are read, embedded and inserted a batch at a time: memory stays flat however large the library.
+    meter = ProgressLog(f"refresh {name}: embed and insert", len(todo), log)
+    batches = progress(Sized(_vector_batches(features, todo, size), -(-len(todo) // size)))
+    for batch, raw in batches:
+        vectors = embedder.embed(raw)
         index.insert(name, _rows(batch, vectors, meta_rows, want, embedder.version, features.version))
+        meter.add(len(batch))
+    meter.finish()
     index.delete(name, stale)
     index.flush(name)
     on_step("inserted")
@@ -261,7 +277,15 @@ def _refresh(
         name, state="ready", previous=previous, styles=json.dumps(styles), updated_at=now_iso(), **moved
     )
     if map_root is not None and (todo or stale or not map_file(map_root, name).is_file()):
-        refresh_map(index, index.describe(name), map_root)
+        # From the feature store through the same embedder (what the collection now holds): reading 8,600-value
+        # vectors back out of Milvus Lite took minutes per thousand tracks.
+        labels = {t: (written[t]["style"], written[t]["title"] or t) for t in want}
+
+        def embedded(ids: list[str]) -> Iterator[tuple[list[str], np.ndarray]]:
+            for batch, raw in _vector_batches(features, ids, size):
+                yield batch, embedder.embed(raw)
+
+        save_map(map_root, build_map(name, embedder.version, list(want), labels, embedded))
     on_step("verified")
 
     if live != name:
@@ -321,9 +345,9 @@ class RefreshCatalogue(BaseModel):
         embedder = load_embedder(self.settings, version, params)
         if embedder.version != version:  # serving reloads the model by the version recorded in the collection
             raise UserError(f"model loaded for version {version} calls itself {embedder.version}")
-        from pipelines.features.store import read_features
+        from pipelines.features.store import stored_features
 
-        features = read_features(self.settings, params)
+        features = stored_features(self.settings, params)
         manifest = read_manifest(self.settings.manifest_path)
         index = CatalogueIndex.from_settings(self.settings, self.index or self.settings.index)
         try:
@@ -335,7 +359,7 @@ class RefreshCatalogue(BaseModel):
 
 
 class RefreshJob(StepJob):
-    """Which model's embeddings the new collection holds: 'champion', 'challenger', 'raw' or a version."""
+    """Which model's embeddings the new collection holds: an alias, 'raw', 'meanstd', 'best' or a version."""
 
     model_version: str = CHAMPION
 

@@ -66,7 +66,13 @@ class GateConfig(BaseModel):
     beat_on: tuple[str, ...] = Field(
         default=("catalogue/p@10", "cross_source/map@10"), description="Must beat each required baseline on these."
     )
-    baselines: tuple[str, ...] = Field(default=("raw",), description="Baselines it must beat (raw, meanstd).")
+    baselines: tuple[str, ...] = Field(
+        default=("raw", "meanstd"), description="It must beat the strongest of these on each beat_on metric."
+    )
+    interval: bool = Field(
+        default=True,
+        description="Also require the paired 95% bootstrap interval over sources against that baseline above zero.",
+    )
 
 
 class TrainingJob(BaseModel):

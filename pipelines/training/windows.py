@@ -12,7 +12,7 @@ run decodes nothing; a window that would run past the end of its track, or is si
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,13 +26,9 @@ from pipelines import parallel
 from pipelines.audio import AudioRejected
 from pipelines.features import frontend
 from pipelines.features.params import FeatureParams
-from pipelines.progress import ItemProgress
+from pipelines.progress import ItemProgress, Sized, no_items
 
 log = logging.getLogger(__name__)
-
-
-def _no_progress(items: Iterable) -> Iterable:
-    return items
 
 
 def window_schema(dim: int) -> pa.Schema:
@@ -78,19 +74,6 @@ def window_vector(path: str | Path, params: FeatureParams, offset_s: float) -> n
     return tv.vector
 
 
-class _Sized:
-    """An iterator with a known length, so a progress bar can advance as results arrive."""
-
-    def __init__(self, items: Iterable, n: int) -> None:
-        self.items, self.n = items, n
-
-    def __iter__(self):
-        return iter(self.items)
-
-    def __len__(self) -> int:
-        return self.n
-
-
 def _window(job: tuple[str, FeatureParams, float]) -> np.ndarray | None:
     return window_vector(*job)
 
@@ -110,7 +93,7 @@ def build_windows(
     params: FeatureParams,
     offsets_s: Sequence[float],
     root: Path,
-    progress: ItemProgress = _no_progress,
+    progress: ItemProgress = no_items,
     workers: int = 1,
 ) -> Windows:
     """Windows at ``offsets_s`` (seconds, > 0) of every track in ``tracks`` (track_id, path, sha256, duration_s).
@@ -135,7 +118,7 @@ def build_windows(
         rows, vectors = [], []
         jobs = [(audio_path, params, offset) for _t, _s, audio_path, offset in todo]
         # Spawned, not forked: the caller may have threads (Airflow, MLflow) whose locks a fork inherits.
-        computed = list(progress(_Sized(parallel.imap(_window, jobs, workers, chunk=4), len(jobs))))
+        computed = list(progress(Sized(parallel.imap(_window, jobs, workers, chunk=4), len(jobs))))
         for (track_id, sha, _path, offset), vec in zip(todo, computed, strict=True):
             # An absent window is stored as a row of NaN so it is not attempted again.
             rows.append({"track_id": track_id, "sha256": sha, "offset_s": offset})

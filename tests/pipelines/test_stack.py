@@ -48,6 +48,7 @@ TRAINING_JOB = {
         "triplets_per_batch": 64,
         "window_offsets_s": [1.0, 2.0],
     },
+    "gate": {"baselines": ["raw"], "interval": False},  # see MECHANICS_GATE in the synthetic catalogue
 }
 
 

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from pipelines.evaluation.gate import gate_intervals
 from pipelines.model.config import EncoderConfig
 from pipelines.model.encoder import Encoder
 from pipelines.settings import Settings
@@ -125,7 +126,7 @@ def evaluate(settings: Settings, job: TrainingJob, run_id: str, register: bool =
         table = summary(primary)
         fingerprint = evaluation_fingerprint(cat, job.group_by)
         champ_version, champ_metrics, champ_note = _champion_metrics(settings, fingerprint)
-        metrics = table_metrics(table) | champ_metrics
+        metrics = table_metrics(table) | champ_metrics | gate_intervals(primary, job.gate, job.train.seed)
         if champ_metrics:
             table = pd.concat([table, _champion_rows(champ_metrics, int(table["folds"].max()))], ignore_index=True)
         second = summary(tables[SECONDARY]) if SECONDARY in tables else None
@@ -153,7 +154,7 @@ def evaluate(settings: Settings, job: TrainingJob, run_id: str, register: bool =
         if second is not None:
             second.to_csv(art / "evaluation_track.csv", index=False, float_format="%.4f")
             text += f"\n# Track-disjoint fold {job.eval_fold} (secondary; not used by the gate)\n\n"
-            text += format_table(second) + "\n"
+            text += format_table(second, unseen_is_sanity=False) + "\n"
         (art / "evaluation.md").write_text(text)
         table.to_csv(art / "evaluation.csv", index=False, float_format="%.4f")
         all_tables = pd.concat([t.assign(protocol=p) for p, t in tables.items()], ignore_index=True)

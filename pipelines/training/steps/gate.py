@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
+from pipelines.evaluation.gate import decide
 from pipelines.registry import Registry
 from pipelines.settings import Settings
 from pipelines.training import artifacts
 from pipelines.training.comparison import comparison_html
-from pipelines.training.config import GateConfig, TrainingJob
+from pipelines.training.config import TrainingJob
 from pipelines.training.labelled import run_dir
 from pipelines.training.steps.evaluate import Evaluated
 
@@ -26,33 +26,6 @@ class Decision:
     def line(self) -> str:
         verdict = "PROMOTED to champion" if self.promoted else "kept as challenger (not promoted)"
         return f"version {self.version}: {verdict}: " + "; ".join(self.reasons)
-
-
-def decide(metrics: dict[str, float], gate: GateConfig) -> tuple[bool, list[str]]:
-    """The gate's rule on leave-one-source-out metrics (keys ``<model>/<view>/<metric>``, as logged)."""
-    ok, reasons = True, []
-
-    def get(model: str, key: str) -> float:
-        return float(metrics.get(f"{model}/{key}".replace("@", "_at_"), np.nan))
-
-    for baseline in gate.baselines:
-        for key in gate.beat_on:
-            mine, theirs = get("model", key), get(baseline, key)
-            if not mine > theirs:
-                ok = False
-                reasons.append(f"{key} {mine:.3f} does not beat {baseline} {theirs:.3f}")
-            else:
-                reasons.append(f"{key} {mine:.3f} beats {baseline} {theirs:.3f}")
-    champ = get("champion", gate.metric)
-    mine = get("model", gate.metric)
-    if np.isnan(champ):
-        reasons.append("no comparable champion")
-    elif mine >= champ + gate.margin:
-        reasons.append(f"{gate.metric} {mine:.3f} beats champion {champ:.3f} by >= {gate.margin}")
-    else:
-        ok = False
-        reasons.append(f"{gate.metric} {mine:.3f} does not beat champion {champ:.3f} by {gate.margin}")
-    return ok, reasons
 
 
 def gate(settings: Settings, job: TrainingJob, evaluated: dict[str, str]) -> Decision:

@@ -181,3 +181,29 @@ def test_whitespace_style_folder_is_rejected_with_reason(tmp_path: Path, setting
     report = import_catalogue(root, settings)
     assert report.added == 1 and report.rejects == {"invalid_style": 1}
     assert read_manifest(settings.manifest_path)["style"].tolist() == ["Rock"]
+
+
+def test_reading_files_in_worker_processes_gives_the_same_catalogue(
+    library: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A large import probes and hashes on every core; the manifest and rejects are those of a serial import."""
+    from pipelines.catalogue import ingest
+
+    serial = Settings(data_root=tmp_path / "serial")
+    parallel = Settings(data_root=tmp_path / "parallel")
+    monkeypatch.setattr(ingest, "PARALLEL_MIN_FILES", 10_000)
+    import_catalogue(library, serial)
+    monkeypatch.setattr(ingest, "PARALLEL_MIN_FILES", 1)  # this small library then goes through the workers
+    caplog.set_level("INFO", logger="pipelines.catalogue.ingest")
+    report = import_catalogue(library, parallel)
+
+    columns = [c for c in MANIFEST_SCHEMA.names if c not in ("added_at",)]
+    one = read_table(serial.manifest_path, MANIFEST_SCHEMA)[columns]
+    two = read_table(parallel.manifest_path, MANIFEST_SCHEMA)[columns]
+    assert one.equals(two) and len(two) == report.added == 8
+    key = ["path", "reason", "detail"]
+    rej_one = read_table(serial.rejects_path, REJECTS_SCHEMA)[key].sort_values("path").reset_index(drop=True)
+    rej_two = read_table(parallel.rejects_path, REJECTS_SCHEMA)[key].sort_values("path").reset_index(drop=True)
+    assert rej_one.equals(rej_two) and len(rej_two) == report.rejected > 0
+    final = [r.getMessage() for r in caplog.records if "probe and hash" in r.getMessage()]
+    assert final and re.search(r"probe and hash: \d+/\d+ files \(100%\), [\d.]+ files/s", final[-1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 
 from pipelines.registry import CHALLENGER, CHAMPION, Registry
 from pipelines.settings import Settings
-from tests.pipelines.training.synth_catalogue import SYNTH_FEATURES, build_synthetic_catalogue
+from tests.pipelines.training.synth_catalogue import MECHANICS_GATE, SYNTH_FEATURES, build_synthetic_catalogue
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +31,7 @@ def _musicrec(args: list[str], settings: Settings, tracking: str) -> subprocess.
         "MUSICREC_DATA_ROOT": str(settings.data_root),
         "MUSICREC_FEATURES__N_FRAMES": str(SYNTH_FEATURES.n_frames),
         "MUSICREC_MLFLOW_TRACKING_URI": tracking,
+        "MUSICREC_TRAINING_JOB": json.dumps({"gate": MECHANICS_GATE.model_dump(mode="json")}),
     }
     cmd = [sys.executable, "-c", _MAIN, *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=300)

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipelines.evaluation.gate import decide
 from pipelines.model.embedder import l2_normalise
 from pipelines.training.config import GateConfig
 from pipelines.training.evaluate import baseline_embeddings, evaluate_models, summary
 from pipelines.training.steps.evaluate import table_metrics
-from pipelines.training.steps.gate import decide
 
 STYLES, SOURCES_PER_STYLE, TRACKS = 4, 3, 6
 
@@ -68,7 +68,7 @@ def test_a_source_memorising_model_is_refused_source_disjoint_though_it_wins_tra
     track_folds = np.array([i % 3 for i in range(len(ids))])
     by_track = _gate_metrics(ids, styles, sources, x, track_folds)
     assert by_track["model/catalogue/p_at_10"] > by_track["raw/catalogue/p_at_10"] + 0.05
-    promoted, _ = decide(by_track, GateConfig(beat_on=("catalogue/p@10", "unseen/map@10")))
+    promoted, _ = decide(by_track, GateConfig(beat_on=("catalogue/p@10", "unseen/map@10"), interval=False))
     assert promoted  # a gate that read this view would promote it
 
     # Leave-one-source-out, the gate's view: its source was never seen, so it finds nothing of its style.
@@ -90,12 +90,14 @@ def test_the_gate_can_require_the_mean_std_baseline_too() -> None:
         "raw/cross_source/map_at_10": 0.20,
         "meanstd/cross_source/map_at_10": 0.25,
     }
-    assert decide(metrics, GateConfig())[0]
-    ok, reasons = decide(metrics, GateConfig(baselines=("raw", "meanstd")))
-    assert not ok and "catalogue/p@10 0.400 does not beat meanstd 0.450" in reasons
-    assert not decide(metrics | {"champion/cross_source/map_at_10": 0.295}, GateConfig())[0]  # not by the margin
-    assert decide(metrics | {"champion/cross_source/map_at_10": 0.28}, GateConfig())[0]
+    raw_only = GateConfig(baselines=("raw",), interval=False)  # the old rule
+    assert decide(metrics, raw_only)[0]
+    ok, reasons = decide(metrics, GateConfig(baselines=("raw", "meanstd"), interval=False))
+    assert not ok and "catalogue/p@10 0.400 does not beat meanstd 0.450 (meanstd wins)" in reasons
+    assert not decide(metrics | {"champion/cross_source/map_at_10": 0.295}, raw_only)[0]  # not by the margin
+    assert decide(metrics | {"champion/cross_source/map_at_10": 0.28}, raw_only)[0]
+    assert not decide(metrics, GateConfig())[0]  # today's default: the strongest baseline, with an interval
     # A metric that was never logged cannot pass: NaN beats nothing.
     unmeasured = {k: v for k, v in metrics.items() if k != "model/catalogue/p_at_10"}
-    ok, reasons = decide(unmeasured, GateConfig())
-    assert not ok and "catalogue/p@10 nan does not beat raw 0.300" in reasons
+    ok, reasons = decide(unmeasured, raw_only)
+    assert not ok and "catalogue/p@10 nan does not beat raw 0.300 (raw wins)" in reasons

@@ -1,0 +1,1 @@
+"""Evaluating models and baselines on labelled catalogues, with intervals over sources."""
