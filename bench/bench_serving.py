@@ -216,7 +216,7 @@ def load(uri: str, cat: Catalogue, index_type: str, name: str) -> tuple[TrackInd
             }
             for j in range(i, min(len(cat.ids), i + batch))
         ]
-        with index._guard() as c:  # plain insert: a new collection has nothing to replace
+        with index.connection.guard() as c:  # plain insert: a new collection has nothing to replace
             c.insert(name, rows)
     index.flush(name)
     wait_indexed(index, name, len(cat.ids))
@@ -227,7 +227,7 @@ def load(uri: str, cat: Catalogue, index_type: str, name: str) -> tuple[TrackInd
 def wait_indexed(index: TrackIndex, name: str, n: int, timeout: float = 900) -> None:
     """A server builds indexes in the background; searching before that measures brute force."""
     deadline = time.monotonic() + timeout
-    with index._guard() as c:
+    with index.connection.guard() as c:
         while time.monotonic() < deadline:
             info = c.describe_index(name, "vector") or {}
             if int(info.get("indexed_rows", n)) >= n and info.get("pending_index_rows", 0) == 0:

@@ -76,6 +76,11 @@ class ServingSettings(BaseSettings):
     serving_batch_searches: bool = Field(default=True, description="Coalesce concurrent searches.")
     serving_max_batch: int = Field(default=64, ge=1)
     serving_max_inflight: int = Field(default=1, ge=1, description="Concurrent Milvus searches.")
+    serving_vector_copy: bool = Field(
+        default=True,
+        description="The API keeps an in-process copy of the served collection's vectors and searches it "
+        "exactly (about 1.1 kB per 128-d track, in each worker; see docs/query-speed.md).",
+    )
     serving_api_key: SecretStr | None = Field(
         default=None,
         description="Required (header X-API-Key) on every recommendation route when set; `musicrec serve` "

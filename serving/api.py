@@ -36,12 +36,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rec = recommender or Recommender.from_settings(settings or get_settings(), serving)
+        meta = None
         try:
             meta = rec.collection(fresh=True)
             rec.embedder(meta)  # load the model now, not on the first upload
             log.info("serving %s (model %s)", meta.name, meta.model_version)
         except IndexUnavailable as exc:  # start anyway: /health says what is missing
             log.warning("index unavailable at start: %s", exc)
+        rec.start_copy(meta)
         if rec.serving.serving_batch_searches:
             rec.batcher.on_batch = app.state.metrics.search_batch.observe
         app.state.recommender = rec

@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from pipelines.index.metadata import RESULT_FIELDS, CollectionMeta, Hit
-from pipelines.index.milvus import TrackIndex
+
+
+class Searcher(Protocol):
+    """What the batcher searches: :class:`~pipelines.index.milvus.TrackIndex` or the in-process copy."""
+
+    def search(
+        self, meta: CollectionMeta, vectors: np.ndarray, limit: int, filter: str = ..., fields: Sequence[str] = ...
+    ) -> list[list[Hit]]: ...
 
 
 @dataclass
@@ -42,7 +49,7 @@ class SearchBatcher:
     server can take a few); each takes up to ``max_batch`` waiting requests.
     """
 
-    def __init__(self, index: TrackIndex, max_batch: int = 64, max_inflight: int = 1) -> None:
+    def __init__(self, index: Searcher, max_batch: int = 64, max_inflight: int = 1) -> None:
         self.index = index
         self.max_batch = max_batch
         self.max_inflight = max_inflight

@@ -44,13 +44,21 @@ def _print(answer: Answer, header: str) -> None:
         typer.echo(f"{rank:>4}  {rec.distance:.4f}  {one_line(rec.style):<18} {one_line(rec.track_id)}{title}")
 
 
-def _recommender() -> Recommender:
-    """Built on demand: importing pymilvus and the front end would slow down every `musicrec --help`."""
+def _recommender(decoding: bool = False) -> Recommender:
+    """Built on demand: importing pymilvus and the front end would slow down every `musicrec --help`.
+
+    ``decoding``: the command will decode audio; the decoding child (seconds of imports and warm-up) starts
+    now, while this process imports the Milvus client and looks the collection up. A collection made with
+    other feature parameters than the configured ones simply starts its own child.
+    """
     from pipelines.settings import get_settings
     from serving.service import Recommender
 
+    rec = Recommender.from_settings(get_settings())
+    if decoding:
+        rec.decoder.prestart(rec.settings.features)
     quiet_clients()
-    return Recommender.from_settings(get_settings())
+    return rec
 
 
 def recommend(
@@ -75,7 +83,7 @@ def recommend(
     if (track_id is None) == (audio is None):
         raise UserError("give either a TRACK_ID or --audio FILE")
     filters = _filters(style, duplicates, max_per_source, max_per_artist)
-    rec = _recommender()
+    rec = _recommender(decoding=audio is not None)
     try:
         if audio is not None:
             _print(rec.similar_file(audio, k, filters), f"similar to {audio}")

@@ -37,6 +37,7 @@ class DecodePool:
         self._own_spool = spool_dir is None
         self._spool = spool_dir
         self.timeouts = 0
+        self._warming: list[tuple[EmbedWorker, threading.Thread]] = []
 
     def spool(self) -> Path:
         """The folder uploads are written to (private to this user)."""
@@ -46,11 +47,35 @@ class DecodePool:
             self._spool.mkdir(mode=0o700, parents=True, exist_ok=True)
             return self._spool
 
+    def prestart(self, params: FeatureParams) -> None:
+        """Start a child for ``params`` in the background now (imports and warm-up take seconds), so that a
+        one-shot command's first decode finds it ready while the command meanwhile talks to Milvus."""
+        worker = EmbedWorker(params, self.max_bytes, self.timeout_s)
+        thread = threading.Thread(target=self._warm, args=(worker,), name="decode-prestart", daemon=True)
+        with self._lock:
+            self._warming.append((worker, thread))
+        thread.start()
+
+    @staticmethod
+    def _warm(worker: EmbedWorker) -> None:
+        try:
+            worker.start()
+        except Exception as exc:  # the decode starts a child itself then, and reports what fails
+            log.info("decoding child did not start ahead of use: %s", exc)
+
     def _take(self, params: FeatureParams) -> EmbedWorker:
+        warming = None
         with self._lock:
             for i, worker in enumerate(self._idle):
                 if worker.params == params:
                     return self._idle.pop(i)
+            for i, (worker, _) in enumerate(self._warming):
+                if worker.params == params:
+                    warming = self._warming.pop(i)
+                    break
+        if warming is not None:
+            warming[1].join()
+            return warming[0]
         return EmbedWorker(params, self.max_bytes, self.timeout_s)
 
     def _give(self, worker: EmbedWorker) -> None:
@@ -89,6 +114,10 @@ class DecodePool:
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
+            warming, self._warming = self._warming, []
+        for worker, thread in warming:
+            thread.join()
+            worker.close()
         for worker in idle:
             worker.close()
         if self._own_spool and self._spool is not None:

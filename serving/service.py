@@ -12,12 +12,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from pipelines.audio import AudioRejected, RejectReason, regular_file_size
 from pipelines.errors import UserError
@@ -33,6 +33,10 @@ from pipelines.settings import IndexSettings, ServingSettings, Settings
 from serving.batching import SearchBatcher
 from serving.decoding import DecodePool
 from serving.errors import InvalidInput, NotAudio, NotFound, TooLarge
+from serving.vectors import CopySearch, VectorCopy
+
+if TYPE_CHECKING:  # pandas costs seconds to import; only the library routes need it, and they import it
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +176,9 @@ class Recommender:
         self.settings = settings
         self.serving = serving or settings.serving
         self.loader = loader or self._load_registered
-        self.batcher = SearchBatcher(index, self.serving.serving_max_batch, self.serving.serving_max_inflight)
+        self.vectors = VectorCopy(index) if self.serving.serving_vector_copy else None
+        self.searcher: Any = CopySearch(self.vectors, index) if self.vectors else index
+        self.batcher = SearchBatcher(self.searcher, self.serving.serving_max_batch, self.serving.serving_max_inflight)
         self._lock = threading.Lock()
         self._meta: CollectionMeta | None = None
         self._meta_at = 0.0
@@ -193,8 +199,15 @@ class Recommender:
         return cls(TrackIndex.from_settings(settings, index), settings, serving)
 
     def close(self) -> None:
+        if self.vectors is not None:
+            self.vectors.close()
         self.decoder.close()
         self.index.close()
+
+    def start_copy(self, meta: CollectionMeta | None) -> None:
+        """Serve searches from an in-process copy of the live collection from now on (the API's start)."""
+        if self.vectors is not None:
+            self.vectors.start(meta)
 
     # ---- which collection, which model ---------------------------------------------------------------
 
@@ -237,6 +250,21 @@ class Recommender:
             self._embedders[key] = embedder
         return embedder
 
+    def _embedder_soon(self, meta: CollectionMeta) -> Callable[[], Embedder]:
+        """:meth:`embedder` of ``meta``, loading in a thread meanwhile when it is not loaded yet.
+
+        A one-shot ``recommend --audio`` then imports torch and loads the model while the child process
+        decodes the file, instead of after it.
+        """
+        with self._lock:
+            loaded = (meta.model_version, meta.feature_version) in self._embedders
+        if loaded:
+            return lambda: self.embedder(meta)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
+        future = pool.submit(self.embedder, meta)
+        pool.shutdown(wait=False)
+        return future.result
+
     def _retrying(self, fn: Callable[[CollectionMeta], Any]) -> Any:
         """Run ``fn`` on the live collection; if a refresh dropped it meanwhile, look the alias up again."""
         meta = self.collection()
@@ -269,7 +297,7 @@ class Recommender:
     def _search(self, meta: CollectionMeta, vector: np.ndarray, limit: int, expr: str) -> list[Hit]:
         if self.serving.serving_batch_searches:
             return self.batcher.search(meta, vector, limit, expr)
-        return self.index.search(meta, vector.reshape(1, -1), limit, expr, RESULT_FIELDS)[0]
+        return self.searcher.search(meta, vector.reshape(1, -1), limit, expr, RESULT_FIELDS)[0]
 
     def _neighbours(
         self,
@@ -302,6 +330,9 @@ class Recommender:
             fetch = min(MAX_FETCH, fetch * 4)
 
     def _rows(self, meta: CollectionMeta, track_ids: Sequence[str]) -> dict[str, dict]:
+        snap = self.vectors.current(meta) if self.vectors is not None else None
+        if snap is not None:
+            return snap.rows(track_ids)
         rows = self.index.get(meta.name, track_ids, ("track_id", "sha256", "vector"))
         return {r["track_id"]: r for r in rows}
 
@@ -347,11 +378,12 @@ class Recommender:
         def run(meta: CollectionMeta) -> Answer:
             self._check(meta, k, filters)
             params = FeatureParams(**meta.feature_params)
+            model = self._embedder_soon(meta)
             try:
                 tv = decode(params)
             except AudioRejected as exc:
                 raise upload_rejected(exc) from None
-            vec = self.embedder(meta).embed(tv.vector[None, :])[0]
+            vec = model().embed(tv.vector[None, :])[0]
             sha = hashlib.sha256(content()).hexdigest()
             found = self._neighbours(meta, vec, k, filters, set(), {sha})
             return Answer("upload:" + sha[:12], meta.name, meta.model_version, [rec for rec, _ in found])

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 # Longest track id and style, in UTF-8 bytes: what the index can store as a key and filter on exactly.
-TRACK_ID_MAX_BYTES = 512
-STYLE_MAX_BYTES = 256
+from pipelines.catalogue.limits import STYLE_MAX_BYTES as STYLE_MAX_BYTES
+from pipelines.catalogue.limits import TRACK_ID_MAX_BYTES
 
 ACTIVE = "active"
 UNLABELLED = ""  # the style of a track with no style label: indexed and recommended, never trained on

@@ -73,6 +73,11 @@ class EmbedWorker:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def start(self) -> None:
+        """Start the child now if it is not running (:meth:`embed` otherwise starts it on first use)."""
+        if self.proc is None:
+            self._start()
+
     def _start(self) -> None:
         env = {**os.environ, **_ONE_THREAD}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)

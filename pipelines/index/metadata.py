@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.catalogue.manifest import STYLE_MAX_BYTES, TRACK_ID_MAX_BYTES
+from pipelines.catalogue.limits import STYLE_MAX_BYTES, TRACK_ID_MAX_BYTES
 
 PROP = "musicrec."  # prefix of the collection properties musicrec writes
 # VARCHAR limits, in bytes (Milvus counts UTF-8 bytes); longer metadata is cut, never rejected.
@@ -85,6 +85,7 @@ class CollectionMeta:
     styles: tuple[str, ...] = ()
     state: str = "building"  # "ready" once verified; a crashed refresh leaves "building"
     rolled_back_from: str = ""  # set by a rollback: kept (to roll forward) until a later refresh succeeds
+    updated_at: str = ""  # set by a refresh that changed the collection in place (read-only here)
 
     def properties(self) -> dict[str, str]:
         return {
@@ -115,6 +116,7 @@ class CollectionMeta:
             styles=tuple(json.loads(get.get("styles") or "[]")),
             state=get.get("state", "building"),
             rolled_back_from=get.get("rolled_back_from", ""),
+            updated_at=get.get("updated_at", ""),
         )
 
 

@@ -59,9 +59,9 @@ def load_embedder(settings: Settings, model_version: str, params: FeatureParams)
         from pipelines.model.baselines import MeanStdEmbedder
 
         return MeanStdEmbedder(feature_version=params.version, input_dim=params.dim, n_mfcc=params.n_mfcc)
-    from pipelines.registry import load_embedder as load_registered
+    from pipelines.model.cache import load_cached  # MLflow is imported only on a cache miss
 
-    embedder = load_registered(settings, model_version)
+    embedder = load_cached(settings, model_version)
     if embedder.feature_version != params.version:
         raise UserError(
             f"model version {model_version} expects feature version {embedder.feature_version}, "

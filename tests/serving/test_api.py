@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import tempfile
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from pipelines.index.milvus import TrackIndex
 from pipelines.index.refresh import refresh_collection
 from pipelines.model.embedder import RawEmbedder
 from pipelines.settings import ServingSettings, Settings
+from serving.schemas import SimilarResponse
+from serving.service import Answer, Filters, Recommendation
 from tests import synth
 from tests.pipelines.index.helpers import PARAMS_A, build_features
 from tests.serving.conftest import Served, serve
@@ -208,9 +211,35 @@ def test_milvus_down_is_503_with_what_to_do(served: Served) -> None:
         assert client.get("/health").status_code == 503
 
 
+def test_similar_body_built_directly_is_what_the_response_model_gives(served: Served) -> None:
+    rec = served.client.app.state.recommender
+    for query, k, filters in [
+        (_ids(served)["noise 1"], 7, Filters()),
+        (_ids(served)["high_tones 0"], 3, Filters(style="high_tones", max_per_source=1)),
+    ]:
+        answer = rec.similar(query, k, filters)
+        assert json.loads(SimilarResponse.json_of(answer)) == SimilarResponse.of(answer).model_dump(mode="json")
+        got = served.client.get(f"/tracks/{query}/similar", params={"k": k, **_params(filters)})
+        assert got.headers["content-type"] == "application/json"
+        assert got.json() == SimilarResponse.of(rec.similar(query, k, filters)).model_dump(mode="json")
+    odd = Answer("q", "c", "raw", [Recommendation('t\u00e9"\n', "s", "src", None, "ti\u2603tle", 0.125)])
+    assert json.loads(SimilarResponse.json_of(odd)) == SimilarResponse.of(odd).model_dump(mode="json")
+
+
+def _params(filters: Filters) -> dict[str, object]:
+    out: dict[str, object] = {}
+    if filters.style is not None:
+        out["style"] = filters.style
+    if filters.max_per_source is not None:
+        out["max_per_source"] = filters.max_per_source
+    return out
+
+
 def test_openapi_documents_every_route(served: Served) -> None:
     spec = served.client.get("/openapi.json").json()
     assert {"/tracks/{track_id}/similar", "/similar", "/playlist", "/health"} <= set(spec["paths"])
+    ok = spec["paths"]["/tracks/{track_id}/similar"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert ok["schema"] == {"$ref": "#/components/schemas/SimilarResponse"}
     upload = spec["paths"]["/similar"]["post"]
     assert "multipart/form-data" in upload["requestBody"]["content"]
     assert {"404", "413", "415", "422", "503"} <= set(upload["responses"])

@@ -1,0 +1,508 @@
+"""Query benchmark at library scale: Lite as it was, the embedded default with its in-process copy, the
+Milvus server, and an exact numpy scan of the same vectors, side by side in one run.
+
+For each catalogue size (synthetic 128-d, 64-cluster Gaussian mixture, as in bench_serving.py):
+  - exact numpy: one query's scan of the whole matrix (p50/p99), and 16 threads scanning at once;
+  - each backend: build the collection, recall@10 of its direct search against the exact scan (200 held-out
+    queries), then the musicrec API (its own uvicorn process) over loopback HTTP:
+    GET /tracks/{id}/similar?k=10 one request at a time (p50/p99), then 16 clients at once (requests/s),
+    plain and with filters (style; max_per_source=2); with the copy on and off;
+  - memory: the API process's resident set after warm-up, and the copy's own estimate.
+
+At sizes where loading Milvus would take too long (``--milvus-max``), only numpy and the copy's search
+(built from the same arrays, no HTTP) are measured; the report says so.
+
+Usage: nice -n 5 .venv/bin/python bench/bench_query.py [--sizes 10000 100000 1000000]
+Writes bench/results/query.md and query.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_serving import Catalogue, lite_backend, milvus_backend, percentiles, synthetic  # noqa: E402
+from bench.machine import cpu_model  # noqa: E402
+from pipelines.index.lite_server import free_port  # noqa: E402
+from pipelines.index.metadata import CollectionMeta, now_iso  # noqa: E402
+from pipelines.index.milvus import TrackIndex  # noqa: E402
+from pipelines.settings import IndexSettings  # noqa: E402
+from serving.vectors import Snapshot, single_threaded_blas  # noqa: E402
+
+log = logging.getLogger("bench")
+K = 10
+CLIENTS = 16
+NOTES = "<!-- notes: kept when the benchmark rewrites this file -->"
+
+
+def sha_of(i: int) -> str:
+    return hashlib.sha256(f"track{i}".encode()).hexdigest()
+
+
+# ---- exact numpy ------------------------------------------------------------------------------------
+
+
+def exact_top(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    out = []
+    for i in range(0, len(queries), 64):
+        sims = queries[i : i + 64] @ base.T
+        top = np.argpartition(-sims, k, axis=1)[:, :k]
+        order = np.take_along_axis(sims, top, 1).argsort(axis=1)[:, ::-1]
+        out.append(np.take_along_axis(top, order, 1))
+    return np.concatenate(out)
+
+
+def scan_one(base: np.ndarray, q: np.ndarray) -> np.ndarray:
+    sims = base @ q
+    top = np.argpartition(-sims, K)[:K]
+    return top[np.argsort(-sims[top])]
+
+
+def numpy_row(cat: Catalogue, seconds: float) -> dict[str, Any]:
+    base, qs = cat.vectors, cat.queries
+    for q in qs[:5]:
+        scan_one(base, q)
+    times = []
+    for q in qs:
+        t = time.perf_counter()
+        scan_one(base, q)
+        times.append((time.perf_counter() - t) * 1000)
+    p50, p99 = percentiles(times)
+    done = [0] * CLIENTS
+    stop = time.monotonic() + seconds
+
+    def worker(w: int) -> None:
+        n = w
+        while time.monotonic() < stop:
+            scan_one(base, qs[n % len(qs)])
+            n += CLIENTS
+            done[w] += 1
+
+    t = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(CLIENTS)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    qps = sum(done) / (time.perf_counter() - t)
+    return {"p50_ms": p50, "p99_ms": p99, "recall": 1.0, "qps16": qps, "memory_mb": base.nbytes / 1e6}
+
+
+def copy_direct_row(cat: Catalogue, truth: np.ndarray, seconds: float) -> dict[str, Any]:
+    """The copy's search alone (no Milvus, no HTTP), built from the same arrays."""
+    n = len(cat.ids)
+    texts = {
+        "style": cat.styles,
+        "source": [f"source{j % 50}" for j in range(n)],
+        "artist": [f"artist{j % 500}" for j in range(n)],
+        "album": [""] * n,
+        "title": [f"track {j}" for j in range(n)],
+        "sha256": [sha_of(j) for j in range(n)],
+    }
+    snap = Snapshot(("bench", "", ""), list(cat.ids), np.array(cat.vectors, dtype=np.float32), texts)
+    times = []
+    found = []
+    for q in cat.queries:
+        t = time.perf_counter()
+        found.append(snap.search(q[None, :], K)[0])
+        times.append((time.perf_counter() - t) * 1000)
+    p50, p99 = percentiles(times)
+    position = snap.position
+    recall = np.mean(
+        [len({position[h.track_id] for h in hits} & set(truth[i].tolist())) / K for i, hits in enumerate(found)]
+    )
+    done = [0] * CLIENTS
+    stop = time.monotonic() + seconds
+
+    def worker(w: int) -> None:
+        j = w
+        while time.monotonic() < stop:
+            snap.search(cat.queries[j % len(cat.queries)][None, :], K)
+            j += CLIENTS
+            done[w] += 1
+
+    t = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(CLIENTS)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return {
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "recall": float(recall),
+        "qps16": sum(done) / (time.perf_counter() - t),
+        "memory_mb": snap.nbytes() / 1e6,
+    }
+
+
+# ---- Milvus -----------------------------------------------------------------------------------------
+
+
+def build(uri: str, cat: Catalogue, name: str) -> tuple[TrackIndex, CollectionMeta, float]:
+    index = TrackIndex(uri, IndexSettings())
+    meta = CollectionMeta(
+        name=name,
+        model_version="raw",
+        feature_version=cat.params.version,
+        dim=cat.vectors.shape[1],
+        index_type="HNSW",
+        created_at=now_iso(),
+        feature_params=cat.params.model_dump(),
+        styles=tuple(sorted(set(cat.styles))),
+        state="ready",
+    )
+    start = time.perf_counter()
+    index.create(meta)
+    batch = 5000
+    for i in range(0, len(cat.ids), batch):
+        rows = [
+            {
+                "track_id": cat.ids[j],
+                "style": cat.styles[j],
+                "source": f"source{j % 50}",
+                "artist": f"artist{j % 500}",
+                "album": "",
+                "title": f"track {j}",
+                "sha256": sha_of(j),
+                "model_version": "raw",
+                "feature_version": cat.params.version,
+                "vector": cat.vectors[j].tolist(),
+            }
+            for j in range(i, min(len(cat.ids), i + batch))
+        ]
+        with index.connection.guard() as c:
+            c.insert(name, rows)
+    index.flush(name)
+    from bench.bench_serving import wait_indexed
+
+    wait_indexed(index, name, len(cat.ids))
+    index.switch_alias(name)
+    return index, index.describe(name), time.perf_counter() - start
+
+
+def direct_recall(index: TrackIndex, meta: CollectionMeta, cat: Catalogue, truth: np.ndarray) -> dict[str, float]:
+    position = {t: i for i, t in enumerate(cat.ids)}
+    times, recall = [], []
+    index.search(meta, cat.queries[:1], K, fields=("track_id",), consistency="Strong")
+    for i, q in enumerate(cat.queries):
+        t = time.perf_counter()
+        hits = index.search(meta, q[None, :], K, fields=("track_id",), consistency="Strong")[0]
+        times.append((time.perf_counter() - t) * 1000)
+        recall.append(len({position[h.track_id] for h in hits} & set(truth[i].tolist())) / K)
+    p50, p99 = percentiles(times)
+    return {"direct_p50_ms": p50, "direct_p99_ms": p99, "recall": float(np.mean(recall))}
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and its descendants, in MB."""
+    total = 0
+    pids = [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+            pids += [int(c) for c in children]
+        except OSError:
+            continue
+    return total / 1024
+
+
+@contextmanager
+def api(uri: str, workdir: Path, copy: bool) -> Iterator[tuple[str, int, subprocess.Popen]]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "MUSICREC_MILVUS_URI": uri,
+        "MUSICREC_DATA_ROOT": str(workdir / "api-data"),
+        "MUSICREC_SERVING_VECTOR_COPY": str(copy).lower(),
+        "MUSICREC_SERVING_ALIAS_TTL_S": "1",
+    }
+    code = (
+        "import uvicorn; from serving.api import create_app; "
+        f"uvicorn.run(create_app(), host='127.0.0.1', port={port}, log_level='warning', access_log=False)"
+    )
+    with (workdir / "api.log").open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/health")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"API did not start; see {workdir / 'api.log'}")
+            time.sleep(0.3)
+        yield "127.0.0.1", port, proc
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds used so far by ``pid`` (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_http(host: str, port: int, paths: list[str], seconds: float, pid: int) -> dict[str, Any]:
+    """One client at a time (p50/p99), then 16 clients with keep-alive connections (requests/s).
+
+    Also the API process's CPU time per request under the 16 clients: on a machine shared with other work
+    that, not the wall clock, says what the API itself costs (2 idle cores serve about 2000 / it per second
+    at best, less where the GIL serialises the Python part).
+    """
+
+    def one(conn: http.client.HTTPConnection, path: str) -> float:
+        t = time.perf_counter()
+        conn.request("GET", path)
+        res = conn.getresponse()
+        body = res.read()
+        ms = (time.perf_counter() - t) * 1000
+        if res.status != 200:
+            raise RuntimeError(f"bad answer {res.status}: {body[:200]!r}")
+        return ms
+
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    for p in paths[:30]:
+        one(conn, p)
+    seq = [one(conn, paths[(i * 7919) % len(paths)]) for i in range(400)]
+    conn.close()
+    p50, p99 = percentiles(seq)
+    samples: list[float] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def worker(w: int) -> None:
+        local = []
+        c = http.client.HTTPConnection(host, port, timeout=60)
+        n = w * 104729
+        while time.monotonic() < stop:
+            n += 1
+            local.append(one(c, paths[(n * 31) % len(paths)]))
+        c.close()
+        with lock:
+            samples.extend(local)
+
+    t = time.perf_counter()
+    cpu0 = cpu_s(pid)
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(CLIENTS)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    cpu = cpu_s(pid) - cpu0
+    c50, c99 = percentiles(samples)
+    return {
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "cpu_ms_per_request": 1000 * cpu / max(1, len(samples)),
+        "qps16": len(samples) / (time.perf_counter() - t),
+        "c16_p50_ms": c50,
+        "c16_p99_ms": c99,
+    }
+
+
+def api_rows(uri: str, workdir: Path, cat: Catalogue, seconds: float, copy: bool) -> dict[str, Any]:
+    rng = np.random.default_rng(3)
+    ids = [cat.ids[i] for i in rng.integers(0, len(cat.ids), 2000)]
+    variants = {
+        "plain": [f"/tracks/{t}/similar?k={K}" for t in ids],
+        "style": [f"/tracks/{t}/similar?k={K}&style={cat.styles[0]}" for t in ids],
+        "source cap": [f"/tracks/{t}/similar?k={K}&max_per_source=2" for t in ids],
+    }
+    out: dict[str, Any] = {}
+    start = time.perf_counter()
+    with api(uri, workdir, copy) as (host, port, proc):
+        out["start_s"] = time.perf_counter() - start
+        for name, paths in variants.items():
+            out[name] = load_http(host, port, paths, seconds, proc.pid)
+            log.info("  %s: %s", name, out[name])
+        out["api_rss_mb"] = rss_mb(proc.pid)
+    return out
+
+
+# ---- the run ----------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    single_threaded_blas()  # as the API does: see serving/vectors.py
+    results: dict[str, Any] = {
+        "load_average": os.getloadavg(),
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores",
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "sizes": {},
+    }
+    for n in args.sizes:
+        cat = synthetic(n)
+        cat.queries = cat.queries[:200]
+        truth = exact_top(cat.vectors, cat.queries, K)
+        row: dict[str, Any] = {"numpy": numpy_row(cat, args.seconds), "copy_direct": copy_direct_row(cat, truth, 3)}
+        log.info("%d numpy %s copy %s", n, row["numpy"], row["copy_direct"])
+        if n <= args.milvus_max:
+            backends = [("lite", lambda: lite_backend(workdir))]
+            if args.milvus_server:
+                backends.append(("server", lambda: milvus_backend(args.milvus_server, workdir)))
+            for backend, start in backends:
+                with start() as uri:
+                    index, meta, built = build(uri, cat, f"tracks__bench_{n}")
+                    entry: dict[str, Any] = {"build_s": built, **direct_recall(index, meta, cat, truth)}
+                    for copy in (False, True):
+                        log.info("%d %s copy=%s", n, backend, copy)
+                        entry[f"api_copy_{copy}"] = api_rows(uri, workdir, cat, args.seconds, copy)
+                    index.close()
+                    row[backend] = entry
+                    log.info("%d %s: %s", n, backend, json.dumps(entry))
+        results["sizes"][str(n)] = row
+        (workdir / "partial.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def _f(x: float | None, digits: int = 1) -> str:
+    return "n/m" if x is None else f"{x:.{digits}f}"
+
+
+def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
+    lines = [
+        "# Query benchmark: Lite, the in-process copy, the Milvus server, exact numpy",
+        "",
+        f"`nice -n 5 .venv/bin/python bench/bench_query.py` on {results['machine']}, {results['date']} "
+        "(the 2 cores are shared with other work: figures are indicative). Synthetic 128-d vectors (64-cluster "
+        "Gaussian mixture), k=10, HNSW (M=16, efConstruction=200, ef=128) in Milvus. HTTP: "
+        f"GET /tracks/{{id}}/similar?k=10 over loopback to one uvicorn process; {CLIENTS} clients with "
+        f"keep-alive connections for {args.seconds:.0f} s. Load average at the start (other work on the machine): "
+        f"{', '.join(f'{x:.1f}' for x in results['load_average'])}. recall@10: direct searches of 200 held-out queries "
+        "against the exact scan. Memory: the API process's resident set after warm-up "
+        "(Milvus's own processes not included); for the copy-only row, the copy's own estimate; for numpy, the matrix.",
+        "",
+        "| tracks | what | p50 ms | p99 ms | recall@10 | req/s, 16 clients | memory MB |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for n, row in results["sizes"].items():
+        np_row, cp = row["numpy"], row["copy_direct"]
+        for label, backend, copy in (
+            ("Milvus Lite as it was (no copy), HTTP", "lite", False),
+            ("embedded default: Lite + in-process copy, HTTP", "lite", True),
+            ("Milvus 2.3.5 server (no copy), HTTP", "server", False),
+            ("Milvus 2.3.5 server + in-process copy, HTTP", "server", True),
+        ):
+            if backend not in row:
+                lines.append(f"| {int(n):,} | {label} | not measured | | | | |")
+                continue
+            b = row[backend]
+            h = b[f"api_copy_{copy}"]
+            recall = 1.0 if copy else b["recall"]
+            lines.append(
+                f"| {int(n):,} | {label} | {_f(h['plain']['p50_ms'])} | {_f(h['plain']['p99_ms'])} | "
+                f"{recall:.3f} | {h['plain']['qps16']:.0f} | {h['api_rss_mb']:.0f} |"
+            )
+        lines.append(
+            f"| {int(n):,} | in-process copy, search call only (no HTTP) | {_f(cp['p50_ms'], 2)} | "
+            f"{_f(cp['p99_ms'], 2)} | {cp['recall']:.3f} | {cp['qps16']:.0f} | {cp['memory_mb']:.0f} |"
+        )
+        lines.append(
+            f"| {int(n):,} | exact numpy scan (one query, no HTTP) | {_f(np_row['p50_ms'], 2)} | "
+            f"{_f(np_row['p99_ms'], 2)} | 1.000 | {np_row['qps16']:.0f} | {np_row['memory_mb']:.0f} |"
+        )
+    lines += [
+        "",
+        "## Direct Milvus search (no HTTP) and ratio to the exact numpy scan",
+        "",
+        "| tracks | backend | build s | search p50 ms | p99 ms | recall@10 | p50 / numpy p50 |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for n, row in results["sizes"].items():
+        base = row["numpy"]["p50_ms"]
+        for backend, label in (("lite", "Milvus Lite (server mode)"), ("server", "Milvus 2.3.5 server")):
+            if backend in row:
+                b = row[backend]
+                lines.append(
+                    f"| {int(n):,} | {label} | {b['build_s']:.0f} | {b['direct_p50_ms']:.2f} | "
+                    f"{b['direct_p99_ms']:.2f} | {b['recall']:.3f} | {b['direct_p50_ms'] / base:.1f}x |"
+                )
+        cp = row["copy_direct"]
+        lines.append(
+            f"| {int(n):,} | in-process copy | - | {cp['p50_ms']:.2f} | {cp['p99_ms']:.2f} | {cp['recall']:.3f} | "
+            f"{cp['p50_ms'] / base:.1f}x |"
+        )
+    lines += [
+        "",
+        "## Filters through HTTP (p50 / p99 ms, req/s with 16 clients)",
+        "",
+        "| tracks | backend | copy | plain | style | max_per_source=2 | API CPU ms/request (plain) | API start s |",
+        "| ---: | --- | --- | --- | --- | --- | ---: | ---: |",
+    ]
+    for n, row in results["sizes"].items():
+        for backend in ("lite", "server"):
+            if backend not in row:
+                continue
+            for copy in (False, True):
+                h = row[backend][f"api_copy_{copy}"]
+                cells = " | ".join(
+                    f"{h[v]['p50_ms']:.1f} / {h[v]['p99_ms']:.1f}, {h[v]['qps16']:.0f}/s"
+                    for v in ("plain", "style", "source cap")
+                )
+                cpu = h["plain"]["cpu_ms_per_request"]
+                lines.append(
+                    f"| {int(n):,} | {backend} | {'on' if copy else 'off'} | {cells} | {cpu:.2f} | {h['start_s']:.1f} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--milvus-max", type=int, default=100_000, help="largest size loaded into Milvus")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--milvus-server", default=shutil.which("milvus-server") or str(ROOT / ".venv/bin/milvus-server")
+    )
+    parser.add_argument("--workdir", default="/tmp/musicrec-bench-query")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "query"))
+    args = parser.parse_args()
+    if args.milvus_server and not Path(args.milvus_server).is_file():
+        args.milvus_server = None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    for name in ("pymilvus", "pymilvus.milvus_client", "milvus_lite", "grpc"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    results = run(args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    md, old = markdown(results, args), out.with_suffix(".md")
+    if old.exists() and NOTES in (text := old.read_text()):
+        md += "\n" + NOTES + text.split(NOTES, 1)[1]
+    old.write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
