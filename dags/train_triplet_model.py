@@ -1,15 +1,9 @@
 """train_triplet_model: the feature store in, a registered challenger (and maybe a new champion) out.
 
-Step two of the method: build the triplet dataset, train the feed-forward branch (once per held-out
-source, once on every track for serving), evaluate it leave-one-source-out beside the raw-MFCC, mean+std
-and random baselines and the champion's recipe, and let the gate decide on promotion. Runs weekly and
-whenever the feature store changes; either run skips when the registry already holds a model trained on
-exactly these features with this recipe. A promotion announces the champion Asset, on which the
-index refresh is scheduled; a run that does not promote announces nothing.
-
-The recipe is ``MUSICREC_TRAINING_JOB`` (fields of :class:`pipelines.training.config.TrainingJob`), and
-a run's ``job`` parameter overrides it, validated when the run is triggered, e.g.
-``airflow dags trigger train_triplet_model -c '{"job": {"secondary": false, "train": {"epochs": 10}}}'``.
+Step two of the method as a scheduled DAG: triplets, training, leave-one-source-out evaluation and the gate,
+weekly and whenever the feature store changes; a promotion announces the champion Asset that the index
+refresh is scheduled on. The recipe is ``MUSICREC_TRAINING_JOB``; a run's ``job`` parameter overrides it.
+Design: docs/training.md#orchestration
 """
 
 from __future__ import annotations

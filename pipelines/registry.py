@@ -1,17 +1,9 @@
 """The MLflow side of training: runs, the logged model, the registry and its aliases, the audit trail.
 
-One small service (:class:`Registry`) wraps an ``MlflowClient`` bound to ``settings.paths.mlflow_tracking_uri``
-(SQLite under the data root by default; a server's URL in production). Nothing global is set at import
-time: the few MLflow calls that only exist in the fluent API run inside :func:`_tracking`, which sets the
-URI for the call and restores the previous one.
-
-Registered model ``musicrec-triplet``; aliases, not stages:
-- ``challenger``: the latest trained version that passed training and evaluation;
-- ``champion``: the version serving uses. The gate moves it (decision and reasons are tags on the
-  challenger's version), and so do ``promote`` and ``rollback`` by hand, each leaving audit tags
-  (``promoted_at``/``promoted_by``/``previous_champion``, ``rolled_back_at``/``rolled_back_by``).
-
-Serving needs only :func:`resolve_alias` and :func:`load_embedder`.
+:class:`Registry` wraps one ``MlflowClient``, so the training steps, the gate and the CLI share one place for
+runs, the ``challenger``/``champion`` aliases and their audit tags; serving needs only :func:`resolve_alias`
+and :func:`load_embedder`.
+Design: docs/training.md#registry-and-gate-registrypy
 """
 
 from __future__ import annotations

@@ -1,18 +1,8 @@
 """A relocatable data root: MLflow's absolute paths follow the data root when it is copied or moved.
 
-On the embedded default, MLflow keeps its tracking store in ``<data root>/mlflow.db`` and writes absolute
-locations into it (experiment ``artifact_location``, each run's ``artifact_uri``, logged models'
-``artifact_location``, model versions' ``storage_location``, ...). MLflow 3 resolves a relative artifact
-location against the working directory when the experiment is created, so relative paths are no way out.
-A copy of the data root would therefore log into the original, and a moved root could not load its models.
-
-The data root records, in :data:`MARKER`, the absolute root its MLflow paths were written for. When the
-registry opens an embedded store whose marker names another root, every text column of the store is
-rewritten from the old root to the current one (plain paths and ``file://`` URIs, only whole path
-prefixes), in one transaction with bound values, and then the marker is updated. A second open finds the
-marker current and touches nothing. Stores that are not a SQLite file under the data root (an MLflow
-server, a database elsewhere) are left alone: with ``--serve-artifacts`` their ``mlflow-artifacts:`` URIs
-do not name a host path at all.
+MLflow writes absolute locations into its embedded store, so a copied root would log into the original and a
+moved one could not load its models; this module rewrites them when the root has changed.
+Design: docs/training.md#registry-and-gate-registrypy ("A relocatable data root").
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """Metrics, request ids and access logs for the API: what an operator needs to run it as a service.
 
-Prometheus metrics are labelled by route *template* (``/tracks/{track_id}/similar``), never by the raw
-path, so their number of series stays bounded whatever clients send. With several uvicorn workers every
-worker counts its own requests; prometheus_client's multiprocess mode (the environment variable
-``PROMETHEUS_MULTIPROC_DIR`` names a folder shared by the workers, set by ``musicrec serve --workers N``)
-makes ``/metrics`` report the sum over all workers whichever worker answers the scrape.
-
-Index size and model version are not counted but read when ``/metrics`` is scraped, from the collection
-the worker serves: every worker reads the same Milvus, so every worker gives the same answer.
+Prometheus metrics labelled by route template (bounded series, summed over workers in multiprocess mode),
+an ``X-Request-ID`` on every request, and one access-log line per request.
+Design: docs/serving.md#running-it-as-a-service
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
 """The promotion rule: beat the strongest baseline with a paired interval above zero, and the champion.
 
-A gate that asks a challenger to beat the raw vector alone can promote a model that loses to plain MFCC
-statistics. So, on each primary metric (``GateConfig.beat_on``, leave-one-source-out), the challenger is
-compared with the *strongest* of the configured baselines on that metric, and must beat it on the mean and
-with the lower bound of the paired bootstrap interval over sources above zero (a tie, or a lead that a
-different draw of sources could reverse, is refused). Then it must beat the champion's recipe by the
-margin. The reasons name the baseline that won when it is refused.
-
-:func:`gate_intervals` computes the interval metrics that :func:`decide` reads, from the evaluation's
-per-query table; training logs them with the run, so the decision can be re-read from MLflow alone.
+:func:`decide` turns a challenger's logged metrics into a promotion decision with reasons, and
+:func:`gate_intervals` computes the intervals it reads, so the decision can be re-read from MLflow alone.
+Design: docs/evaluation.md#the-gate
 """
 
 from __future__ import annotations

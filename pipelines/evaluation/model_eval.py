@@ -1,23 +1,9 @@
 """``musicrec model evaluate``: a registered model or a baseline on any labelled catalogue, without training.
 
-The catalogue is a data root with a manifest and a feature store (the demo corpus, or a library brought in
-with ``musicrec catalogue import`` and ``musicrec features build`` under its own data root). Each source
-is a holdout, as in training's leave-one-source-out view: its tracks are the queries, and the
-``catalogue`` and ``cross_source`` views are scored per source (see :mod:`pipelines.training.evaluate`).
-
-Which embeddings score a source:
-
-- when the version was trained on this very catalogue and its training run's per-source branches are still
-  on disk, each source is embedded by the branch trained without it: the honest leave-one-source-out
-  number for that recipe (no training happens here; the branches are loaded);
-- otherwise the registered model embeds everything; if it was trained on these tracks, the report says
-  the numbers are not held out.
-
-Every baseline (raw, mean+std, random) is scored on the same holdouts, and so is the learned part of the
-output alone (without the appended mean+std statistics) when the model has them. Differences are paired
-per source with bootstrap intervals over sources (:mod:`pipelines.evaluation.bootstrap`). The result is
-an MLflow run tagged ``evaluation=model`` and ``model_version=<version>`` with the metrics and the
-tables as artifacts; ``musicrec model show`` lists these runs under their version.
+Scores the version leave-one-source-out beside the raw, mean+std and random baselines, with paired bootstrap
+intervals over sources, and records the result as an MLflow run under that version, so any model can be
+judged on any catalogue after the fact.
+Design: docs/evaluation.md#musicrec-model-evaluate-version---catalogue-data_root
 """
 
 from __future__ import annotations

@@ -1,17 +1,9 @@
 """The feature build: manifest -> shards -> vectors per shard -> one validated part file in the store.
 
-Three plain functions, so Airflow can run them as separate tasks (shards as mapped tasks) and the CLI can
-run them in one process with a thread per shard:
-
-1. :func:`plan_shards` reads the manifest, skips what is stored or settled in quarantine, takes over the
-   finished shards of abandoned runs (same parameters, same files), removes those runs' folders, and
-   writes the rest as shard files under ``features/_staging/<run id>/``.
-2. :func:`compute_shard` embeds one shard in a child process (:mod:`pipelines.features.worker`) with a
-   time limit per file, and writes the shard's vectors and quarantine verdicts next to it.
-3. :func:`merge_shards` validates every shard's output and publishes it: one part file, atomically, then
-   the quarantine table. Until then the store is untouched, so a failed run changes nothing.
-
-Tasks exchange paths only; the parameters are frozen in the plan, so all shards of a run agree.
+Three plain functions (:func:`plan_shards`, :func:`compute_shard`, :func:`merge_shards`) so Airflow can run
+them as separate tasks (shards mapped) and the CLI in one process with a thread per shard; the store is
+untouched until the merge, so a failed run changes nothing.
+Design: docs/features.md#the-build-pipelinesfeaturesbuildpy
 """
 
 from __future__ import annotations

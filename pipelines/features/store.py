@@ -1,14 +1,8 @@
 """The feature store: Parquet files of front-end vectors, one folder per feature-parameter version.
 
-Layout (readable with plain pyarrow/pandas: ``pd.read_parquet(features_dir / "version=<v>")``)::
-
-    <data_root>/features/version=<v>/part-<run id>.parquet   one file per build run that added rows
-    <data_root>/features/version=<v>/_params.json            the parameters of that version
-
-Rows are keyed by content (``sha256``): a vector depends only on the audio bytes and the parameters, so a
-track whose sha256 is already stored under a version is never computed again, and a renamed or re-imported
-file keeps its vector. Part files appear with an atomic rename, so a reader (or a crash) never sees half of
-one; a build that dies before its rename leaves the store exactly as it was.
+Vectors are keyed by content (sha256), so no track is ever embedded twice, and part files appear atomically,
+so readers and crashes never see half a build.
+Design: docs/features.md#the-feature-store-pipelinesfeaturesstorepy
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
 """Same-style retrieval metrics: for each query, rank candidates by cosine distance and score the ranking.
 
-Pure numpy so the same code scores a trained model, the baselines, and any other split of
-queries and candidates. A candidate is relevant when it has the query's style; the query itself is never a
-candidate.
-
-- precision@k: share of the first k candidates that are relevant.
-- AP@10: ``sum_k P@k * rel_k / min(R, 10)`` over the first 10, R = relevant candidates. Normalised by
-  ``min(R, 10)`` so a perfect ranking scores 1 even when a style has fewer than 10 other tracks (the
-  unseen-only view), unlike precision@10.
-- R-precision: precision at R; reaches 1 for a perfect ranking whatever R is.
+Pure numpy, so the same code scores a trained model, the baselines and any split of queries and candidates
+(precision@k, AP@10, R-precision). Design: docs/training.md#retrieval-metrics
 """
 
 from __future__ import annotations

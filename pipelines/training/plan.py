@@ -1,18 +1,7 @@
 """Which branches a training job trains, and which tracks each one must never see.
 
-A *holdout* is one branch to train: a name, the protocol it belongs to, and the tracks held out from its
-training. A job trains:
-
-- ``all``: nothing held out. This is the model that is registered and served: once the recipe has been
-  judged on the views below, the deployed branch may learn from every track.
-- the primary, source-disjoint protocol, which the gate judges: one holdout per source (leave-one-source-
-  out; album or artist for an imported catalogue that knows them), or k folds that keep each source on
-  one side when there are more than ``max_groups`` sources.
-- the secondary, track-disjoint protocol (optional): the frozen evaluation fold of the k-fold split
-  by track. A model that wins there but loses source-disjoint is not promoted (the gate does not read it).
-
-Both splits are frozen files (:mod:`pipelines.training.split`), so every later challenger is judged on
-the same holdouts.
+A holdout is one branch: the served ``all`` branch (nothing held out), one per source-disjoint holdout that
+the gate judges, and optionally the track-disjoint fold. Design: docs/training.md#frozen-splits-and-the-plan
 """
 
 from __future__ import annotations

@@ -1,20 +1,8 @@
 """Frozen evaluation splits: which tracks every model is judged on, written once and reused.
 
-A split assigns every track a fold (0..k-1), stratified by style. Fold ``eval_fold`` holds the evaluation
-tracks: the registered model is trained on the other folds and judged on it, and so is every later
-challenger, so their numbers are comparable. The other folds give the k-fold spread of the recipe.
-
-Grouping: ``track`` puts each track in one fold. ``album`` keeps every album on one side (tracks with no
-album are their own group), ``source`` keeps every source (package, label, uploader) on one side: the
-source-disjoint views that show whether a model learnt the style or the recording. A style whose groups
-cannot fill two sides is reported, not silently mixed.
-
-Leave-one-group-out (``n_folds=0``): a fold per source (or album), so every source is held out in turn and
-its tracks are judged by a model that has never heard it. This is the primary view the gate uses: a new
-source is what a user's own library looks like.
-
-The file is frozen: a later run reads it back, keeps every assignment, and places only tracks it has
-never seen (by a hash of the track id and the seed, so that is reproducible too).
+A split assigns every track a fold, by track, album or source (leave-one-source-out is the gate's view), and
+is frozen on disk so every later challenger is judged on the same holdouts and their numbers stay comparable.
+Design: docs/training.md#frozen-splits-and-the-plan
 """
 
 from __future__ import annotations
