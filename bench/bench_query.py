@@ -25,12 +25,10 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,18 +38,24 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_serving import Catalogue, lite_backend, milvus_backend, percentiles, synthetic  # noqa: E402
+from bench.bench_serving import (  # noqa: E402
+    Catalogue,
+    api,
+    lite_backend,
+    load,
+    milvus_backend,
+    percentiles,
+    synthetic,
+    write_results,
+)
 from bench.machine import cpu_model  # noqa: E402
-from pipelines.index.lite_server import free_port  # noqa: E402
-from pipelines.index.metadata import CollectionMeta, now_iso  # noqa: E402
+from pipelines.index.metadata import CollectionMeta  # noqa: E402
 from pipelines.index.milvus import TrackIndex  # noqa: E402
-from pipelines.settings import IndexSettings  # noqa: E402
 from serving.vectors import Snapshot, single_threaded_blas  # noqa: E402
 
 log = logging.getLogger("bench")
 K = 10
 CLIENTS = 16
-NOTES = "<!-- notes: kept when the benchmark rewrites this file -->"
 
 
 def sha_of(i: int) -> str:
@@ -77,6 +81,27 @@ def scan_one(base: np.ndarray, q: np.ndarray) -> np.ndarray:
     return top[np.argsort(-sims[top])]
 
 
+def threads_qps(search: Callable[[int], object], n: int, seconds: float) -> float:
+    """``CLIENTS`` threads calling ``search`` on query numbers ``0..n`` in turn for ``seconds``: calls per second."""
+    done = [0] * CLIENTS
+    stop = time.monotonic() + seconds
+
+    def worker(w: int) -> None:
+        j = w
+        while time.monotonic() < stop:
+            search(j % n)
+            j += CLIENTS
+            done[w] += 1
+
+    t = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(CLIENTS)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return sum(done) / (time.perf_counter() - t)
+
+
 def numpy_row(cat: Catalogue, seconds: float) -> dict[str, Any]:
     base, qs = cat.vectors, cat.queries
     for q in qs[:5]:
@@ -87,23 +112,7 @@ def numpy_row(cat: Catalogue, seconds: float) -> dict[str, Any]:
         scan_one(base, q)
         times.append((time.perf_counter() - t) * 1000)
     p50, p99 = percentiles(times)
-    done = [0] * CLIENTS
-    stop = time.monotonic() + seconds
-
-    def worker(w: int) -> None:
-        n = w
-        while time.monotonic() < stop:
-            scan_one(base, qs[n % len(qs)])
-            n += CLIENTS
-            done[w] += 1
-
-    t = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(CLIENTS)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    qps = sum(done) / (time.perf_counter() - t)
+    qps = threads_qps(lambda i: scan_one(base, qs[i]), len(qs), seconds)
     return {"p50_ms": p50, "p99_ms": p99, "recall": 1.0, "qps16": qps, "memory_mb": base.nbytes / 1e6}
 
 
@@ -130,27 +139,12 @@ def copy_direct_row(cat: Catalogue, truth: np.ndarray, seconds: float) -> dict[s
     recall = np.mean(
         [len({position[h.track_id] for h in hits} & set(truth[i].tolist())) / K for i, hits in enumerate(found)]
     )
-    done = [0] * CLIENTS
-    stop = time.monotonic() + seconds
-
-    def worker(w: int) -> None:
-        j = w
-        while time.monotonic() < stop:
-            snap.search(cat.queries[j % len(cat.queries)][None, :], K)
-            j += CLIENTS
-            done[w] += 1
-
-    t = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(CLIENTS)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    qps = threads_qps(lambda i: snap.search(cat.queries[i][None, :], K), len(cat.queries), seconds)
     return {
         "p50_ms": p50,
         "p99_ms": p99,
         "recall": float(recall),
-        "qps16": sum(done) / (time.perf_counter() - t),
+        "qps16": qps,
         "memory_mb": snap.nbytes() / 1e6,
     }
 
@@ -159,45 +153,11 @@ def copy_direct_row(cat: Catalogue, truth: np.ndarray, seconds: float) -> dict[s
 
 
 def build(uri: str, cat: Catalogue, name: str) -> tuple[TrackIndex, CollectionMeta, float]:
-    index = TrackIndex(uri, IndexSettings())
-    meta = CollectionMeta(
-        name=name,
-        model_version="raw",
-        feature_version=cat.params.version,
-        dim=cat.vectors.shape[1],
-        index_type="HNSW",
-        created_at=now_iso(),
-        feature_params=cat.params.model_dump(),
-        styles=tuple(sorted(set(cat.styles))),
-        state="ready",
-    )
+    """An HNSW collection of ``cat`` (sha256 as ``copy_direct_row`` gives it), indexed, loaded and served."""
+    index, _, built = load(uri, cat, "HNSW", name, sha=sha_of)
     start = time.perf_counter()
-    index.create(meta)
-    batch = 5000
-    for i in range(0, len(cat.ids), batch):
-        rows = [
-            {
-                "track_id": cat.ids[j],
-                "style": cat.styles[j],
-                "source": f"source{j % 50}",
-                "artist": f"artist{j % 500}",
-                "album": "",
-                "title": f"track {j}",
-                "sha256": sha_of(j),
-                "model_version": "raw",
-                "feature_version": cat.params.version,
-                "vector": cat.vectors[j].tolist(),
-            }
-            for j in range(i, min(len(cat.ids), i + batch))
-        ]
-        with index.connection.guard() as c:
-            c.insert(name, rows)
-    index.flush(name)
-    from bench.bench_serving import wait_indexed
-
-    wait_indexed(index, name, len(cat.ids))
     index.switch_alias(name)
-    return index, index.describe(name), time.perf_counter() - start
+    return index, index.describe(name), built + time.perf_counter() - start
 
 
 def direct_recall(index: TrackIndex, meta: CollectionMeta, cat: Catalogue, truth: np.ndarray) -> dict[str, float]:
@@ -228,41 +188,6 @@ def rss_mb(pid: int) -> float:
         except OSError:
             continue
     return total / 1024
-
-
-@contextmanager
-def api(uri: str, workdir: Path, copy: bool) -> Iterator[tuple[str, int, subprocess.Popen]]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "MUSICREC_MILVUS_URI": uri,
-        "MUSICREC_DATA_ROOT": str(workdir / "api-data"),
-        "MUSICREC_SERVING_VECTOR_COPY": str(copy).lower(),
-        "MUSICREC_SERVING_ALIAS_TTL_S": "1",
-    }
-    code = (
-        "import uvicorn; from serving.api import create_app; "
-        f"uvicorn.run(create_app(), host='127.0.0.1', port={port}, log_level='warning', access_log=False)"
-    )
-    with (workdir / "api.log").open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                conn.request("GET", "/health")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"API did not start; see {workdir / 'api.log'}")
-            time.sleep(0.3)
-        yield "127.0.0.1", port, proc
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def cpu_s(pid: int) -> float:
@@ -339,12 +264,14 @@ def api_rows(uri: str, workdir: Path, cat: Catalogue, seconds: float, copy: bool
     }
     out: dict[str, Any] = {}
     start = time.perf_counter()
-    with api(uri, workdir, copy) as (host, port, proc):
+    # search batching as the API's default (on)
+    settings = {"MUSICREC_SERVING_VECTOR_COPY": str(copy).lower(), "MUSICREC_SERVING_ALIAS_TTL_S": "1"}
+    with api(uri, workdir, True, settings, start_timeout=600) as server:
         out["start_s"] = time.perf_counter() - start
         for name, paths in variants.items():
-            out[name] = load_http(host, port, paths, seconds, proc.pid)
+            out[name] = load_http(server.host, server.port, paths, seconds, server.proc.pid)
             log.info("  %s: %s", name, out[name])
-        out["api_rss_mb"] = rss_mb(proc.pid)
+        out["api_rss_mb"] = rss_mb(server.proc.pid)
     return out
 
 
@@ -494,14 +421,7 @@ def main() -> None:
     for name in ("pymilvus", "pymilvus.milvus_client", "milvus_lite", "grpc"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     results = run(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    md, old = markdown(results, args), out.with_suffix(".md")
-    if old.exists() and NOTES in (text := old.read_text()):
-        md += "\n" + NOTES + text.split(NOTES, 1)[1]
-    old.write_text(md)
-    print(md)
+    print(write_results(Path(args.out), results, markdown(results, args)))
 
 
 if __name__ == "__main__":

@@ -184,7 +184,13 @@ def milvus_backend(binary: str, workdir: Path) -> Iterator[str]:
 # ---- measurements -----------------------------------------------------------------------------------
 
 
-def load(uri: str, cat: Catalogue, index_type: str, name: str) -> tuple[TrackIndex, CollectionMeta, float]:
+def hex_sha(j: int) -> str:
+    return f"{j:064x}"
+
+
+def load(
+    uri: str, cat: Catalogue, index_type: str, name: str, sha: Callable[[int], str] = hex_sha
+) -> tuple[TrackIndex, CollectionMeta, float]:
     index = TrackIndex(uri, IndexSettings(index_type=index_type, ivf_nlist=1024, ivf_nprobe=32))
     meta = CollectionMeta(
         name=name,
@@ -209,7 +215,7 @@ def load(uri: str, cat: Catalogue, index_type: str, name: str) -> tuple[TrackInd
                 "artist": f"artist{j % 500}",
                 "album": "",
                 "title": f"track {j}",
-                "sha256": f"{j:064x}",
+                "sha256": sha(j),
                 "model_version": "raw",
                 "feature_version": cat.params.version,
                 "vector": cat.vectors[j].tolist(),
@@ -278,8 +284,23 @@ def direct(index: TrackIndex, meta: CollectionMeta, cat: Catalogue) -> dict[str,
     }
 
 
+@dataclass
+class Api:
+    """A running musicrec API: where it listens, and its process (for memory and CPU readings)."""
+
+    host: str
+    port: int
+    proc: subprocess.Popen
+
+    @property
+    def base(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
 @contextmanager
-def api(uri: str, workdir: Path, batching: bool, settings: dict[str, str] | None = None) -> Iterator[str]:
+def api(
+    uri: str, workdir: Path, batching: bool, settings: dict[str, str] | None = None, start_timeout: float = 120
+) -> Iterator[Api]:
     """The musicrec API in its own process on ``uri``; ``settings`` (MUSICREC_*) override the defaults here."""
     port = free_port()
     env = {
@@ -292,25 +313,25 @@ def api(uri: str, workdir: Path, batching: bool, settings: dict[str, str] | None
     }
     code = (
         "import uvicorn; from serving.api import create_app; "
-        f"uvicorn.run(create_app(), host='127.0.0.1', port={port}, log_level='warning')"
+        f"uvicorn.run(create_app(), host='127.0.0.1', port={port}, log_level='warning', access_log=False)"
     )
     with (workdir / "api.log").open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    server = Api("127.0.0.1", port, proc)
     try:
         import httpx
 
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + start_timeout
         while True:
             try:
-                if httpx.get(base + "/health", timeout=5).status_code == 200:
+                if httpx.get(server.base + "/health", timeout=5).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"API did not start; see {workdir / 'api.log'}")
             time.sleep(0.3)
-        yield base
+        yield server
     finally:
         proc.terminate()
         proc.wait(30)
@@ -383,8 +404,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 row: dict[str, Any] = {"build_s": built, **direct(index, meta, cat)}
                 index.switch_alias(meta.name)
                 for batching in (False, True):
-                    with api(uri, workdir, batching) as base:
-                        row[f"http_batching_{batching}"] = http(base, cat.ids, args.concurrency, args.seconds)
+                    with api(uri, workdir, batching) as server:
+                        row[f"http_batching_{batching}"] = http(server.base, cat.ids, args.concurrency, args.seconds)
                 results[key] = row
                 log.info("%s: %s", key, json.dumps(row))
                 index.close()
@@ -448,6 +469,18 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_results(out: Path, results: dict[str, Any], md: str) -> str:
+    """``out``.json and ``out``.md; hand-written notes (the decision drawn from the numbers) below the
+    marker in the old .md survive a re-run. Returns the .md as written."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    old = out.with_suffix(".md")
+    if old.exists() and NOTES in (text := old.read_text()):
+        md += "\n" + NOTES + text.split(NOTES, 1)[1]
+    old.write_text(md)
+    return md
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -463,15 +496,9 @@ def main() -> None:
     for name in ("pymilvus", "pymilvus.milvus_client", "milvus_lite", "grpc", "httpx"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     results = run(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    # hand-written notes (the decision drawn from the numbers) below the marker survive a re-run
-    md, old = markdown(results, args), out.with_suffix(".md")
-    if old.exists() and NOTES in (text := old.read_text()):
-        md += "\n" + NOTES + text.split(NOTES, 1)[1]
-    old.write_text(md)
-    print(markdown(results, args))
+    md = markdown(results, args)
+    write_results(Path(args.out), results, md)
+    print(md)
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def main() -> None:
         index.switch_alias(meta.name)
         index.close()
         settings = {"MUSICREC_DATA_ROOT": str(root), "MUSICREC_MUSIC_FOLDER": str(MUSIC)}
-        with api(uri, work, True, settings) as base, httpx.Client(base_url=base, timeout=30) as client:
+        with api(uri, work, True, settings) as server, httpx.Client(base_url=server.base, timeout=30) as client:
             picks = rng.integers(0, len(cat.ids), args.requests)
             rel = [str(Path(df["path"][i]).relative_to(MUSIC)) for i in picks]
             mbid = [df["mbid"][i] for i in picks]

@@ -16,6 +16,11 @@ from pipelines.settings import get_settings
 data_app = typer.Typer(help="Demo data.", no_args_is_help=True)
 catalogue_app = typer.Typer(help="The catalogue manifest: import, sync, show.", no_args_is_help=True)
 
+GenreMapOption = Annotated[
+    Path | None,
+    typer.Option("--genre-map", help="CSV genre,style: styles from genre tags (default MUSICREC_GENRE_MAP)."),
+]
+
 
 @data_app.command("fetch-demo")
 def fetch_demo() -> None:
@@ -38,10 +43,7 @@ def catalogue_import(
     path: Annotated[
         Path, typer.Argument(help="A folder per style, an Artist/Album library, or a CSV (path[, style, ...]).")
     ],
-    genre_map: Annotated[
-        Path | None,
-        typer.Option("--genre-map", help="CSV genre,style: styles from genre tags (default MUSICREC_GENRE_MAP)."),
-    ] = None,
+    genre_map: GenreMapOption = None,
 ) -> None:
     """Import your own music into the manifest; broken files go to the rejects table, nothing is changed."""
     from pipelines.catalogue.import_step import ImportJob, run
@@ -59,10 +61,7 @@ def catalogue_import(
 @catalogue_app.command("sync")
 def catalogue_sync(
     path: Annotated[Path, typer.Argument(help="A folder or CSV imported before.")],
-    genre_map: Annotated[
-        Path | None,
-        typer.Option("--genre-map", help="CSV genre,style: styles from genre tags (default MUSICREC_GENRE_MAP)."),
-    ] = None,
+    genre_map: GenreMapOption = None,
     refresh: Annotated[
         bool, typer.Option("--refresh", help="Then embed what changed and update the index in place.")
     ] = False,
