@@ -30,8 +30,7 @@ def fetch_demo() -> None:
 
     settings = get_settings()
     report, downloaded = run(settings, progress=bar("demo packages", "pkg"))
-    for note in report.notes:
-        typer.echo(f"note: {note}")
+    _notes(report)
     typer.echo(f"packages downloaded: {downloaded} (cache: {settings.demo_dir})")
     typer.echo(report.line())
     typer.echo(format_summary(settings))
@@ -51,8 +50,7 @@ def catalogue_import(
 
     settings = get_settings()
     report = run(settings, ImportJob(path=path, genre_map=genre_map), progress=bar("importing"))
-    for note in report.notes:
-        typer.echo(f"note: {note}")
+    _notes(report)
     typer.echo(report.line())
     typer.echo(format_summary(settings))
     _announce(settings, report)
@@ -66,7 +64,7 @@ def catalogue_sync(
         bool, typer.Option("--refresh", help="Then embed what changed and update the index in place.")
     ] = False,
     model_version: Annotated[
-        str, typer.Option("--model-version", help="With --refresh: 'champion', 'raw' or a version.")
+        str, typer.Option("--model-version", help="With --refresh: 'champion', 'raw', 'meanstd', 'best' or a version.")
     ] = "champion",
 ) -> None:
     """Pick up added, changed, moved and removed files of an imported library; moved files keep their ids."""
@@ -74,8 +72,7 @@ def catalogue_sync(
 
     settings = get_settings()
     report = run(settings, ImportJob(path=path, sync=True, genre_map=genre_map), progress=bar("syncing"))
-    for note in report.notes:
-        typer.echo(f"note: {note}")
+    _notes(report)
     typer.echo(f"{report.line()}; {report.hashed} files hashed")
     if not refresh:
         _announce(settings, report)
@@ -85,6 +82,12 @@ def catalogue_sync(
 
     typer.echo(build.run(settings, build.FeatureJob()).line())
     typer.echo(index_refresh.run(settings, index_refresh.RefreshJob(model_version=model_version)).line())
+
+
+def _notes(report: Any) -> None:
+    """Print what the import noticed (ignored files, confounded styles, drift), one `note:` line each."""
+    for note in report.notes:
+        typer.echo(f"note: {note}")
 
 
 def _announce(settings: Any, report: Any) -> None:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from pipelines.index.models import MEANSTD
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 
-BEST = "best"
-FALLBACK = "meanstd"
+FALLBACK = MEANSTD  # served when nothing better is known
 
 
 @dataclass(frozen=True)
