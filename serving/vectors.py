@@ -116,14 +116,16 @@ def load_snapshot(index: TrackIndex, meta: CollectionMeta) -> Snapshot:
     query returns more than Milvus allows whatever the collection's size.
     """
     total = index.count(meta.name)  # also loads the collection for querying
-    client = index.connection.client
     wanted = ["track_id", "vector", *_TEXT_FIELDS]
     ids: list[str] = []
     vectors: list[np.ndarray] = []
     texts: dict[str, list[str]] = {f: [] for f in _TEXT_FIELDS}
 
     def query(expr: str, fields: list[str]) -> list[dict]:
-        return client.query(meta.name, filter=expr, output_fields=fields, consistency_level="Strong")
+        # through the connection's retry: a server may drop an idle connection between two slices
+        return index.connection.call(
+            lambda c: c.query(meta.name, filter=expr, output_fields=fields, consistency_level="Strong")
+        )
 
     todo = [("", "")] if total <= ROWS_PER_QUERY else _slices("", "", "")  # small: one query, not 16
     while todo:
