@@ -49,7 +49,7 @@ def one_core(tracks: list, params: FeatureParams, full_every: int) -> tuple[list
     """Prefix vs full decode on one pinned core; returns table lines and the raw numbers."""
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})
-    track_vector(tracks[0].path, params)  # librosa's first-call costs are not the front end's
+    track_vector(tracks[0].path, params)  # first-call costs (imports, caches) are not per track
     prefix_t, prefix_audio, full_t, full_audio, paired_prefix_t, diffs = [], [], [], [], [], []
     per_format: dict[str, list[float]] = {}
     for i, row in enumerate(tracks):

@@ -2,8 +2,8 @@
 
 Why a process: a decoder stuck inside C code cannot be interrupted from Python, and one that crashes takes
 its process with it; either way the build must quarantine the file and go on. Why one long-lived child per
-shard rather than one per file: starting Python and importing librosa costs about a second, thirty tracks'
-worth of work. When a file times out or kills the child, a fresh child is started for the next file.
+shard rather than one per file: starting Python and importing the front end costs about half a second, twenty
+tracks' worth of work. When a file times out or kills the child, a fresh child is started for the next file.
 
 Protocol over the child's stdin/stdout: the parent writes one JSON line per file; the child answers one
 JSON line, followed by ``nbytes`` bytes of float32 vector when the file was embedded.
@@ -214,7 +214,7 @@ def main() -> None:
     from pipelines.features.frontend import frames_to_vector, mfcc_frames
 
     warm = np.random.default_rng(0).standard_normal(params.sr).astype(np.float32) * 0.1
-    frames_to_vector(mfcc_frames(warm, params), params.n_frames)  # pay librosa's first-call costs up front
+    frames_to_vector(mfcc_frames(warm, params), params.n_frames)  # pay the first call's costs up front
     out.write(b'{"ready": true}\n')
     out.flush()
     for line in sys.stdin.buffer:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import librosa
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 
 from pipelines.audio import AudioRejected, RejectReason
+from pipelines.features import frontend
 from pipelines.features.frontend import decode, frames_to_vector, mfcc_frames, track_vector
 from pipelines.features.params import FeatureParams
 from tests.pipelines.features.library import bad_files
@@ -57,6 +60,41 @@ def test_vector_is_librosa_mfcc_frames_concatenated_frame_major(long_tracks: dic
     assert ref.shape == (PARAMS.n_mfcc, PARAMS.n_frames)
     vec = track_vector(long_tracks["wav"], PARAMS).vector
     np.testing.assert_allclose(vec.reshape(PARAMS.n_frames, PARAMS.n_mfcc), ref.T, rtol=1e-4, atol=1e-3)
+
+
+def _librosa_frames(audio: np.ndarray, params: FeatureParams) -> np.ndarray:
+    """librosa's own steps, with the 80 dB range taken over the frames kept as the front end documents."""
+    spec = np.abs(librosa.stft(audio, n_fft=params.n_fft, hop_length=params.hop)[:, : params.n_frames]) ** 2
+    mel = librosa.filters.mel(sr=params.sr, n_fft=params.n_fft, n_mels=params.n_mels) @ spec
+    return librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=params.n_mfcc).T
+
+
+@pytest.mark.parametrize(
+    "params", [PARAMS, FeatureParams(sr=16000, n_fft=1024, hop=256, n_mels=64, n_mfcc=13, n_frames=100)]
+)
+@pytest.mark.parametrize("fmt", ["wav", "ogg"])
+def test_mfcc_is_librosa_bit_for_bit(long_tracks: dict[str, Path], fmt: str, params: FeatureParams) -> None:
+    """The numpy/scipy.fft front end gives librosa's numbers exactly, so vectors stored before it still match."""
+    np.testing.assert_array_equal(
+        frontend._mel_basis(params.sr, params.n_fft, params.n_mels),
+        librosa.filters.mel(sr=params.sr, n_fft=params.n_fft, n_mels=params.n_mels),
+    )
+    for audio in (decode(long_tracks[fmt], params.sr, 0.0, params.duration_s), noise(0.3, sr=params.sr, seed=4)):
+        ours = mfcc_frames(audio.astype(np.float32), params)
+        assert ours.shape == (min(params.n_frames, 1 + len(audio) // params.hop), params.n_mfcc)
+        np.testing.assert_array_equal(ours, _librosa_frames(audio.astype(np.float32), params))
+
+
+def test_front_end_does_not_import_librosa() -> None:
+    """A decoding child's first MFCC must not pay librosa's imports (scipy.signal, numba): seconds per query."""
+    code = (
+        "import sys, numpy as np; from pipelines.features.frontend import mfcc_frames;"
+        "from pipelines.features.params import FeatureParams;"
+        "mfcc_frames(np.ones(22050, np.float32), FeatureParams());"
+        "print(sorted(m for m in ('librosa', 'numba', 'scipy.signal') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]"
 
 
 def test_offset_skips_the_start(tmp_path: Path) -> None:
