@@ -114,14 +114,12 @@ def verify(index: TrackIndex, meta: CollectionMeta, expected: int, sample: Seque
     got = index.count(meta.name)
     if got != expected:
         raise RefreshFailed(f"{meta.name} holds {got} rows, the feature store {expected}")
-    rows = {r["track_id"]: r["vector"] for r in index.get(meta.name, sample, ["track_id", "vector"])}
+    rows = {r["track_id"]: r["vector"] for r in index.get(meta.name, sample, ["track_id", "vector"], fresh=True)}
     missing = [t for t in sample if t not in rows]
     if missing:
         raise RefreshFailed(f"{meta.name} lacks sampled tracks {missing[:5]}")
     ids = list(rows)
-    results = index.search(
-        meta, np.asarray([rows[t] for t in ids]), limit=5, fields=("track_id",), consistency="Strong"
-    )
+    results = index.search(meta, np.asarray([rows[t] for t in ids]), limit=5, fields=("track_id",), fresh=True)
     tied = 0
     for track_id, hits in zip(ids, results, strict=True):
         best = hits[0].distance if hits else 1.0
