@@ -225,17 +225,22 @@ def run_stage(name: str, cmd: list[str], env: dict[str, str], log_path: Path, cw
     }
 
 
-def run(n: int, label: str, code: Path | None = None) -> None:
+def run(n: int, label: str, code: Path | None = None, only: list[str] | None = None) -> None:
     """Import, features, refresh and queries on ``lib-<n>`` in a fresh data root; results into scale.json.
 
     ``code``: another checkout of musicrec to measure (e.g. the code before a fix), run with this venv.
+    ``only``: run just these stages; without ``import`` the data root of an earlier run is kept and reused
+    (e.g. ``--stages import features`` once, then ``refresh-profile`` as often as needed).
     """
     lib = CACHE / f"lib-{n}"
     if not (lib / ".complete").exists():
         raise SystemExit(f"{lib} is not generated: run `bench_scale.py generate --size {n}` first")
     data = WORK / f"n{n}"
-    shutil.rmtree(data, ignore_errors=True)
-    data.mkdir(parents=True)
+    if only is None or "import" in only:
+        shutil.rmtree(data, ignore_errors=True)
+    elif not (data / "catalogue").is_dir():
+        raise SystemExit(f"{data} has no catalogue: run the import stage first")
+    data.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MUSICREC_DATA_ROOT": str(data), "PYTHONUNBUFFERED": "1"}
     env.pop("MUSICREC_MILVUS_URI", None)
     env.pop("MUSICREC_MLFLOW_TRACKING_URI", None)
@@ -251,6 +256,7 @@ def run(n: int, label: str, code: Path | None = None) -> None:
         ("refresh", [*cli, "-v", "index", "refresh", "--model-version", "raw"]),
         ("queries", [sys.executable, str(Path(__file__).resolve()), "query", "--n", str(QUERIES)]),
     ]
+    stages = [s for s in stages if only is None or s[0] in only]
     rows: list[dict[str, Any]] = []
     record = {
         "label": label,
@@ -322,6 +328,168 @@ def query(n: int) -> None:
         log.info("%d queries in %.2f s", len(picked), time.perf_counter() - started)
     finally:
         rec.close()
+
+
+# ---------------------------------------------------------------------------------------- refresh profile
+
+PROFILE_JSON = RESULTS / "refresh_memory.json"
+
+
+def _ours_and_milvus(pid: int) -> tuple[int, int]:
+    """RSS bytes of ``pid`` itself and of all its descendants (the milvus_lite server and its children)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        ours = proc.memory_info().rss
+    except psutil.Error:
+        return 0, 0
+    milvus = 0
+    with contextlib.suppress(psutil.Error):
+        for child in proc.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                milvus += child.memory_info().rss
+    return ours, milvus
+
+
+def refresh_profile(n: int, model_version: str, label: str, trace: bool) -> dict[str, Any]:
+    """One index refresh on the data root of ``run --size n`` into a fresh Milvus Lite folder, its memory
+    sampled every 0.1 s for our process and for Milvus Lite's server process separately, split by phase."""
+    import psutil
+
+    data = WORK / f"n{n}"
+    if not (data / "features").is_dir():
+        raise SystemExit(f"run `bench_scale.py run --size {n} --stages import features` first")
+    lite = data / f"profile-{model_version}.db"
+    shutil.rmtree(lite, ignore_errors=True)
+    shutil.rmtree(data / "maps", ignore_errors=True)
+    marks = data / f"profile-{model_version}.marks"
+    marks.unlink(missing_ok=True)
+    env = {**os.environ, "MUSICREC_DATA_ROOT": str(data), "MUSICREC_MILVUS_URI": str(lite), "PYTHONUNBUFFERED": "1"}
+    env.pop("MUSICREC_MLFLOW_TRACKING_URI", None)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "refresh-body", "--model-version", model_version]
+    cmd += ["--marks", str(marks)] + (["--trace"] if trace else [])
+    load = os.getloadavg()
+    samples: list[tuple[float, int, int]] = []
+    started = time.time()
+    with (data / f"profile-{model_version}.log").open("w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.1):
+                samples.append((time.time(), *_ours_and_milvus(proc.pid)))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        done.set()
+        sampler.join()
+    wall = time.time() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"refresh failed; see {data / f'profile-{model_version}.log'}")
+    shutil.rmtree(lite, ignore_errors=True)
+    points = [json.loads(line) for line in marks.read_text().splitlines()]
+    phases = []
+    for i, mark in enumerate(points):
+        end = points[i + 1]["t"] if i + 1 < len(points) else time.time()
+        inside = [s for s in samples if mark["t"] <= s[0] < end] or [min(samples, key=lambda s: abs(s[0] - end))]
+        phases.append(
+            {
+                "phase": mark["phase"],
+                "seconds": round(end - mark["t"], 2),
+                "ours_peak_mb": round(max(s[1] for s in inside) / 2**20),
+                "milvus_peak_mb": round(max(s[2] for s in inside) / 2**20),
+                "sum_peak_mb": round(max(s[1] + s[2] for s in inside) / 2**20),
+                "python_peak_mb": mark.get("python_peak_mb"),
+            }
+        )
+    record = {
+        "label": label,
+        "size": n,
+        "model_version": model_version,
+        "dim": points[0].get("dim"),
+        "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "load_before": [round(x, 2) for x in load],
+        "wall_s": round(wall, 1),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        "ours_peak_mb": max(p["ours_peak_mb"] for p in phases),
+        "milvus_peak_mb": max(p["milvus_peak_mb"] for p in phases),
+        "sum_peak_mb": max(p["sum_peak_mb"] for p in phases),
+        "traced": trace,
+        "phases": phases,
+        "machine_ram_mb": round(psutil.virtual_memory().total / 2**20),
+    }
+    records = json.loads(PROFILE_JSON.read_text()) if PROFILE_JSON.exists() else []
+    key = (label, n, model_version)
+    records = [r for r in records if (r["label"], r["size"], r["model_version"]) != key] + [record]
+    PROFILE_JSON.write_text(json.dumps(records, indent=1) + "\n")
+    log.info("refresh profile n=%d %s: %s", n, model_version, json.dumps(record))
+    return record
+
+
+def refresh_body(model_version: str, marks: Path, trace: bool) -> None:
+    """The profiled refresh (its own process): the real refresh, with a mark written at each phase."""
+    import tracemalloc
+
+    if trace:
+        tracemalloc.start()
+
+    def mark(phase: str, **extra: Any) -> None:
+        if trace:
+            extra["python_peak_mb"] = round(tracemalloc.get_traced_memory()[1] / 2**20)
+            tracemalloc.reset_peak()
+        with marks.open("a") as fh:
+            fh.write(json.dumps({"t": time.time(), "phase": phase, **extra}) + "\n")
+
+    mark("start: imports, model, feature store index, manifest")
+    from pipelines.catalogue.manifest import read_manifest
+    from pipelines.features.store import stored_features
+    from pipelines.index import refresh as refresh_mod
+    from pipelines.index.milvus import TrackIndex
+    from pipelines.index.models import load_embedder, resolve_model_version
+    from pipelines.settings import get_settings
+
+    settings = get_settings()
+    version = resolve_model_version(settings, model_version)
+    embedder = load_embedder(settings, version, settings.features)
+    features = stored_features(settings, settings.features)
+    manifest = read_manifest(settings.manifest_path)
+    index = TrackIndex.from_settings(settings)
+    mark("connect, create the collection", dim=embedder.dim)
+    verify, build_map = refresh_mod.verify, refresh_mod.build_map
+
+    def traced_verify(*args: Any, **kw: Any) -> Any:
+        mark("verify (count, sampled lookups, searches)")
+        return verify(*args, **kw)
+
+    def traced_map(*args: Any, **kw: Any) -> Any:
+        mark("map (fit on <= 2000 vectors, project all)")
+        return build_map(*args, **kw)
+
+    steps = {
+        "created": "embed and insert (batches), flush",
+        "verified": "switch the alias, prune",
+        "switched": "prune, close",
+    }
+    refresh_mod.verify = traced_verify  # type: ignore[assignment]
+    refresh_mod.build_map = traced_map  # type: ignore[assignment]
+    try:
+        report = refresh_mod.refresh_collection(
+            index,
+            embedder,
+            features,
+            manifest,
+            on_step=lambda step: mark(steps[step]) if step in steps else None,
+            map_root=settings.paths.data_root,
+        )
+        mark("close")
+        index.close()
+    finally:
+        refresh_mod.verify, refresh_mod.build_map = verify, build_map
+    mark("end")
+    log.info("%s", report.line())
 
 
 # -------------------------------------------------------------------------------------------- training
@@ -407,6 +575,7 @@ def main() -> None:
     r.add_argument("--size", type=int, required=True)
     r.add_argument("--label", default="after")
     r.add_argument("--code", type=Path, default=None, help="another checkout to measure (default: this one)")
+    r.add_argument("--stages", nargs="+", choices=STAGES, default=None, help="only these (default: all)")
     f = sub.add_parser("features-only")
     f.add_argument("--size", type=int, required=True)
     f.add_argument("--label", default="after, features again")
@@ -416,16 +585,31 @@ def main() -> None:
     t.add_argument("--tracks", type=int, nargs="+", default=[250, 1000, 2000])
     t.add_argument("--epochs", type=int, default=3)
     t.add_argument("--source-size", type=int, default=5000)
+    rp = sub.add_parser("refresh-profile")
+    rp.add_argument("--size", type=int, nargs="+", required=True)
+    rp.add_argument("--model-version", nargs="+", default=["raw"])
+    rp.add_argument("--label", default="after")
+    rp.add_argument("--trace", action="store_true", help="tracemalloc in our process (slower)")
+    rb = sub.add_parser("refresh-body")
+    rb.add_argument("--model-version", required=True)
+    rb.add_argument("--marks", type=Path, required=True)
+    rb.add_argument("--trace", action="store_true")
     sub.add_parser("report")
     args = parser.parse_args()
     if args.cmd == "generate":
         generate(args.size, args.workers)
     elif args.cmd == "run":
-        run(args.size, args.label, args.code)
+        run(args.size, args.label, args.code, args.stages)
     elif args.cmd == "features-only":
         features_only(args.size, args.label)
     elif args.cmd == "query":
         query(args.n)
+    elif args.cmd == "refresh-profile":
+        for n in args.size:
+            for version in args.model_version:
+                refresh_profile(n, version, args.label, args.trace)
+    elif args.cmd == "refresh-body":
+        refresh_body(args.model_version, args.marks, args.trace)
     elif args.cmd == "train":
         train(args.tracks, args.epochs, args.source_size)
     else:
