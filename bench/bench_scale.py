@@ -352,7 +352,7 @@ def _ours_and_milvus(pid: int) -> tuple[int, int]:
     return ours, milvus
 
 
-def refresh_profile(n: int, model_version: str, label: str, trace: bool) -> dict[str, Any]:
+def refresh_profile(n: int, model_version: str, label: str, trace: bool, extra_env: list[str]) -> dict[str, Any]:
     """One index refresh on the data root of ``run --size n`` into a fresh Milvus Lite folder, its memory
     sampled every 0.1 s for our process and for Milvus Lite's server process separately, split by phase."""
     import psutil
@@ -367,6 +367,7 @@ def refresh_profile(n: int, model_version: str, label: str, trace: bool) -> dict
     marks.unlink(missing_ok=True)
     env = {**os.environ, "MUSICREC_DATA_ROOT": str(data), "MUSICREC_MILVUS_URI": str(lite), "PYTHONUNBUFFERED": "1"}
     env.pop("MUSICREC_MLFLOW_TRACKING_URI", None)
+    env.update(item.split("=", 1) for item in extra_env)  # e.g. MUSICREC_INDEX_TYPE=FLAT
     cmd = [sys.executable, str(Path(__file__).resolve()), "refresh-body", "--model-version", model_version]
     cmd += ["--marks", str(marks)] + (["--trace"] if trace else [])
     load = os.getloadavg()
@@ -401,7 +402,8 @@ def refresh_profile(n: int, model_version: str, label: str, trace: bool) -> dict
                 "ours_peak_mb": round(max(s[1] for s in inside) / 2**20),
                 "milvus_peak_mb": round(max(s[2] for s in inside) / 2**20),
                 "sum_peak_mb": round(max(s[1] + s[2] for s in inside) / 2**20),
-                "python_peak_mb": mark.get("python_peak_mb"),
+                "python_peak_mb": points[i + 1].get("python_peak_mb") if i + 1 < len(points) else None,
+                "held_at_end_mb": points[i + 1].get("held_mb") if i + 1 < len(points) else None,
             }
         )
     record = {
@@ -418,15 +420,29 @@ def refresh_profile(n: int, model_version: str, label: str, trace: bool) -> dict
         "milvus_peak_mb": max(p["milvus_peak_mb"] for p in phases),
         "sum_peak_mb": max(p["sum_peak_mb"] for p in phases),
         "traced": trace,
+        "env": extra_env,
         "phases": phases,
         "machine_ram_mb": round(psutil.virtual_memory().total / 2**20),
     }
+    # the whole timeline, one point a second: (seconds from start, ours MB, Milvus children MB)
+    timeline = [(round(t - started, 1), round(o / 2**20), round(m / 2**20)) for t, o, m in samples[::10]]
+    (data / f"profile-{model_version}.timeline.json").write_text(json.dumps(timeline))
     records = json.loads(PROFILE_JSON.read_text()) if PROFILE_JSON.exists() else []
     key = (label, n, model_version)
     records = [r for r in records if (r["label"], r["size"], r["model_version"]) != key] + [record]
     PROFILE_JSON.write_text(json.dumps(records, indent=1) + "\n")
     log.info("refresh profile n=%d %s: %s", n, model_version, json.dumps(record))
     return record
+
+
+def _package(filename: str) -> str:
+    parts = Path(filename).parts
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1].split(".")[0]
+    for mine in ("pipelines", "serving", "bench"):
+        if mine in parts:
+            return "musicrec"
+    return "python"
 
 
 def refresh_body(model_version: str, marks: Path, trace: bool) -> None:
@@ -439,6 +455,12 @@ def refresh_body(model_version: str, marks: Path, trace: bool) -> None:
     def mark(phase: str, **extra: Any) -> None:
         if trace:
             extra["python_peak_mb"] = round(tracemalloc.get_traced_memory()[1] / 2**20)
+            # what is held at this boundary, by the package whose code allocated it (numpy arrays count
+            # where the calling line is: Milvus Lite's own arrays under milvus_lite)
+            held: Counter[str] = Counter()
+            for stat in tracemalloc.take_snapshot().statistics("filename"):
+                held[_package(stat.traceback[0].filename)] += stat.size
+            extra["held_mb"] = {k: round(v / 2**20, 1) for k, v in held.most_common() if v >= 2**20}
             tracemalloc.reset_peak()
         with marks.open("a") as fh:
             fh.write(json.dumps({"t": time.time(), "phase": phase, **extra}) + "\n")
@@ -590,6 +612,7 @@ def main() -> None:
     rp.add_argument("--model-version", nargs="+", default=["raw"])
     rp.add_argument("--label", default="after")
     rp.add_argument("--trace", action="store_true", help="tracemalloc in our process (slower)")
+    rp.add_argument("--env", nargs="*", default=[], help="KEY=VALUE settings for the refresh (knobs to compare)")
     rb = sub.add_parser("refresh-body")
     rb.add_argument("--model-version", required=True)
     rb.add_argument("--marks", type=Path, required=True)
@@ -607,7 +630,7 @@ def main() -> None:
     elif args.cmd == "refresh-profile":
         for n in args.size:
             for version in args.model_version:
-                refresh_profile(n, version, args.label, args.trace)
+                refresh_profile(n, version, args.label, args.trace, args.env)
     elif args.cmd == "refresh-body":
         refresh_body(args.model_version, args.marks, args.trace)
     elif args.cmd == "train":

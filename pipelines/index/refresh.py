@@ -256,10 +256,17 @@ def _refresh(
     # Vectors are read, embedded and inserted a batch at a time: memory stays flat however large the library.
     meter = ProgressLog(f"refresh {name}: embed and insert", len(todo), log)
     batches = progress(Sized(_vector_batches(features, todo, size), -(-len(todo) // size)))
+    unflushed = 0  # bytes of vectors inserted since the last flush
     for batch, raw in batches:
         vectors = embedder.embed(raw)
         index.insert(name, _rows(batch, vectors, meta_rows, want, embedder.version, features.version))
         meter.add(len(batch))
+        unflushed += len(batch) * embedder.dim * 4
+        if unflushed >= index.settings.flush_every_mb * 2**20:
+            # Milvus Lite's flush turns its whole write buffer into Python objects (~8x the vectors' bytes):
+            # flushing often keeps that spike small whatever the library's size (a server just seals segments).
+            index.flush(name)
+            unflushed = 0
     meter.finish()
     index.delete(name, stale)
     index.flush(name)
