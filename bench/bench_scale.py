@@ -410,7 +410,7 @@ def refresh_profile(n: int, model_version: str, label: str, trace: bool, extra_e
         "label": label,
         "size": n,
         "model_version": model_version,
-        "dim": points[0].get("dim"),
+        "dim": next((p["dim"] for p in points if "dim" in p), None),
         "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
         "load_before": [round(x, 2) for x in load],
@@ -728,11 +728,66 @@ def report() -> None:
                 f"{r['max_rss_mb']:.0f} | {r['tree_rss_mb']:.0f} |"
             )
         lines.append("")
+    lines += refresh_memory_section()
     lines += ["## What changed between *before* and *after*", "", FIXES_NOTE, ""]
     lines += ["## The audio", "", AUDIO_NOTE, ""]
     RESULTS_MD.write_text("\n".join(lines))
     plot(runs, training)
     print("\n".join(lines))
+
+
+PHASES = (
+    ("start", "start"),
+    ("connect,", "create"),
+    ("embed", "embed + insert + flush"),
+    ("verify", "verify"),
+    ("map", "map"),
+    ("switch", "switch, prune, close"),
+)
+
+
+def refresh_memory_section() -> list[str]:
+    """Tables of ``refresh-profile`` runs: peak RSS per phase, per label, size and embedding."""
+    if not PROFILE_JSON.exists():
+        return []
+    records = json.loads(PROFILE_JSON.read_text())
+    lines = ["## Refresh memory by phase (`bench_scale.py refresh-profile`)", "", PROFILE_NOTE, ""]
+    for label in dict.fromkeys(r["label"] for r in records):
+        mine = sorted((r for r in records if r["label"] == label), key=lambda r: (r["model_version"], r["size"]))
+        lines += [
+            f"### {label}",
+            "",
+            "| embedding | tracks | wall s | CPU s | peak MB | "
+            + " | ".join(f"{title} MB" for _, title in PHASES)
+            + " | load at start |",
+            "|---|---:|---:|---:|---:|" + "---:|" * len(PHASES) + "---:|",
+        ]
+        for r in mine:
+            by: dict[str, int] = {}
+            for ph in r["phases"]:
+                for prefix, title in PHASES:
+                    if ph["phase"].startswith(prefix) or (
+                        title.startswith("switch") and ph["phase"] in ("prune, close", "close")
+                    ):
+                        by[title] = max(by.get(title, 0), ph["ours_peak_mb"])
+            lines.append(
+                f"| {r['model_version']} ({r['dim']}-d) | {r['size']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
+                f"**{r['ours_peak_mb']}** | "
+                + " | ".join(str(by.get(title, "")) for _, title in PHASES)
+                + f" | {r['load_before'][0]:.1f} |"
+            )
+        lines.append("")
+    return lines
+
+
+PROFILE_NOTE = (
+    "One `musicrec index refresh` (the real `refresh_collection`, run by `bench_scale.py refresh-body` in its "
+    "own process) on the data root of each size's run, into a fresh Milvus Lite folder, memory sampled every "
+    "0.1 s. Milvus Lite 3.2.2 runs inside the refresh's own process (a gRPC server on threads, pure Python "
+    "with faiss; no child process: the sampler found none), so **peak MB is the one process: ours and Milvus "
+    "Lite's together**; the phases split it in time. *embed + insert + flush* includes Lite's flushes, its "
+    "background index builds and compactions that run meanwhile."
+)
 
 
 FIXES_NOTE = (
