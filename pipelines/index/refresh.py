@@ -262,9 +262,11 @@ def _refresh(
         index.insert(name, _rows(batch, vectors, meta_rows, want, embedder.version, features.version))
         meter.add(len(batch))
         unflushed += len(batch) * embedder.dim * 4
-        if unflushed >= index.settings.flush_every_mb * 2**20:
-            # Milvus Lite's flush turns its whole write buffer into Python objects (~8x the vectors' bytes):
-            # flushing often keeps that spike small whatever the library's size (a server just seals segments).
+        every = index.settings.flush_every_mb
+        if every is not None and unflushed >= every * 2**20:
+            # Milvus Lite's flush turns its whole write buffer into Python objects (~8x the vectors' bytes);
+            # flushing often keeps that spike small, but Lite then compacts the many small files into one
+            # large segment and indexes it, which at 20k raw vectors cost more (bench/results/scale.md).
             index.flush(name)
             unflushed = 0
     meter.finish()
