@@ -276,7 +276,7 @@ def run(n: int, label: str, code: Path | None = None, only: list[str] | None = N
         rows.append(row)
         record["at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         record["import_to_served_s"] = round(sum(r["wall_s"] for r in rows if r["stage"] != "queries"), 1)
-        record["complete"] = len(rows) == len(stages)
+        record["complete"] = len(rows) == len(STAGES)  # import to served index only when every stage ran
         _append(record)  # after every stage, so a long run's finished stages survive an interruption
 
 
@@ -777,7 +777,7 @@ def refresh_memory_section() -> list[str]:
                 + f" | {r['load_before'][0]:.1f} |"
             )
         lines.append("")
-    return lines
+    return [*lines, REFRESH_FINDINGS, ""]
 
 
 PROFILE_NOTE = (
@@ -786,8 +786,46 @@ PROFILE_NOTE = (
     "0.1 s. Milvus Lite 3.2.2 runs inside the refresh's own process (a gRPC server on threads, pure Python "
     "with faiss; no child process: the sampler found none), so **peak MB is the one process: ours and Milvus "
     "Lite's together**; the phases split it in time. *embed + insert + flush* includes Lite's flushes, its "
-    "background index builds and compactions that run meanwhile."
+    "background index builds and compactions that run meanwhile. The *default* runs were made with "
+    "`MUSICREC_FLUSH_EVERY_MB=1000000` while 16 MB was briefly the default (same behaviour as unset: one flush "
+    "at the end); their raw runs predate the map's single copy of its fit sample (138 MB less at "
+    ">= 2000 raw tracks). Other work (another engineer's training, this session's 1M query runs) shared the "
+    "2 cores, so wall times are inflated; CPU seconds are the process's own."
 )
+
+REFRESH_FINDINGS = """**What the memory is.** Milvus Lite 3.2.2 (the embedded default) is no longer a child process
+(milvus-lite v1 was a ~200 MB C++ server): it is pure Python plus faiss on threads inside whichever process opens the
+folder, so its share cannot be told apart by process; the phases and the two embeddings tell it apart.
+
+- **Ours is flat.** With the 40-value `meanstd` embedding (what a library serves) the whole refresh, Lite
+  included, peaks at 435 / 540 / 583 MB for 1k / 5k / 20k tracks (1.34x for 20x the tracks): vectors are
+  read, embedded and inserted 256 at a time, the map is fitted on at most 2,000 vectors, and per-track state
+  (ids, hashes, the tags to write) is a few hundred bytes a track. tracemalloc on the 1k raw run (10x slower,
+  not used for the tables): at most 346 MB of Python allocations during the inserts (a 256-row batch of
+  8,600 floats is ~70 MB as the Python lists pymilvus wants, and Lite decodes it into the same again); at the
+  end of the inserts 47 MB held by the interpreter and pandas, 34 MB by milvus_lite, 16 MB by musicrec.
+- **Milvus Lite's share grows with N x dim**, and with raw 8,600-value vectors (34 kB a track) it is most
+  of the figure: 959 / 2,434 / 4,726 MB peak at 1k / 5k / 20k, and ~2.7 GB still held after the 20k switch.
+  Lite holds the collection's segments as Arrow columns plus, per segment, a faiss HNSW index with its own
+  L2-normalised float32 copy of the vectors (2 x 688 MB at 20k raw, plus the graph). The peaks are two of
+  Lite's own steps: (1) its flush turns the whole write buffer (up to 128 MB of vectors) into Python objects
+  row by row (`MemTable._build_data_table`, ~8x the buffer: ~1-1.5 GB); (2) its compaction merges segments
+  (up to 100,000 rows, whatever the dimension) and builds the merged segment's HNSW index, a few more
+  copies of the largest segment (at 20k raw: 15k-19k rows, 0.5-0.65 GB of vectors).
+- **Tried**: flushing from the refresh every 16 MB of vectors removes spike (1): 5k raw 2,434 -> 1,750 MB;
+  but Lite then compacts the many small files and at 20k raw merged all of them (18,944 rows) into one
+  segment while the refresh closed: 5,730 MB, worse than the default, so it is a setting
+  (`MUSICREC_FLUSH_EVERY_MB`), not the default. A FLAT index (no HNSW build on compaction) with that flush:
+  3,933 MB at 20k raw. Lite's buffer at 32 MB (`MILVUS_LITE_MEMTABLE_MEMORY_LIMIT_BYTES`): 5k raw 1,998 MB.
+  A FLAT index alone at 5k raw: 2,423 MB (the flush spike dominates there). Releasing the collection while
+  inserting: no change (3,000 raw rows: same RSS during the inserts and at the flush). Memory-mapped
+  segments: Lite 3.2.2 accepts `mmap.enabled` but ignores it. A Milvus server holds the collection in its
+  own processes (bench/results/query.md: 1.4 GB RSS for 1M x 128-d with HNSW, under 0.5 GB at 100k).
+- **So** the issue's goal holds for what is ours and for a served embedding; with raw 8,600-value vectors
+  in Milvus Lite the index itself is several GB at 20k tracks, and the honest levers are outside the
+  refresh: a smaller embedding (any trained branch or `meanstd`), or a Milvus server for large raw
+  collections. Lite's row-by-row flush and its 100,000-row compaction limit regardless of dimension are
+  upstream behaviour (milvus-lite 3.2.2)."""
 
 
 FIXES_NOTE = (
