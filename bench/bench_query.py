@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_serving import (  # noqa: E402
+    BACKEND_PIDS,
     Catalogue,
     api,
     lite_backend,
@@ -56,6 +57,7 @@ from serving.vectors import Snapshot, single_threaded_blas  # noqa: E402
 log = logging.getLogger("bench")
 K = 10
 CLIENTS = 16
+VARIANTS = ("plain", "style", "source cap")
 
 
 def sha_of(i: int) -> str:
@@ -163,10 +165,10 @@ def build(uri: str, cat: Catalogue, name: str) -> tuple[TrackIndex, CollectionMe
 def direct_recall(index: TrackIndex, meta: CollectionMeta, cat: Catalogue, truth: np.ndarray) -> dict[str, float]:
     position = {t: i for i, t in enumerate(cat.ids)}
     times, recall = [], []
-    index.search(meta, cat.queries[:1], K, fields=("track_id",), consistency="Strong")
+    index.search(meta, cat.queries[:1], K, fields=("track_id",))  # the serving read (the count was FRESH)
     for i, q in enumerate(cat.queries):
         t = time.perf_counter()
-        hits = index.search(meta, q[None, :], K, fields=("track_id",), consistency="Strong")[0]
+        hits = index.search(meta, q[None, :], K, fields=("track_id",))[0]
         times.append((time.perf_counter() - t) * 1000)
         recall.append(len({position[h.track_id] for h in hits} & set(truth[i].tolist())) / K)
     p50, p99 = percentiles(times)
@@ -196,7 +198,27 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def load_http(host: str, port: int, paths: list[str], seconds: float, pid: int) -> dict[str, Any]:
+class PeakRss:
+    """The resident memory of a process tree, sampled every 0.5 s in a thread: the peak and the latest reading."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = self.last = rss_mb(pid)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(0.5):
+            self.last = rss_mb(self.pid)
+            self.peak = max(self.peak, self.last)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def load_http(host: str, port: int, paths: list[str], seconds: float, pid: int, requests: int = 400) -> dict[str, Any]:
     """One client at a time (p50/p99), then 16 clients with keep-alive connections (requests/s).
 
     Also the API process's CPU time per request under the 16 clients: on a machine shared with other work
@@ -217,7 +239,7 @@ def load_http(host: str, port: int, paths: list[str], seconds: float, pid: int) 
     conn = http.client.HTTPConnection(host, port, timeout=60)
     for p in paths[:30]:
         one(conn, p)
-    seq = [one(conn, paths[(i * 7919) % len(paths)]) for i in range(400)]
+    seq = [one(conn, paths[(i * 7919) % len(paths)]) for i in range(requests)]
     conn.close()
     p50, p99 = percentiles(seq)
     samples: list[float] = []
@@ -254,7 +276,7 @@ def load_http(host: str, port: int, paths: list[str], seconds: float, pid: int) 
     }
 
 
-def api_rows(uri: str, workdir: Path, cat: Catalogue, seconds: float, copy: bool) -> dict[str, Any]:
+def api_rows(uri: str, workdir: Path, cat: Catalogue, args: argparse.Namespace, copy: bool) -> dict[str, Any]:
     rng = np.random.default_rng(3)
     ids = [cat.ids[i] for i in rng.integers(0, len(cat.ids), 2000)]
     variants = {
@@ -262,6 +284,7 @@ def api_rows(uri: str, workdir: Path, cat: Catalogue, seconds: float, copy: bool
         "style": [f"/tracks/{t}/similar?k={K}&style={cat.styles[0]}" for t in ids],
         "source cap": [f"/tracks/{t}/similar?k={K}&max_per_source=2" for t in ids],
     }
+    variants = {v: paths for v, paths in variants.items() if v in args.variants}
     out: dict[str, Any] = {}
     start = time.perf_counter()
     # search batching as the API's default (on)
@@ -269,9 +292,10 @@ def api_rows(uri: str, workdir: Path, cat: Catalogue, seconds: float, copy: bool
     with api(uri, workdir, True, settings, start_timeout=600) as server:
         out["start_s"] = time.perf_counter() - start
         for name, paths in variants.items():
-            out[name] = load_http(server.host, server.port, paths, seconds, server.proc.pid)
+            out[name] = load_http(server.host, server.port, paths, args.seconds, server.proc.pid, args.requests)
             log.info("  %s: %s", name, out[name])
         out["api_rss_mb"] = rss_mb(server.proc.pid)
+        out["milvus_rss_mb"] = rss_mb(BACKEND_PIDS[uri]) if uri in BACKEND_PIDS else None
     return out
 
 
@@ -288,26 +312,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "sizes": {},
     }
+    old = Path(args.out).with_suffix(".json")
+    if args.merge and old.exists():  # earlier sizes and backends stay; what this run measures replaces them
+        previous = json.loads(old.read_text())
+        results["sizes"] = previous["sizes"]
+        for row in results["sizes"].values():
+            row.setdefault("date", previous["date"])
+            row.setdefault("load_average", previous["load_average"])
     for n in args.sizes:
         cat = synthetic(n)
         cat.queries = cat.queries[:200]
         truth = exact_top(cat.vectors, cat.queries, K)
-        row: dict[str, Any] = {"numpy": numpy_row(cat, args.seconds), "copy_direct": copy_direct_row(cat, truth, 3)}
+        row: dict[str, Any] = results["sizes"].get(str(n), {}) if args.merge else {}
+        row.update(date=results["date"], load_average=os.getloadavg())
+        row.update(numpy=numpy_row(cat, args.seconds), copy_direct=copy_direct_row(cat, truth, 3))
         log.info("%d numpy %s copy %s", n, row["numpy"], row["copy_direct"])
         if n <= args.milvus_max:
-            backends = [("lite", lambda: lite_backend(workdir))]
-            if args.milvus_server:
+            backends = [("lite", lambda: lite_backend(workdir))] if "lite" in args.backends else []
+            if args.milvus_server and "server" in args.backends:
                 backends.append(("server", lambda: milvus_backend(args.milvus_server, workdir)))
             for backend, start in backends:
                 with start() as uri:
+                    milvus = PeakRss(BACKEND_PIDS[uri])
                     index, meta, built = build(uri, cat, f"tracks__bench_{n}")
-                    entry: dict[str, Any] = {"build_s": built, **direct_recall(index, meta, cat, truth)}
-                    for copy in (False, True):
+                    entry: dict[str, Any] = row.get(backend, {}) if args.merge else {}
+                    entry.update(build_s=built, milvus_rss_built_mb=milvus.last, milvus_rss_build_peak_mb=milvus.peak)
+                    entry.update(direct_recall(index, meta, cat, truth))
+                    for copy in args.copy:
                         log.info("%d %s copy=%s", n, backend, copy)
-                        entry[f"api_copy_{copy}"] = api_rows(uri, workdir, cat, args.seconds, copy)
+                        entry[f"api_copy_{copy}"] = api_rows(uri, workdir, cat, args, copy)
                     index.close()
+                    milvus.stop()
+                    entry["milvus_rss_peak_mb"] = milvus.peak
                     row[backend] = entry
                     log.info("%d %s: %s", n, backend, json.dumps(entry))
+                results["sizes"][str(n)] = row
+                (workdir / "partial.json").write_text(json.dumps(results, indent=1))
         results["sizes"][str(n)] = row
         (workdir / "partial.json").write_text(json.dumps(results, indent=1))
     return results
@@ -326,12 +366,15 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
         "Gaussian mixture), k=10, HNSW (M=16, efConstruction=200, ef=128) in Milvus. HTTP: "
         f"GET /tracks/{{id}}/similar?k=10 over loopback to one uvicorn process; {CLIENTS} clients with "
         f"keep-alive connections for {args.seconds:.0f} s. Load average at the start (other work on the machine): "
-        f"{', '.join(f'{x:.1f}' for x in results['load_average'])}. recall@10: direct searches of 200 held-out queries "
-        "against the exact scan. Memory: the API process's resident set after warm-up "
-        "(Milvus's own processes not included); for the copy-only row, the copy's own estimate; for numpy, the matrix.",
+        f"{', '.join(f'{x:.1f}' for x in results['load_average'])} (each size's own run: see below). recall@10: "
+        "direct searches of 200 held-out queries against the exact scan. **API MB**: the API process's resident "
+        "set after its measurements (its in-process copy included when on); for the copy-only row, the copy's "
+        "own estimate; for numpy, the matrix. **Milvus MB**: the resident set of Milvus's own process tree (Lite: "
+        "the `milvus_lite` server process; server: `milvus-server` and its `milvus run standalone` child) at the "
+        "same moment, holding the loaded collection and its HNSW index.",
         "",
-        "| tracks | what | p50 ms | p99 ms | recall@10 | req/s, 16 clients | memory MB |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| tracks | what | p50 ms | p99 ms | recall@10 | req/s, 16 clients | API MB | Milvus MB |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for n, row in results["sizes"].items():
         np_row, cp = row["numpy"], row["copy_direct"]
@@ -341,30 +384,30 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
             ("Milvus 2.3.5 server (no copy), HTTP", "server", False),
             ("Milvus 2.3.5 server + in-process copy, HTTP", "server", True),
         ):
-            if backend not in row:
-                lines.append(f"| {int(n):,} | {label} | not measured | | | | |")
+            h = row.get(backend, {}).get(f"api_copy_{copy}")
+            if h is None or "plain" not in h:
+                lines.append(f"| {int(n):,} | {label} | not measured | | | | | |")
                 continue
-            b = row[backend]
-            h = b[f"api_copy_{copy}"]
-            recall = 1.0 if copy else b["recall"]
+            recall = 1.0 if copy else row[backend]["recall"]
+            milvus = h.get("milvus_rss_mb")
             lines.append(
                 f"| {int(n):,} | {label} | {_f(h['plain']['p50_ms'])} | {_f(h['plain']['p99_ms'])} | "
-                f"{recall:.3f} | {h['plain']['qps16']:.0f} | {h['api_rss_mb']:.0f} |"
+                f"{recall:.3f} | {h['plain']['qps16']:.0f} | {h['api_rss_mb']:.0f} | {_f(milvus, 0)} |"
             )
         lines.append(
             f"| {int(n):,} | in-process copy, search call only (no HTTP) | {_f(cp['p50_ms'], 2)} | "
-            f"{_f(cp['p99_ms'], 2)} | {cp['recall']:.3f} | {cp['qps16']:.0f} | {cp['memory_mb']:.0f} |"
+            f"{_f(cp['p99_ms'], 2)} | {cp['recall']:.3f} | {cp['qps16']:.0f} | {cp['memory_mb']:.0f} | - |"
         )
         lines.append(
             f"| {int(n):,} | exact numpy scan (one query, no HTTP) | {_f(np_row['p50_ms'], 2)} | "
-            f"{_f(np_row['p99_ms'], 2)} | 1.000 | {np_row['qps16']:.0f} | {np_row['memory_mb']:.0f} |"
+            f"{_f(np_row['p99_ms'], 2)} | 1.000 | {np_row['qps16']:.0f} | {np_row['memory_mb']:.0f} | - |"
         )
     lines += [
         "",
         "## Direct Milvus search (no HTTP) and ratio to the exact numpy scan",
         "",
-        "| tracks | backend | build s | search p50 ms | p99 ms | recall@10 | p50 / numpy p50 |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| tracks | backend | build s | search p50 ms | p99 ms | recall@10 | vs numpy | Milvus MB built (peak) |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for n, row in results["sizes"].items():
         base = row["numpy"]["p50_ms"]
@@ -373,12 +416,13 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
                 b = row[backend]
                 lines.append(
                     f"| {int(n):,} | {label} | {b['build_s']:.0f} | {b['direct_p50_ms']:.2f} | "
-                    f"{b['direct_p99_ms']:.2f} | {b['recall']:.3f} | {b['direct_p50_ms'] / base:.1f}x |"
+                    f"{b['direct_p99_ms']:.2f} | {b['recall']:.3f} | {b['direct_p50_ms'] / base:.1f}x | "
+                    f"{_f(b.get('milvus_rss_built_mb'), 0)} ({_f(b.get('milvus_rss_build_peak_mb'), 0)}) |"
                 )
         cp = row["copy_direct"]
         lines.append(
             f"| {int(n):,} | in-process copy | - | {cp['p50_ms']:.2f} | {cp['p99_ms']:.2f} | {cp['recall']:.3f} | "
-            f"{cp['p50_ms'] / base:.1f}x |"
+            f"{cp['p50_ms'] / base:.1f}x | - |"
         )
     lines += [
         "",
@@ -392,15 +436,27 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
             if backend not in row:
                 continue
             for copy in (False, True):
-                h = row[backend][f"api_copy_{copy}"]
+                h = row[backend].get(f"api_copy_{copy}")
+                if h is None or "plain" not in h:
+                    continue
                 cells = " | ".join(
-                    f"{h[v]['p50_ms']:.1f} / {h[v]['p99_ms']:.1f}, {h[v]['qps16']:.0f}/s"
-                    for v in ("plain", "style", "source cap")
+                    f"{h[v]['p50_ms']:.1f} / {h[v]['p99_ms']:.1f}, {h[v]['qps16']:.0f}/s" if v in h else "not measured"
+                    for v in VARIANTS
                 )
                 cpu = h["plain"]["cpu_ms_per_request"]
                 lines.append(
                     f"| {int(n):,} | {backend} | {'on' if copy else 'off'} | {cells} | {cpu:.2f} | {h['start_s']:.1f} |"
                 )
+    lines += [
+        "",
+        "Each size's run: "
+        + "; ".join(
+            f"{int(n):,}: {row.get('date', results['date'])}, load average "
+            f"{', '.join(f'{x:.1f}' for x in row.get('load_average', results['load_average']))}"
+            for n, row in results["sizes"].items()
+        )
+        + ".",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -409,6 +465,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--milvus-max", type=int, default=100_000, help="largest size loaded into Milvus")
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--requests", type=int, default=400, help="one-at-a-time requests per variant")
+    parser.add_argument("--backends", nargs="+", choices=("lite", "server"), default=["lite", "server"])
+    parser.add_argument(
+        "--copy", nargs="+", type=lambda v: v == "on", default=[False, True], help="copy off, on, or both"
+    )
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--merge", action="store_true", help="keep the other sizes and backends of query.json")
     parser.add_argument(
         "--milvus-server", default=shutil.which("milvus-server") or str(ROOT / ".venv/bin/milvus-server")
     )

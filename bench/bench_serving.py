@@ -127,12 +127,17 @@ def exact_top(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
 
 # ---- backends ---------------------------------------------------------------------------------------
 
+# The Milvus process (the root of its process tree) behind each URI a backend below yields, for memory readings.
+BACKEND_PIDS: dict[str, int] = {}
+
 
 @contextmanager
 def lite_backend(workdir: Path) -> Iterator[str]:
     shutil.rmtree(workdir / "lite.db", ignore_errors=True)
     server = LiteServer(workdir / "lite.db")
     server.start()
+    assert server.process is not None
+    BACKEND_PIDS[server.uri] = server.process.pid
     try:
         yield server.uri
     finally:
@@ -166,6 +171,7 @@ def milvus_backend(binary: str, workdir: Path) -> Iterator[str]:
                 break
             except Exception:
                 time.sleep(1)
+        BACKEND_PIDS[uri] = proc.pid
         yield uri
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the standalone child may take a while to shut down

@@ -53,6 +53,13 @@ class IndexSettings(BaseSettings):
         default=1, ge=1, description="Earlier collections kept for rollback besides the live one."
     )
     embed_batch_size: int = Field(default=256, ge=1, description="Tracks embedded and inserted per batch.")
+    flush_every_mb: float | None = Field(
+        default=None,
+        gt=0,
+        description="Flush after about this many MB of vectors during a refresh (default: only at the end). "
+        "Milvus Lite turns its write buffer into Python objects (~8x its size) when it flushes, but more, "
+        "smaller flushes make it compact more: see bench/results/scale.md before setting it.",
+    )
     verify_sample: int = Field(default=32, ge=1, description="Tracks whose nearest neighbour must be themselves.")
     milvus_timeout_s: float = Field(default=10.0, gt=0)
     index_lock_timeout_s: float = Field(

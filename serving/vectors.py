@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.index.metadata import RESULT_FIELDS, CollectionMeta, Hit, literal
-from pipelines.index.milvus import TrackIndex
+from pipelines.index.milvus import FRESH, TrackIndex
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def load_snapshot(index: TrackIndex, meta: CollectionMeta) -> Snapshot:
     def query(expr: str, fields: list[str]) -> list[dict]:
         # through the connection's retry: a server may drop an idle connection between two slices
         return index.connection.call(
-            lambda c: c.query(meta.name, filter=expr, output_fields=fields, consistency_level="Strong")
+            lambda c: c.query(meta.name, filter=expr, output_fields=fields, consistency_level=FRESH)
         )
 
     todo = [("", "")] if total <= ROWS_PER_QUERY else _slices("", "", "")  # small: one query, not 16

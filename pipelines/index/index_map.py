@@ -133,12 +133,15 @@ def build_map(
     for batch, block in vectors(fit_ids):
         got.update(zip(batch, np.asarray(block, dtype=np.float64), strict=True))
     sample_ids = [t for t in fit_ids if t in got]
-    mean, axes, explained = fit_axes(np.asarray([got[t] for t in sample_ids]).reshape(len(sample_ids), -1))
+    sample = np.asarray([got[t] for t in sample_ids]).reshape(len(sample_ids), -1)
+    if not small:
+        got.clear()  # the fit's rows are in ``sample`` now; every vector is read again for the projection
+    mean, axes, explained = fit_axes(sample)
+    del sample
     xy: dict[str, np.ndarray] = {}
     if small:
         xy = {t: (got[t] - mean) @ axes for t in sample_ids}
     else:
-        got.clear()
         for batch, block in vectors(ids):
             xy.update(zip(batch, (np.asarray(block, dtype=np.float64) - mean) @ axes, strict=True))
     kept = [t for t in ids if t in xy]

@@ -3,6 +3,10 @@
 One collection per (model version, feature version) holds every track's embedding. The same code talks to
 Milvus Lite and to a Milvus server; where they differ (search hits name the key ``id`` or ``track_id``;
 a server's default consistency hides fresh rows) the difference is handled here and nowhere else.
+
+Consistency of reads is chosen here too (:data:`FRESH`, :data:`SERVED`). Milvus Lite sees every write at
+once whatever is asked; a server's Strong read waits for its next time tick (200 ms apart by default),
+which made every served answer take 200-400 ms.
 """
 
 from __future__ import annotations
@@ -32,6 +36,21 @@ from pipelines.index.metadata import (
 from pipelines.settings import IndexSettings, Settings
 
 log = logging.getLogger(__name__)
+
+# Reads that must see every write acknowledged before them: row counts, the refresh's scan of what a
+# collection already holds, its verification before the alias moves, and the in-process copy's loader (a
+# copy lives as long as its collection is served, so a row it missed would stay missing until the next
+# refresh; it loads in the background, where the wait costs little).
+FRESH = "Strong"
+# Serving reads (searches, lookups by track id) of the collection behind the alias. A refresh writes a new
+# collection, flushes it and verifies it with FRESH reads before the alias moves, so by the time a reader
+# can reach it the server has applied all of its rows, and a Bounded read (which waits only for the state
+# of a few seconds ago) sees every one of them without waiting for a tick. Not Session: that guarantees
+# read-your-own-writes to the client that wrote, and the API writes nothing, so it would promise nothing
+# across processes; Bounded bounds staleness for any reader. During an update in place of the live
+# collection (same model version) readers see the old or the new row of a changed track, as they did with
+# Strong while the refresh was inserting.
+SERVED = "Bounded"
 
 
 class TrackIndex:
@@ -161,7 +180,7 @@ class TrackIndex:
 
         def count(c: Any) -> int:
             self.connection.ensure_loaded(c, name)
-            res = c.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")
+            res = c.query(name, filter="", output_fields=["count(*)"], consistency_level=FRESH)
             return int(res[0]["count(*)"])
 
         return self.connection.call(count)
@@ -188,16 +207,22 @@ class TrackIndex:
             out: dict[str, dict[str, Any]] = {}
             self.connection.ensure_loaded(c, name)
             for expr in slices:
-                rows = c.query(name, filter=expr, output_fields=wanted, consistency_level="Strong")
+                rows = c.query(name, filter=expr, output_fields=wanted, consistency_level=FRESH)
                 out.update((r["track_id"], {f: r[f] for f in fields}) for r in rows)
             return out
 
         return self.connection.call(scan)
 
-    def get(self, name: str, track_ids: Sequence[str], fields: Sequence[str] = RESULT_FIELDS) -> list[dict]:
-        """Rows by primary key, in no particular order; unknown ids are simply absent."""
+    def get(
+        self, name: str, track_ids: Sequence[str], fields: Sequence[str] = RESULT_FIELDS, fresh: bool = False
+    ) -> list[dict]:
+        """Rows by primary key, in no particular order; unknown ids are simply absent.
+
+        ``fresh``: see every acknowledged write (:data:`FRESH`, for verification); else a serving read.
+        """
         if not track_ids:
             return []
+        level = FRESH if fresh else SERVED
 
         keys = list(dict.fromkeys(track_ids))
         out: list[dict] = []
@@ -207,7 +232,7 @@ class TrackIndex:
             def get(c: Any, expr: str = expr) -> list[dict]:
                 # Not ``client.get``: pymilvus splices string keys into its expression unescaped.
                 self.connection.ensure_loaded(c, name)
-                rows = c.query(name, filter=expr, output_fields=list(fields), consistency_level="Strong")
+                rows = c.query(name, filter=expr, output_fields=list(fields), consistency_level=level)
                 return [dict(r) for r in rows]
 
             out += self.connection.call(get)
@@ -220,15 +245,17 @@ class TrackIndex:
         limit: int,
         filter: str = "",
         fields: Sequence[str] = RESULT_FIELDS,
-        consistency: str | None = None,
+        fresh: bool = False,
     ) -> list[list[Hit]]:
-        """Nearest neighbours of each row of ``vectors`` in ``meta``'s collection, nearest first."""
+        """Nearest neighbours of each row of ``vectors`` in ``meta``'s collection, nearest first.
+
+        ``fresh``: see every acknowledged write (:data:`FRESH`, for verification); else a serving read.
+        """
         params: dict[str, Any] = {}
         if meta.index_type == "HNSW":
             params = {"ef": max(self.settings.search_ef, limit)}
         elif meta.index_type == "IVF_FLAT":
             params = {"nprobe": self.settings.ivf_nprobe}
-        extra = {"consistency_level": consistency} if consistency else {}
         wanted = list(dict.fromkeys(["track_id", *fields]))
         data = np.asarray(vectors, dtype=np.float32).tolist()
 
@@ -241,7 +268,7 @@ class TrackIndex:
                 filter=filter,
                 output_fields=wanted,
                 search_params={"metric_type": "COSINE", "params": params},
-                **extra,
+                consistency_level=FRESH if fresh else SERVED,
             )
 
         res = self.connection.call(search)

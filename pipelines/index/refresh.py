@@ -114,14 +114,12 @@ def verify(index: TrackIndex, meta: CollectionMeta, expected: int, sample: Seque
     got = index.count(meta.name)
     if got != expected:
         raise RefreshFailed(f"{meta.name} holds {got} rows, the feature store {expected}")
-    rows = {r["track_id"]: r["vector"] for r in index.get(meta.name, sample, ["track_id", "vector"])}
+    rows = {r["track_id"]: r["vector"] for r in index.get(meta.name, sample, ["track_id", "vector"], fresh=True)}
     missing = [t for t in sample if t not in rows]
     if missing:
         raise RefreshFailed(f"{meta.name} lacks sampled tracks {missing[:5]}")
     ids = list(rows)
-    results = index.search(
-        meta, np.asarray([rows[t] for t in ids]), limit=5, fields=("track_id",), consistency="Strong"
-    )
+    results = index.search(meta, np.asarray([rows[t] for t in ids]), limit=5, fields=("track_id",), fresh=True)
     tied = 0
     for track_id, hits in zip(ids, results, strict=True):
         best = hits[0].distance if hits else 1.0
@@ -258,10 +256,19 @@ def _refresh(
     # Vectors are read, embedded and inserted a batch at a time: memory stays flat however large the library.
     meter = ProgressLog(f"refresh {name}: embed and insert", len(todo), log)
     batches = progress(Sized(_vector_batches(features, todo, size), -(-len(todo) // size)))
+    unflushed = 0  # bytes of vectors inserted since the last flush
     for batch, raw in batches:
         vectors = embedder.embed(raw)
         index.insert(name, _rows(batch, vectors, meta_rows, want, embedder.version, features.version))
         meter.add(len(batch))
+        unflushed += len(batch) * embedder.dim * 4
+        every = index.settings.flush_every_mb
+        if every is not None and unflushed >= every * 2**20:
+            # Milvus Lite's flush turns its whole write buffer into Python objects (~8x the vectors' bytes);
+            # flushing often keeps that spike small, but Lite then compacts the many small files into one
+            # large segment and indexes it, which at 20k raw vectors cost more (bench/results/scale.md).
+            index.flush(name)
+            unflushed = 0
     meter.finish()
     index.delete(name, stale)
     index.flush(name)

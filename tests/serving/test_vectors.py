@@ -98,7 +98,7 @@ def test_copy_top10_equals_milvus_exact_search_with_and_without_style(two) -> No
     queries = l2_normalise(np.random.default_rng(7).standard_normal((25, DIM)))
     for style in (None, "rock"):
         expr = f'style == "{style}"' if style else ""
-        want = index.search(a, queries, 10, expr, consistency="Strong")
+        want = index.search(a, queries, 10, expr, fresh=True)
         got = snap.search(queries, 10, style)
         for w, g in zip(want, got, strict=True):
             assert [h.track_id for h in g] == [h.track_id for h in w]

@@ -65,6 +65,33 @@ def test_first_refresh_builds_a_verified_collection_and_points_the_alias(lib: Se
     assert nearest == features.track_ids
 
 
+class FlushCount(TrackIndex):
+    """The real index, counting its flushes."""
+
+    flushes = 0
+
+    def flush(self, name: str) -> None:
+        self.flushes += 1
+        super().flush(name)
+
+
+def test_refresh_flushes_every_few_mb_of_vectors_and_the_collection_is_whole(lib: Settings) -> None:
+    # 4 tracks per batch of 312-value vectors = 4.9 kB: a flush after every second batch, and one at the end
+    settings = IndexSettings(collections_kept=1, embed_batch_size=4, flush_every_mb=0.009)
+    index = FlushCount(lib.paths.milvus_uri, settings)
+    try:
+        report = refresh(lib, PARAMS_A, index)
+        assert PARAMS_A.dim == 312 and report.total == 15
+        assert index.flushes == 1 + 1  # batches of 4, 4 | 4, 3 (flush at 8 tracks), then the final flush
+        assert index.count(report.collection) == 15
+        features = build_features(lib, PARAMS_A)
+        meta = index.live()
+        nearest = [hits[0].track_id for hits in index.search(meta, features.matrix, 1)]
+        assert nearest == features.track_ids
+    finally:
+        index.close()
+
+
 def test_rerun_under_the_same_model_embeds_only_new_and_changed_tracks(lib: Settings, index: TrackIndex) -> None:
     first = refresh(lib, PARAMS_A, index)
     music = lib.paths.data_root.parent / "music"
