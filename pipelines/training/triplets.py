@@ -65,7 +65,8 @@ def build_triplets(
     per_style = max(1, triplets_per_batch // len(anchor_styles))
     cross = positives == "other-source"
     source_of = dict(zip(tracks["track_id"], tracks["source"].astype(str), strict=True)) if cross else {}
-    out: list[pd.DataFrame] = []
+    roles = ("anchor", "positive", "negative")
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("batch", *roles, *(f"{r}_offset" for r in roles))}
     for b in range(n_batches):
         if cross:
             pool = {s: _draw_over_sources(ids, source_of, tracks_per_style, rng) for s, ids in by_style.items()}
@@ -99,27 +100,16 @@ def build_triplets(
             rows_n.append(rng.choice(others, len(a_idx)))
         a, p, n = (np.concatenate(x) for x in (rows_a, rows_p, rows_n))
         order = rng.permutation(len(a))
-        a, p, n = a[order], p[order], n[order]
-        out.append(
-            pd.DataFrame(
-                {
-                    "holdout": holdout,
-                    "batch": b,
-                    "anchor": a,
-                    "positive": p,
-                    "negative": n,
-                    "anchor_offset": [off[t] for t in a],
-                    "positive_offset": [off[t] for t in p],
-                    "negative_offset": [off[t] for t in n],
-                    "anchor_style": [style_of[t] for t in a],
-                    "positive_style": [style_of[t] for t in p],
-                    "negative_style": [style_of[t] for t in n],
-                    "seed": seed,
-                    "strategy": strategy,
-                }
-            )
-        )
-    return pd.concat(out, ignore_index=True)
+        for role, ids in zip(roles, (a[order], p[order], n[order]), strict=True):
+            cols[role].append(ids.astype(object))
+            cols[f"{role}_offset"].append(np.array([off[t] for t in ids], np.float64))
+        cols["batch"].append(np.full(len(a), b, np.int64))
+    # One frame at the end (a frame per batch costs more than drawing the batch).
+    joined = {k: np.concatenate(v) for k, v in cols.items()}
+    frame: dict[str, object] = {"holdout": holdout, "batch": joined["batch"]}
+    frame |= {r: joined[r] for r in roles} | {f"{r}_offset": joined[f"{r}_offset"] for r in roles}
+    frame |= {f"{r}_style": [style_of[t] for t in joined[r]] for r in roles}
+    return pd.DataFrame(frame | {"seed": seed, "strategy": strategy})
 
 
 def triplets_for(
@@ -137,6 +127,11 @@ def triplets_for(
         holdout=holdout,
         positives=cfg.positives,
     )
+
+
+def branch_triplets(task: tuple[pd.DataFrame, Mapping[str, Sequence[float]], TrainConfig, int, str]) -> pd.DataFrame:
+    """:func:`triplets_for` on one tuple: the job of a worker process (this module imports no torch)."""
+    return triplets_for(*task)
 
 
 def _draw_over_sources(ids: np.ndarray, source_of: Mapping[str, str], k: int, rng: np.random.Generator) -> np.ndarray:
