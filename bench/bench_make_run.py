@@ -9,7 +9,7 @@ functions ``musicrec train`` calls) so each can be timed. Every stage gets wall 
 machine may be shared. Per branch: wall and CPU seconds, epochs and best epoch, from the train step's log.
 
 Run: ``.venv/bin/python bench/bench_make_run.py --data-root /tmp/wt-train-run/data [--label NAME]``
-(the data root must not exist yet). Appends a table to bench/results/make_run.md and writes the
+(the data root must not exist yet). Appends a table to bench/results/train_speed.md and writes the
 evaluation table and the per-branch rows next to it (``--save DIR``).
 """
 
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.machine import cpu_model
 
-RESULTS = Path(__file__).resolve().parent / "results" / "make_run.md"
+RESULTS = Path(__file__).resolve().parent / "results" / "train_speed.md"
 BIN = Path(sys.executable).parent
 
 

