@@ -114,7 +114,18 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.config
-        frames = self._frames(x.float())
+        if x.ndim != 2 or x.shape[1] != c.input_dim:
+            raise ValueError(f"expected input of shape (batch, {c.input_dim}), got {tuple(x.shape)}")
+        return self.forward_frames(x.float().reshape(x.shape[0], c.n_frames, c.n_mfcc))
+
+    def forward_frames(self, raw: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` on frames ``(batch, n, n_mfcc)``; with kind ``frames``, ``n`` may be any length.
+
+        Training may feed crops of the windows (``TrainConfig.crop_frames``): the per-frame layers and the
+        pooling do not depend on where or how many frames there are.
+        """
+        c = self.config
+        frames = with_deltas(raw, c.deltas)
         if c.kind == "flat":
             z = (frames.flatten(1) - self.mean) / self.std
         else:
@@ -133,7 +144,6 @@ class Encoder(nn.Module):
         learned = F.normalize(self.out(self.head(z)), dim=1)
         if not c.stats_weight or not self.with_stats:
             return learned
-        raw = x.float().reshape(x.shape[0], c.n_frames, c.n_mfcc)
         stats = F.normalize(torch.cat([raw.mean(1), raw.std(1, correction=0)], dim=1), dim=1)
         w = c.stats_weight
         return torch.cat([learned * (1.0 - w) ** 0.5, stats * w**0.5], dim=1)

@@ -184,7 +184,9 @@ def _train(
     fit_ids = set(fit["track_id"])
     fit_vectors = bank.matrix[sorted(i for (t, _o), i in bank.row.items() if t in fit_ids)]
     model.fit_scaler(torch.from_numpy(fit_vectors))
-    n_mfcc = config.encoder.n_mfcc
+    n_mfcc, n_frames, crop = config.encoder.n_mfcc, config.encoder.n_frames, config.crop_frames
+    if crop and config.encoder.kind != "frames":
+        raise ValueError("crop_frames needs the per-frame branch (encoder kind 'frames')")
     coef_sd = fit_vectors.reshape(-1, n_mfcc).std(0) if config.augment_channel else None
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n_batches = int(triplets["batch"].max()) + 1 if len(triplets) else 0
@@ -210,7 +212,13 @@ def _train(
             if coef_sd is not None:
                 shift = rng.standard_normal((len(batch.pool), 1, n_mfcc)) * coef_sd * config.augment_channel
                 x = (x.reshape(len(batch.pool), -1, n_mfcc) + shift.astype(np.float32)).reshape(len(batch.pool), -1)
-            emb = model(torch.from_numpy(x))
+            if 0 < crop < n_frames:  # a random run of `crop` frames of each window, drawn per step
+                start = rng.integers(0, n_frames - crop + 1, size=len(batch.pool))
+                frames = x.reshape(len(batch.pool), n_frames, n_mfcc)
+                x_crop = frames[np.arange(len(batch.pool))[:, None], start[:, None] + np.arange(crop)]
+                emb = model.forward_frames(torch.from_numpy(x_crop))
+            else:
+                emb = model(torch.from_numpy(x))
             dist = pairwise_cosine_distance(emb)
             a, p, n = batch.a, batch.p, batch.n
             if config.mining == "semi-hard" and epoch >= config.mine_after_epochs:
