@@ -54,6 +54,11 @@ class TrainConfig(BaseModel):
         description="Extra training windows (seconds after the front end's own); () for none.",
     )
     threads: int = Field(default=1, ge=1, description="torch threads; results are reproducible per value.")
+    crop_frames: int = Field(
+        default=215,
+        ge=0,
+        description="Train each step on a random crop of this many frames of every window (0 or >= N: all).",
+    )
 
 
 class GateConfig(BaseModel):

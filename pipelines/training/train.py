@@ -73,26 +73,78 @@ def embed(model: Encoder, vectors: np.ndarray, batch: int = 256) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, model.config.out_dim), np.float32)
 
 
-def _validate(
-    model: Encoder, bank: WindowBank, fit: pd.DataFrame, val: pd.DataFrame, by: str = "track"
-) -> dict[str, float]:
-    """Validation tracks ranked against the fit tracks (and, by track, the other validation tracks)."""
-    if not len(val):
-        return {"val_map@10": float("nan"), "val_p@10": float("nan")}
-    both = pd.concat([fit, val], ignore_index=True)
-    e = embed(model, bank.matrix[[bank.row[(t, 0.0)] for t in both["track_id"]]])
-    # By source, the validation sources' own tracks are no candidates: finding them measures the source.
-    cand = both if by == "track" else fit
-    table = retrieval_table(
-        e[len(fit) :],
-        list(val["track_id"]),
-        list(val["style"]),
-        e[: len(cand)],
-        list(cand["track_id"]),
-        list(cand["style"]),
-    )
-    s = summarise(table)
-    return {"val_map@10": s["map@10"], "val_p@10": s["p@10"]}
+class _Validation:
+    """The validation ranking of one branch, its inputs gathered once (they are the same every epoch)."""
+
+    def __init__(self, bank: WindowBank, fit: pd.DataFrame, val: pd.DataFrame, by: str) -> None:
+        self.n_fit, self.n_val = len(fit), len(val)
+        both = pd.concat([fit, val], ignore_index=True)
+        self.vectors = bank.matrix[[bank.row[(t, 0.0)] for t in both["track_id"]]]
+        # By source, the validation sources' own tracks are no candidates: finding them measures the source.
+        cand = both if by == "track" else fit
+        self.n_cand = len(cand)
+        self.val_ids, self.val_styles = list(val["track_id"]), list(val["style"])
+        self.cand_ids, self.cand_styles = list(cand["track_id"]), list(cand["style"])
+
+    def __call__(self, model: Encoder) -> dict[str, float]:
+        """Validation tracks ranked against the fit tracks (and, by track, the other validation tracks)."""
+        if not self.n_val:
+            return {"val_map@10": float("nan"), "val_p@10": float("nan")}
+        e = embed(model, self.vectors)
+        table = retrieval_table(
+            e[self.n_fit :], self.val_ids, self.val_styles, e[: self.n_cand], self.cand_ids, self.cand_styles
+        )
+        s = summarise(table)
+        return {"val_map@10": s["map@10"], "val_p@10": s["p@10"]}
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One batch of triplet rows as indices: the pool's bank rows and each row's anchor/positive/negative slot."""
+
+    pool: np.ndarray  # bank rows of the distinct (track, offset) windows, sorted by (track, offset)
+    styles: np.ndarray  # style code of each pool member
+    a: np.ndarray
+    p: np.ndarray
+    n: np.ndarray
+
+
+def _index_batches(bank: WindowBank, triplets: pd.DataFrame) -> dict[int, _Batch]:
+    """Every batch of ``triplets`` as index arrays into ``bank`` (done once, not per step).
+
+    The pool of a batch is its distinct (track, offset) windows in sorted order, so slots and the order of
+    the embedded pool are those of sorting the (track, offset) pairs.
+    """
+    keys = sorted(bank.row)
+    rank = np.full(len(bank.matrix), -1, np.int64)
+    rank[[bank.row[k] for k in keys]] = np.arange(len(keys))
+    row_of_rank = np.array([bank.row[k] for k in keys], np.int64)
+    roles = ("anchor", "positive", "negative")
+    ids = np.concatenate([triplets[r].to_numpy(object) for r in roles])
+    offs = np.concatenate([triplets[f"{r}_offset"].to_numpy(np.float64) for r in roles])
+    styles = np.concatenate([triplets[f"{r}_style"].to_numpy(object) for r in roles])
+    id_code, id_uniq = pd.factorize(ids)
+    off_code, off_uniq = pd.factorize(offs)
+    lut = np.full((len(id_uniq), len(off_uniq)), -1, np.int64)
+    for i, j in set(zip(id_code.tolist(), off_code.tolist(), strict=True)):
+        lut[i, j] = bank.row[(str(id_uniq[i]), float(off_uniq[j]))]  # a window the bank lacks: KeyError
+    rows = lut[id_code, off_code]
+    style_code, _ = pd.factorize(styles)
+    style_of_row = np.full(len(bank.matrix), -1, np.int64)
+    style_of_row[rows] = style_code
+    m = len(triplets)
+    ranks = rank[rows].reshape(3, m)
+    batch = triplets["batch"].to_numpy(np.int64)
+    order = np.argsort(batch, kind="stable")  # rows of a batch in their file order, as a groupby gives them
+    bounds = np.flatnonzero(np.diff(batch[order])) + 1
+    out: dict[int, _Batch] = {}
+    for idx in np.split(order, bounds) if m else []:
+        r = ranks[:, idx]
+        pool_ranks = np.unique(r)
+        slots = np.searchsorted(pool_ranks, r)
+        pool = row_of_rank[pool_ranks]
+        out[int(batch[idx[0]])] = _Batch(pool, style_of_row[pool], slots[0], slots[1], slots[2])
+    return out
 
 
 def train_branch(
@@ -132,7 +184,9 @@ def _train(
     fit_ids = set(fit["track_id"])
     fit_vectors = bank.matrix[sorted(i for (t, _o), i in bank.row.items() if t in fit_ids)]
     model.fit_scaler(torch.from_numpy(fit_vectors))
-    n_mfcc = config.encoder.n_mfcc
+    n_mfcc, n_frames, crop = config.encoder.n_mfcc, config.encoder.n_frames, config.crop_frames
+    if crop and config.encoder.kind != "frames":
+        raise ValueError("crop_frames needs the per-frame branch (encoder kind 'frames')")
     coef_sd = fit_vectors.reshape(-1, n_mfcc).std(0) if config.augment_channel else None
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n_batches = int(triplets["batch"].max()) + 1 if len(triplets) else 0
@@ -140,7 +194,8 @@ def _train(
         raise TrainingFailed("the triplet dataset is empty")
     total = min(config.epochs * config.batches_per_epoch, n_batches)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, total) / total)))
-    batches = dict(iter(triplets.groupby("batch", sort=True)))
+    batches = _index_batches(bank, triplets)
+    validate = _Validation(bank, fit, val, config.val_by)
 
     history: list[dict[str, float]] = []
     best = (-np.inf, {k: v.clone() for k, v in model.state_dict().items()}, 0)
@@ -150,32 +205,26 @@ def _train(
         model.train()
         losses, active = [], []
         for b in range(epoch * config.batches_per_epoch, min((epoch + 1) * config.batches_per_epoch, total)):
-            rows = batches.get(b)
-            if rows is None:
+            batch = batches.get(b)
+            if batch is None:
                 continue
-            keys = sorted(
-                set(zip(rows["anchor"], rows["anchor_offset"].astype(float), strict=True))
-                | set(zip(rows["positive"], rows["positive_offset"].astype(float), strict=True))
-                | set(zip(rows["negative"], rows["negative_offset"].astype(float), strict=True))
-            )
-            slot = {k: i for i, k in enumerate(keys)}
-            x = bank.matrix[[bank.row[k] for k in keys]]
+            x = bank.matrix[batch.pool]
             if coef_sd is not None:
-                shift = rng.standard_normal((len(keys), 1, n_mfcc)) * coef_sd * config.augment_channel
-                x = (x.reshape(len(keys), -1, n_mfcc) + shift.astype(np.float32)).reshape(len(keys), -1)
-            emb = model(torch.from_numpy(x))
+                shift = rng.standard_normal((len(batch.pool), 1, n_mfcc)) * coef_sd * config.augment_channel
+                x = (x.reshape(len(batch.pool), -1, n_mfcc) + shift.astype(np.float32)).reshape(len(batch.pool), -1)
+            if 0 < crop < n_frames:  # a random run of `crop` frames of each window, drawn per step
+                start = rng.integers(0, n_frames - crop + 1, size=len(batch.pool))
+                frames = x.reshape(len(batch.pool), n_frames, n_mfcc)
+                x_crop = frames[np.arange(len(batch.pool))[:, None], start[:, None] + np.arange(crop)]
+                emb = model.forward_frames(torch.from_numpy(x_crop))
+            else:
+                emb = model(torch.from_numpy(x))
             dist = pairwise_cosine_distance(emb)
-            a = np.array([slot[k] for k in zip(rows["anchor"], rows["anchor_offset"].astype(float), strict=True)])
-            p = np.array([slot[k] for k in zip(rows["positive"], rows["positive_offset"].astype(float), strict=True)])
-            n = np.array([slot[k] for k in zip(rows["negative"], rows["negative_offset"].astype(float), strict=True)])
+            a, p, n = batch.a, batch.p, batch.n
             if config.mining == "semi-hard" and epoch >= config.mine_after_epochs:
-                style_of = dict(zip(rows["anchor"], rows["anchor_style"], strict=False))
-                style_of.update(zip(rows["positive"], rows["positive_style"], strict=False))
-                style_of.update(zip(rows["negative"], rows["negative_style"], strict=False))
-                styles = np.array([style_of[t] for t, _ in keys])
-                n = semi_hard_negatives(dist.detach().numpy(), styles, a, p, config.margin, rng)
+                n = semi_hard_negatives(dist.detach().numpy(), batch.styles, a, p, config.margin, rng)
             if config.mining == "batch-all":
-                loss, share = _batch_all(dist, keys, rows, a, p, config.margin)
+                loss, share = _batch_all(dist, batch.styles, a, p, config.margin)
             else:
                 d_ap, d_an = dist[a, p], dist[a, n]
                 loss = margin_loss(d_ap, d_an, config.margin)
@@ -189,7 +238,7 @@ def _train(
             losses.append(loss.item())
             active.append(share)
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "active": float(np.mean(active))}
-        record |= _validate(model, bank, fit, val, config.val_by)
+        record |= validate(model)
         record["lr"] = float(schedule.get_last_lr()[0])
         history.append(record)
         if on_epoch is not None:
@@ -212,13 +261,9 @@ def _train(
 
 
 def _batch_all(
-    dist: torch.Tensor, keys: list, rows: pd.DataFrame, a: np.ndarray, p: np.ndarray, margin: float
+    dist: torch.Tensor, styles: np.ndarray, a: np.ndarray, p: np.ndarray, margin: float
 ) -> tuple[torch.Tensor, float]:
     """Every listed (anchor, positive) against every pool member of another style; mean over active ones."""
-    style_of = dict(zip(rows["anchor"], rows["anchor_style"], strict=False))
-    style_of.update(zip(rows["positive"], rows["positive_style"], strict=False))
-    style_of.update(zip(rows["negative"], rows["negative_style"], strict=False))
-    styles = np.array([style_of[t] for t, _ in keys])
     other = torch.from_numpy(styles[a][:, None] != styles[None, :])  # (pairs, pool): valid negatives
     hinge = torch.relu(dist[a, p][:, None] - dist[a] + margin) * other
     active = hinge > 0

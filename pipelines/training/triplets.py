@@ -56,70 +56,72 @@ def build_triplets(
     """
     if strategy not in STRATEGIES:
         raise UserError(f"unknown mining strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
-    by_style = {s: np.array(sorted(g["track_id"])) for s, g in tracks.groupby("style", sort=True) if len(g) >= 1}
+    # Tracks, styles and sources as integer codes in sorted order: every draw below is the one the same
+    # generator makes on the names (same lengths, same order), without hashing strings per batch.
+    names = np.array(sorted(tracks["track_id"]))
+    code = {t: i for i, t in enumerate(names.tolist())}
+    style_names = np.array(sorted(tracks["style"].unique()))
+    style_idx = np.empty(len(names), np.int64)
+    style_idx[[code[t] for t in tracks["track_id"]]] = np.searchsorted(style_names, tracks["style"].to_numpy(str))
+    by_style = {i: np.flatnonzero(style_idx == i) for i in range(len(style_names))}
     anchor_styles = [s for s, ids in by_style.items() if len(ids) >= 2]
     if not anchor_styles or len(by_style) < 2:
         raise UserError("triplets need two styles, one of them with at least two tracks")
     rng = np.random.default_rng(seed)
-    style_of = dict(zip(tracks["track_id"], tracks["style"], strict=True))
     per_style = max(1, triplets_per_batch // len(anchor_styles))
     cross = positives == "other-source"
-    source_of = dict(zip(tracks["track_id"], tracks["source"].astype(str), strict=True)) if cross else {}
-    out: list[pd.DataFrame] = []
+    source_of = np.zeros(len(names), np.int64)
+    if cross:
+        sources = tracks["source"].astype(str).to_numpy(str)
+        source_names = np.array(sorted(set(sources.tolist())))
+        source_of[[code[t] for t in tracks["track_id"]]] = np.searchsorted(source_names, sources)
+    sources_of = source_of.tolist()
+    choices = [np.asarray(offsets.get(t, (0.0,)), dtype=np.float32) for t in names.tolist()]
+    off = np.zeros(len(names), np.float64)  # this batch's window offset of each pool member
+    roles = ("anchor", "positive", "negative")
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("batch", *roles, *(f"{r}_offset" for r in roles))}
     for b in range(n_batches):
         if cross:
-            pool = {s: _draw_over_sources(ids, source_of, tracks_per_style, rng) for s, ids in by_style.items()}
+            pool = {s: _draw_over_sources(ids, sources_of, tracks_per_style, rng) for s, ids in by_style.items()}
         else:
             pool = {s: rng.choice(ids, min(tracks_per_style, len(ids)), replace=False) for s, ids in by_style.items()}
-        off = {
-            t: float(rng.choice(np.asarray(offsets.get(t, (0.0,)), dtype=np.float32)))
-            for ids in pool.values()
-            for t in ids
-        }
+        for ids in pool.values():
+            for t in ids.tolist():
+                c = choices[t]
+                off[t] = float(c[rng.integers(0, len(c))])  # what rng.choice(c) draws
         everyone = np.concatenate(list(pool.values()))
         rows_a, rows_p, rows_n = [], [], []
         for s in anchor_styles:
             same = pool[s]
-            others = everyone[[style_of[t] != s for t in everyone]]
+            others = everyone[style_idx[everyone] != s]
             if strategy == "batch-all":  # every ordered pair of the style's pool members
                 a_idx, p_idx = (x.ravel() for x in np.meshgrid(np.arange(len(same)), np.arange(len(same))))
                 keep = a_idx != p_idx
                 if cross:
-                    keep &= _cross_source_pairs(same, source_of)[a_idx, p_idx]
+                    keep &= _cross_source_pairs(source_of[same])[a_idx, p_idx]
                 a_idx, p_idx = a_idx[keep], p_idx[keep]
             else:
                 a_idx = rng.integers(len(same), size=per_style)
                 # A positive is another member of the anchor's style: shift by 1..len-1 places.
                 p_idx = (a_idx + rng.integers(1, len(same), size=per_style)) % len(same)
                 if cross:
-                    allowed = _cross_source_pairs(same, source_of)
+                    allowed = _cross_source_pairs(source_of[same])
                     p_idx = np.array([rng.choice(np.flatnonzero(allowed[i])) for i in a_idx], dtype=np.int64)
             rows_a.append(same[a_idx])
             rows_p.append(same[p_idx])
             rows_n.append(rng.choice(others, len(a_idx)))
         a, p, n = (np.concatenate(x) for x in (rows_a, rows_p, rows_n))
         order = rng.permutation(len(a))
-        a, p, n = a[order], p[order], n[order]
-        out.append(
-            pd.DataFrame(
-                {
-                    "holdout": holdout,
-                    "batch": b,
-                    "anchor": a,
-                    "positive": p,
-                    "negative": n,
-                    "anchor_offset": [off[t] for t in a],
-                    "positive_offset": [off[t] for t in p],
-                    "negative_offset": [off[t] for t in n],
-                    "anchor_style": [style_of[t] for t in a],
-                    "positive_style": [style_of[t] for t in p],
-                    "negative_style": [style_of[t] for t in n],
-                    "seed": seed,
-                    "strategy": strategy,
-                }
-            )
-        )
-    return pd.concat(out, ignore_index=True)
+        for role, ids in zip(roles, (a[order], p[order], n[order]), strict=True):
+            cols[role].append(ids)
+            cols[f"{role}_offset"].append(off[ids])
+        cols["batch"].append(np.full(len(a), b, np.int64))
+    # One frame at the end (a frame per batch costs more than drawing the batch).
+    joined = {k: np.concatenate(v) for k, v in cols.items()}
+    frame: dict[str, object] = {"holdout": holdout, "batch": joined["batch"]}
+    frame |= {r: names[joined[r]] for r in roles} | {f"{r}_offset": joined[f"{r}_offset"] for r in roles}
+    frame |= {f"{r}_style": style_names[style_idx[joined[r]]] for r in roles}
+    return pd.DataFrame(frame | {"seed": seed, "strategy": strategy})
 
 
 def triplets_for(
@@ -139,25 +141,30 @@ def triplets_for(
     )
 
 
-def _draw_over_sources(ids: np.ndarray, source_of: Mapping[str, str], k: int, rng: np.random.Generator) -> np.ndarray:
-    """Up to ``k`` distinct tracks, dealt round-robin over their sources in a random order."""
-    by_source: dict[str, list[str]] = {}
-    for t in rng.permutation(ids):
-        by_source.setdefault(source_of[t], []).append(str(t))
-    queues = [by_source[s] for s in rng.permutation(sorted(by_source))]
-    picked: list[str] = []
+def branch_triplets(task: tuple[pd.DataFrame, Mapping[str, Sequence[float]], TrainConfig, int, str]) -> pd.DataFrame:
+    """:func:`triplets_for` on one tuple: the job of a worker process (this module imports no torch)."""
+    return triplets_for(*task)
+
+
+def _draw_over_sources(ids: np.ndarray, source_of: list[int], k: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to ``k`` distinct tracks (codes), dealt round-robin over their sources in a random order."""
+    by_source: dict[int, list[int]] = {}
+    for t in rng.permutation(ids).tolist():
+        by_source.setdefault(source_of[t], []).append(t)
+    queues = [by_source[s] for s in rng.permutation(sorted(by_source)).tolist()]
+    picked: list[int] = []
     while len(picked) < min(k, len(ids)):
         for q in queues:
             if q and len(picked) < k:
                 picked.append(q.pop())
-    return np.array(picked)
+    return np.array(picked, np.int64)
 
 
-def _cross_source_pairs(members: np.ndarray, source_of: Mapping[str, str]) -> np.ndarray:
-    """``allowed[a, p]``: p may be a's positive: another source when the pool has one, else any other track."""
-    src = np.array([source_of[t] for t in members])
+def _cross_source_pairs(src: np.ndarray) -> np.ndarray:
+    """``allowed[a, p]`` for pool members of sources ``src``: p may be a's positive: another source when
+    the pool has one, else any other track."""
     other = src[:, None] != src[None, :]
-    fallback = ~np.eye(len(members), dtype=bool)
+    fallback = ~np.eye(len(src), dtype=bool)
     has_other = other.any(1, keepdims=True)
     return np.where(has_other, other, fallback)
 

@@ -10,13 +10,14 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from pipelines import parallel
 from pipelines.progress import ItemProgress
 from pipelines.settings import Settings
 from pipelines.training.config import TrainingJob
 from pipelines.training.labelled import carve, load_labelled, training_dir, training_side, windows_for
 from pipelines.training.plan import make_plan, plan_to_json, primary_split, single_source_styles
 from pipelines.training.split import check_styles, frozen_split, split_path
-from pipelines.training.triplets import TRIPLET_SCHEMA, triplets_for
+from pipelines.training.triplets import TRIPLET_SCHEMA, branch_triplets
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,13 @@ def prepare(settings: Settings, job: TrainingJob, progress: ItemProgress | None 
     for t, o in zip(windows.track_ids, windows.offsets, strict=True):
         offsets[t].append(float(o))
     cfg = job.train
-    parts = []
+    tasks = []
     for i, holdout in enumerate(plan):
         fit, _val = carve(training_side(cat, job, holdout), cfg, cfg.seed + i)
         check_styles(fit, 1)
-        parts.append(triplets_for(fit, offsets, cfg, i, holdout.name))
-    triplets = pd.concat(parts, ignore_index=True)
+        tasks.append((fit, offsets, cfg, i, holdout.name))
+    # Each branch's triplets are seeded by its place in the plan: the same rows with any number of workers.
+    triplets = pd.concat(parallel.imap(branch_triplets, tasks, job.workers), ignore_index=True)
     path = root / "triplets" / f"triplets-{cat.feature_version}-{job.key}.parquet"
     _write_parquet(triplets, TRIPLET_SCHEMA, path)
     plan_file = root / "plans" / f"plan-{cat.feature_version}-{job.key}.json"

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,13 +58,33 @@ def _init_worker(inputs: BranchInputs) -> None:
     _INPUTS[:] = [inputs]
 
 
-def _train_one(args: tuple[int, Holdout, TrainConfig]) -> tuple[str, dict, pd.DataFrame, int]:
+@dataclass(frozen=True)
+class BranchDone:
+    """One trained branch as a worker hands it back, with what it cost (wall and CPU seconds)."""
+
+    name: str
+    state: dict
+    history: pd.DataFrame
+    best_epoch: int
+    wall_s: float
+    cpu_s: float
+
+
+def _train_one(args: tuple[int, Holdout, TrainConfig]) -> BranchDone:
     i, holdout, cfg = args
+    wall, cpu = time.perf_counter(), time.process_time()
     shared = _INPUTS[0]
     fit, val = carve(training_side(shared.cat, shared.job, holdout), cfg, cfg.seed + i)
     mine = pd.read_parquet(shared.triplets, filters=[("holdout", "==", holdout.name)])
     result: TrainResult = train_branch(cfg.model_copy(update={"seed": cfg.seed + i}), shared.bank, fit, val, mine)
-    return holdout.name, result.model.state_dict(), result.history, result.best_epoch
+    return BranchDone(
+        holdout.name,
+        result.model.state_dict(),
+        result.history,
+        result.best_epoch,
+        time.perf_counter() - wall,
+        time.process_time() - cpu,
+    )
 
 
 def _launcher() -> dict[str, str]:
@@ -107,7 +128,7 @@ def end_abandoned_runs(settings: Settings, dag_run_id: str | None = None) -> lis
 
 def _train_branches(
     inputs: BranchInputs, cfg: TrainConfig, plan: list[Holdout], on_branch: BranchProgress | None
-) -> Iterable[tuple[str, dict, pd.DataFrame, int]]:
+) -> Iterable[BranchDone]:
     """Train every holdout's branch, ``job.workers`` at a time; results as they finish (any order).
 
     Each branch is seeded by its place in the plan and uses ``cfg.threads`` threads, so the weights do not
@@ -116,8 +137,16 @@ def _train_branches(
     tasks = [(i, h, cfg) for i, h in enumerate(plan)]
     results = parallel.imap_unordered(_train_one, tasks, inputs.job.workers, _init_worker, (inputs,))
     for done, item in enumerate(results, 1):
+        log.info(
+            "branch %s trained: %d epochs (best %d) in %.1f s wall, %.1f s CPU",
+            item.name,
+            len(item.history),
+            item.best_epoch,
+            item.wall_s,
+            item.cpu_s,
+        )
         if on_branch is not None:
-            on_branch(item[0], done, len(tasks))
+            on_branch(item.name, done, len(tasks))
         yield item
 
 
@@ -165,7 +194,8 @@ def train(
     try:
         with registry.run(run_id, tag_failure=True):
             inputs = BranchInputs(cat, job, window_bank(settings, cat, job), prepared["triplets"])
-            for name, state, history, best_epoch in _train_branches(inputs, cfg, plan, on_branch):
+            for branch in _train_branches(inputs, cfg, plan, on_branch):
+                name, state, history, best_epoch = branch.name, branch.state, branch.history, branch.best_epoch
                 prefix = "" if name == ALL else f"{name}/"
                 for rec in history.to_dict("records"):
                     registry.log_metrics(

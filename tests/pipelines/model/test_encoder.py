@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.model.encoder import Encoder, EncoderConfig, with_deltas
+from pipelines.model.encoder import Dropout, Encoder, EncoderConfig, std_over, with_deltas
 
 # The learned part alone; the statistics path appended to it is tested on its own below.
 SMALL = {"n_frames": 12, "n_mfcc": 5, "frame_layers": (8,), "head_layers": (8,), "dim": 4, "stats_weight": 0.0}
@@ -99,3 +99,33 @@ def test_statistics_path_keeps_unit_length_and_splits_the_cosine() -> None:
     cos = (out @ out.T).numpy()
     learned = out[:, :4].numpy() / 0.7**0.5
     np.testing.assert_allclose(cos, 0.7 * learned @ learned.T + 0.3 * stats @ stats.T, atol=1e-5)
+
+
+def test_two_pass_std_agrees_with_torch_and_has_no_nan_gradient_where_it_is_zero() -> None:
+    torch.manual_seed(0)
+    h = torch.relu(torch.randn(4, 50, 8))
+    h[:, :, 2] = 0.0  # a unit that is off in every frame
+    h.requires_grad_()
+    ours, theirs = std_over(h, 1), h.std(1)
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
+    (grad,) = torch.autograd.grad(ours.sum(), h)
+    (want,) = torch.autograd.grad(theirs.sum(), h)
+    assert torch.isfinite(grad).all()
+    torch.testing.assert_close(grad, want, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_drops_about_p_and_keeps_the_mean_and_is_off_in_eval() -> None:
+    torch.manual_seed(0)
+    drop = Dropout(0.1)
+    x = torch.ones(200, 500)
+    y = drop(x)
+    assert abs(float((y == 0).float().mean()) - 0.1) < 0.01
+    assert abs(float(y.mean()) - 1.0) < 0.01
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_frames_of_any_length_embed_like_the_vector_of_that_many() -> None:
+    model = Encoder(EncoderConfig(n_frames=12, n_mfcc=5, dim=4, stats_weight=0.5)).eval()
+    x = torch.randn(3, 12 * 5)
+    torch.testing.assert_close(model.forward_frames(x.reshape(3, 12, 5)), model(x), rtol=0, atol=0)
+    assert model.forward_frames(x.reshape(3, 12, 5)[:, 2:9]).shape == (3, model.config.out_dim)
