@@ -63,7 +63,8 @@ def test_a_second_writer_waits_then_fails_and_a_killed_holder_frees_the_lock(lib
         started = time.monotonic()
         with pytest.raises(IndexBusy, match=rf"another writer \(pid {holder.pid} since .*\) holds"):
             refresh(lib, PARAMS_A, index)
-        assert 0.5 <= time.monotonic() - started < 5
+        # it waited for the lock's timeout, then gave up instead of hanging (loose bound: a loaded machine)
+        assert 0.5 <= time.monotonic() - started < 30
         assert not index.exists(f"tracks__raw__{PARAMS_A.version}")  # nothing was written meanwhile
         # the CLI: one line, exit code 2
         out = _musicrec(["index", "rollback"], lib, MUSICREC_INDEX_LOCK_TIMEOUT_S="0.3")
