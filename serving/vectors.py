@@ -24,9 +24,14 @@ from pipelines.index.milvus import FRESH, TrackIndex
 
 log = logging.getLogger(__name__)
 
-# Rows per query while loading: keeps each answer well under Milvus's result size limits.
-ROWS_PER_QUERY = 20_000
-_HEX = "0123456789abcdef"
+# Rows per query while loading, at most: a Milvus server refuses a query whose limit exceeds its result
+# window (16384 rows by default), and the loader asks for one row more than this to see a slice overflow.
+ROWS_PER_QUERY = 16_000
+# Slices are planned to hold this share of ROWS_PER_QUERY: sha256s are uniform, so at 1M rows a slice of
+# 12,000 expected rows (standard deviation ~110) never reaches 16,000; one that does is cut in two.
+_FILL = 0.75
+_CUT_DIGITS = 6  # hex digits of the planned cuts: up to 16M slices
+_MAX_DIGITS = 16  # a slice this narrow holding too many rows (equal sha256s) is read whole
 _TEXT_FIELDS = tuple(f for f in RESULT_FIELDS if f != "track_id")
 
 
@@ -98,10 +103,33 @@ class Snapshot:
         return out
 
 
-def _slices(lo: str, hi: str, prefix: str) -> list[tuple[str, str]]:
-    """``[lo, hi)`` cut at ``prefix + hex digit``: together the pieces cover every string in it."""
-    cuts = [lo, *(prefix + d for d in _HEX[1:]), hi]
+def _plan(total: int) -> list[tuple[str, str]]:
+    """Slices of the sha256 range, each expected to hold ``_FILL * ROWS_PER_QUERY`` rows of ``total``.
+
+    Together they cover every string: the first starts at "" (no lower bound), the last has no upper bound,
+    and each cut is a ``_CUT_DIGITS``-digit hex string, evenly spaced over the hex digests.
+    """
+    n = min(16**_CUT_DIGITS, max(1, -(-total // max(1, int(ROWS_PER_QUERY * _FILL)))))
+    cuts = ["", *(f"{i * 16**_CUT_DIGITS // n:0{_CUT_DIGITS}x}" for i in range(1, n)), ""]
     return list(itertools.pairwise(cuts))
+
+
+def _halves(lo: str, hi: str) -> list[tuple[str, str]]:
+    """``[lo, hi)`` cut at a hex string between them (by value, as digests spread); none if too narrow.
+
+    ``lo`` and ``hi`` are hex strings or "" (no bound). Read as numbers of one length ``digits`` (padded
+    with zeros; "" as the top for ``hi``), any ``mid`` strictly between them, written with ``digits``
+    digits, sorts strictly between ``lo`` and ``hi`` as a string, so the two pieces cover ``[lo, hi)``.
+    """
+    digits = max(len(lo), len(hi), 1)
+    while digits <= _MAX_DIGITS:
+        low = int(lo.ljust(digits, "0"), 16) if lo else 0
+        high = int(hi.ljust(digits, "0"), 16) if hi else 16**digits
+        if high - low >= 2:
+            mid = f"{(low + high) // 2:0{digits}x}"
+            return [(lo, mid), (mid, hi)]
+        digits += 1
+    return []
 
 
 def _range_expr(lo: str, hi: str) -> str:
@@ -112,8 +140,12 @@ def _range_expr(lo: str, hi: str) -> str:
 def load_snapshot(index: TrackIndex, meta: CollectionMeta) -> Snapshot:
     """Read every row of ``meta``'s collection (vectors included) in slices of the sha256 range.
 
-    A slice holding more than ``ROWS_PER_QUERY`` rows is cut again by the next hex digit, so no single
-    query returns more than Milvus allows whatever the collection's size.
+    The slices are planned from the row count so that each holds about ``_FILL * ROWS_PER_QUERY`` rows,
+    and each is read with one query limited to ``ROWS_PER_QUERY + 1`` rows: no count per slice, so the
+    load costs one query per slice. On Milvus Lite every filtered query scans the whole collection, so
+    the number of queries is what counts (at 1M rows, counting each slice first took ~530 scans). A slice
+    that comes back over ``ROWS_PER_QUERY`` rows (the collection grew, or sha256s bunch) is dropped and
+    read again in two halves, so no query returns more than a server allows whatever the data.
     """
     total = index.count(meta.name)  # also loads the collection for querying
     wanted = ["track_id", "vector", *_TEXT_FIELDS]
@@ -121,23 +153,24 @@ def load_snapshot(index: TrackIndex, meta: CollectionMeta) -> Snapshot:
     vectors: list[np.ndarray] = []
     texts: dict[str, list[str]] = {f: [] for f in _TEXT_FIELDS}
 
-    def query(expr: str, fields: list[str]) -> list[dict]:
+    def query(expr: str, limit: int | None) -> list[dict]:
         # through the connection's retry: a server may drop an idle connection between two slices
+        extra = {} if limit is None else {"limit": limit}
         return index.connection.call(
-            lambda c: c.query(meta.name, filter=expr, output_fields=fields, consistency_level=FRESH)
+            lambda c: c.query(meta.name, filter=expr, output_fields=wanted, consistency_level=FRESH, **extra)
         )
 
-    todo = [("", "")] if total <= ROWS_PER_QUERY else _slices("", "", "")  # small: one query, not 16
+    todo = _plan(total)
+    todo.reverse()  # popped from the end: read in sha256 order
     while todo:
         lo, hi = todo.pop()
-        expr = _range_expr(lo, hi)
-        prefix = lo or hi[:-1] + "0"  # the strings of [lo, hi) all start with it (or sort before it)
-        if total > ROWS_PER_QUERY and len(prefix) < 8:
-            n = int(query(expr, ["count(*)"])[0]["count(*)"])
-            if n > ROWS_PER_QUERY:
-                todo += _slices(lo, hi, prefix)
-                continue
-        rows = query(expr, wanted)
+        halves = _halves(lo, hi)
+        # a slice too narrow to cut holds rows of (nearly) one sha256: read whole, as it cannot be split
+        rows = query(_range_expr(lo, hi), ROWS_PER_QUERY + 1 if halves else None)
+        if len(rows) > ROWS_PER_QUERY and halves:
+            del rows
+            todo += reversed(halves)
+            continue
         # one slice's vectors become float32 at once: pymilvus hands them over as Python floats (~8x the size)
         vectors.append(np.asarray([r["vector"] for r in rows], dtype=np.float32).reshape(len(rows), meta.dim))
         for r in rows:

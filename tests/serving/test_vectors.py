@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -23,12 +23,24 @@ DIM = 16
 STYLES = ("ambient", "rock", "jazz")
 
 
-def _build(index: TrackIndex, name: str, n: int, seed: int) -> tuple[CollectionMeta, np.ndarray]:
-    """A collection of ``n`` clustered random unit vectors with styles, sources and real-looking sha256s."""
+def _sha(name: str) -> Callable[[int], str]:
+    return lambda i: hashlib.sha256(f"{name}{i}".encode()).hexdigest()
+
+
+def _vectors(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` clustered random unit vectors and their cluster numbers."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((8, DIM))
     label = rng.integers(0, 8, n)
-    vecs = l2_normalise(centres[label] + 0.5 * rng.standard_normal((n, DIM)))
+    return l2_normalise(centres[label] + 0.5 * rng.standard_normal((n, DIM))), label
+
+
+def _build(
+    index: TrackIndex, name: str, n: int, seed: int, sha: Callable[[int], str] | None = None
+) -> tuple[CollectionMeta, np.ndarray]:
+    """A collection of ``n`` clustered random unit vectors with styles, sources and real-looking sha256s."""
+    sha = sha or _sha(name)
+    vecs, label = _vectors(n, seed)
     meta = CollectionMeta(
         name=name,
         model_version="raw",
@@ -48,7 +60,7 @@ def _build(index: TrackIndex, name: str, n: int, seed: int) -> tuple[CollectionM
             "artist": f"artist{i % 11}",
             "album": "",
             "title": f"track {i}",
-            "sha256": hashlib.sha256(f"{name}{i}".encode()).hexdigest(),
+            "sha256": sha(i),
             "model_version": "raw",
             "feature_version": "test",
             "vector": vecs[i].tolist(),
@@ -81,7 +93,7 @@ def _ids(answer_results: list) -> list[str]:
 
 def test_snapshot_holds_every_row_even_when_read_in_many_slices(two, monkeypatch: pytest.MonkeyPatch) -> None:
     _, index, a, _ = two
-    monkeypatch.setattr(vectors, "ROWS_PER_QUERY", 60)  # forces the sha256 range to be cut two levels deep
+    monkeypatch.setattr(vectors, "ROWS_PER_QUERY", 60)  # 34 slices of ~45 rows
     snap = load_snapshot(index, a)
     assert len(snap) == 1500 and len(set(snap.ids)) == 1500
     assert snap.stamp == (a.name, a.created_at, a.updated_at)
@@ -90,6 +102,77 @@ def test_snapshot_holds_every_row_even_when_read_in_many_slices(two, monkeypatch
         i = snap.position[row["track_id"]]
         assert np.allclose(snap.matrix[i], l2_normalise(np.asarray([row["vector"]]))[0], atol=1e-6)
         assert snap.texts["style"][i] == row["style"]
+
+
+def _assert_exact(snap: vectors.Snapshot, vecs: np.ndarray, sha: Callable[[int], str]) -> None:
+    """``snap`` holds each of the ``len(vecs)`` rows ``_build`` wrote once, with its vector and fields."""
+    assert len(snap) == len(vecs) and len(set(snap.ids)) == len(vecs)
+    rows = np.asarray([int(t[1:]) for t in snap.ids])
+    assert sorted(rows.tolist()) == list(range(len(vecs)))
+    assert np.allclose(snap.matrix, vecs[rows], atol=1e-6)
+    assert snap.texts["sha256"] == [sha(int(r)) for r in rows]
+    assert snap.texts["title"] == [f"track {r}" for r in rows]
+    assert snap.texts["source"] == [f"source{r % 7}" for r in rows]
+
+
+def test_a_collection_many_times_rows_per_query_loads_completely_and_exactly(
+    two, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, index, a, _ = two
+    monkeypatch.setattr(vectors, "ROWS_PER_QUERY", 100)
+    sent: list[int] = []
+    query = index.connection.call
+
+    def counting(fn):  # type: ignore[no-untyped-def]
+        answer = query(fn)
+        if isinstance(answer, list):  # a slice's rows (the row count at the start is an int)
+            sent.append(len(answer))
+            assert len(answer) <= 101  # never more than the limit asked, one over ROWS_PER_QUERY
+        return answer
+
+    monkeypatch.setattr(index.connection, "call", counting)
+    snap = load_snapshot(index, a)
+    vecs, _ = _vectors(1500, seed=1)
+    _assert_exact(snap, vecs, _sha(a.name))
+    # one query per planned slice (1500 rows / 75 per slice), plus a few halves where a slice overflowed;
+    # no count queries
+    assert 20 <= len(sent) <= 30, sent
+
+
+def test_bunched_and_equal_sha256s_load_exactly(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slices that overflow are halved until they fit; rows sharing one sha256 are still read, all of them."""
+
+    def sha(i: int) -> str:
+        if i < 120:
+            return "0" * 64  # equal content: no cut can split these
+        if i < 300:
+            return f"00000{i:03d}"  # bunched in the first planned slice
+        if i < 400:
+            return f"zz{i}"  # not hex: above every cut
+        return hashlib.sha256(f"bunched{i}".encode()).hexdigest()
+
+    index = TrackIndex(str(tmp_path / "milvus.db"), IndexSettings(index_type="FLAT"))
+    try:
+        meta, vecs = _build(index, "tracks__copy_c", 700, seed=3, sha=sha)
+        monkeypatch.setattr(vectors, "ROWS_PER_QUERY", 50)
+        _assert_exact(load_snapshot(index, meta), vecs, sha)
+    finally:
+        index.close()
+
+
+def test_planned_slices_and_halves_cover_every_string_once() -> None:
+    rng = np.random.default_rng(0)
+    strings = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(300)]
+    strings += ["", "0", "f", "fff", "zz", "g1", "0" * 64, "f" * 64, "00000a", "5555556"]
+    strings += ["".join(rng.choice(list("0123456789abcdefxyz"), rng.integers(1, 9))) for _ in range(300)]
+    for total in (0, 1, 11_999, 12_001, 1_000_000):
+        slices = vectors._plan(total)
+        assert len(slices) == max(1, -(-total // 12_000))
+        for _ in range(3):  # halve a few of them, again and again
+            slices = [h for lo, hi in slices for h in (vectors._halves(lo, hi) or [(lo, hi)])]
+        for s in strings:
+            assert sum((not lo or s >= lo) and (not hi or s < hi) for lo, hi in slices) == 1, s
+    assert vectors._halves("f" * 16, "") == []
 
 
 def test_copy_top10_equals_milvus_exact_search_with_and_without_style(two) -> None:

@@ -103,3 +103,27 @@ def test_served_reads_after_a_switch_see_every_row_and_do_not_wait_for_a_time_ti
     served_ms = _median_ms(lambda: index.search(meta, one, 10))
     lookup_ms = _median_ms(lambda: index.get(meta.name, ids[:1]))
     assert served_ms < 100 and lookup_ms < 100, (served_ms, lookup_ms)
+
+
+def test_the_copy_loads_every_row_exactly_in_limited_slices(
+    backend: tuple[Settings, TrackIndex], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from serving import vectors
+    from serving.vectors import load_snapshot
+
+    settings, index = backend
+    refresh(settings, PARAMS_A, index)
+    meta = index.live()
+    ids = read_manifest(settings.manifest_path)["track_id"].tolist()
+    stored = {r["track_id"]: r for r in index.get(meta.name, ids, ("track_id", "sha256", "vector"), fresh=True)}
+    # the limit each slice's query asks for is within the server's result window (16384 rows)
+    limit = vectors.ROWS_PER_QUERY + 1
+    index.connection.call(lambda c: c.query(meta.name, filter='sha256 >= ""', output_fields=["track_id"], limit=limit))
+    monkeypatch.setattr(vectors, "ROWS_PER_QUERY", 4)  # slices of ~3 rows, some overflowing and halved
+    snap = load_snapshot(index, meta)
+    assert sorted(snap.ids) == sorted(ids) and len(snap) == len(ids) > 4
+    for t in ids:
+        i = snap.position[t]
+        want = np.asarray(stored[t]["vector"], dtype=np.float32)
+        assert np.allclose(snap.matrix[i], want / np.linalg.norm(want), atol=1e-6)
+        assert snap.texts["sha256"][i] == stored[t]["sha256"]
