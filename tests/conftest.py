@@ -42,3 +42,15 @@ def demo_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     settings = Settings(paths=PathSettings(data_root=tmp_path_factory.mktemp("demo") / "data"))
     fetch_demo(settings)
     return settings
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the Milvus Lite servers tests left running while logging still has somewhere to write.
+
+    milvus_lite stops them itself at interpreter exit, but by then pytest has closed the streams its
+    log handlers write to, and every stop printed a "Logging error" traceback after the summary.
+    """
+    import sys
+
+    if "milvus_lite" in sys.modules:
+        sys.modules["milvus_lite"].server_manager_instance.release_all()
