@@ -257,12 +257,12 @@ def _refresh(
     meter = ProgressLog(f"refresh {name}: embed and insert", len(todo), log)
     batches = progress(Sized(_vector_batches(features, todo, size), -(-len(todo) // size)))
     unflushed = 0  # bytes of vectors inserted since the last flush
+    every = index.settings.flush_every_mb
     for batch, raw in batches:
         vectors = embedder.embed(raw)
         index.insert(name, _rows(batch, vectors, meta_rows, want, embedder.version, features.version))
         meter.add(len(batch))
         unflushed += len(batch) * embedder.dim * 4
-        every = index.settings.flush_every_mb
         if every is not None and unflushed >= every * 2**20:
             # Milvus Lite's flush turns its whole write buffer into Python objects (~8x the vectors' bytes);
             # flushing often keeps that spike small, but Lite then compacts the many small files into one
