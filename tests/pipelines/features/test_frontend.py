@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import librosa
 import numpy as np
 import pytest
+import scipy.signal
 
 from pipelines.audio import AudioRejected, RejectReason
 from pipelines.features import frontend
@@ -62,27 +65,135 @@ def test_vector_is_librosa_mfcc_frames_concatenated_frame_major(long_tracks: dic
     np.testing.assert_allclose(vec.reshape(PARAMS.n_frames, PARAMS.n_mfcc), ref.T, rtol=1e-4, atol=1e-3)
 
 
-def _librosa_frames(audio: np.ndarray, params: FeatureParams) -> np.ndarray:
-    """librosa's own steps, with the 80 dB range taken over the frames kept as the front end documents."""
-    spec = np.abs(librosa.stft(audio, n_fft=params.n_fft, hop_length=params.hop)[:, : params.n_frames]) ** 2
-    mel = librosa.filters.mel(sr=params.sr, n_fft=params.n_fft, n_mels=params.n_mels) @ spec
-    return librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=params.n_mfcc).T
+# Two float32 computations of the same MFCCs differ by the FFT and matrix-product kernels the CPU selects
+# (and by float32 against float64 FFTs): measured at most 2 float32 ulps of the largest coefficient. A wrong
+# mel basis, window or dB range moves them by 5,000 ulps or more (the perturbation tests below). 128 ulps,
+# 1.5e-5 of the largest coefficient, sits between the two with a wide margin on both sides.
+F32_EPS = float(np.finfo(np.float32).eps)
+DRIFT_ULPS = 128
+SMALL = FeatureParams(sr=16000, n_fft=1024, hop=256, n_mels=64, n_mfcc=13, n_frames=100)
 
 
-@pytest.mark.parametrize(
-    "params", [PARAMS, FeatureParams(sr=16000, n_fft=1024, hop=256, n_mels=64, n_mfcc=13, n_frames=100)]
-)
+def mfcc_tolerance(reference: np.ndarray) -> float:
+    """The absolute tolerance for MFCCs like ``reference``: ``DRIFT_ULPS`` float32 ulps of its largest value."""
+    return DRIFT_ULPS * F32_EPS * float(np.abs(reference).max())
+
+
+def assert_same_mfcc(got: np.ndarray, want: np.ndarray) -> None:
+    """The same front end, on any CPU: equal within float32 rounding of the MFCCs' scale, not bit for bit."""
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=mfcc_tolerance(want))
+
+
+def _librosa_frames(
+    audio: np.ndarray,
+    params: FeatureParams,
+    *,
+    window: str | np.ndarray = "hann",
+    htk: bool = False,
+    fmax: float | None = None,
+    n_mels: int | None = None,
+    top_db: float | None = 80.0,
+    ref: float | Callable[[np.ndarray], float] = 1.0,
+    fft64: bool = False,
+    mel64: bool = False,
+) -> np.ndarray:
+    """librosa's own steps, with the 80 dB range taken over the frames kept as the front end documents.
+
+    The keywords change one step: a different window, mel basis or dB range (a wrong front end), or the
+    same computation at a higher precision (``fft64``, ``mel64``: drift of the kind CPUs differ by).
+    """
+    signal = audio.astype(np.float64) if fft64 else audio
+    stft = librosa.stft(signal, n_fft=params.n_fft, hop_length=params.hop, window=window)
+    spec = (np.abs(stft[:, : params.n_frames]) ** 2).astype(np.float32)
+    basis = librosa.filters.mel(sr=params.sr, n_fft=params.n_fft, n_mels=n_mels or params.n_mels, htk=htk, fmax=fmax)
+    mel = (basis.astype(np.float64) @ spec.astype(np.float64)).astype(np.float32) if mel64 else basis @ spec
+    db = librosa.power_to_db(mel, ref=ref, top_db=top_db)
+    return librosa.feature.mfcc(S=db, n_mfcc=params.n_mfcc).T
+
+
+@pytest.mark.parametrize("params", [PARAMS, SMALL])
 @pytest.mark.parametrize("fmt", ["wav", "ogg"])
-def test_mfcc_is_librosa_bit_for_bit(long_tracks: dict[str, Path], fmt: str, params: FeatureParams) -> None:
-    """The numpy/scipy.fft front end gives librosa's numbers exactly, so vectors stored before it still match."""
-    np.testing.assert_array_equal(
-        frontend._mel_basis(params.sr, params.n_fft, params.n_mels),
-        librosa.filters.mel(sr=params.sr, n_fft=params.n_fft, n_mels=params.n_mels),
-    )
+def test_mfcc_is_librosa_within_float32_rounding(long_tracks: dict[str, Path], fmt: str, params: FeatureParams) -> None:
+    """The numpy/scipy.fft front end gives librosa's numbers, so vectors stored before it still match.
+
+    Within ``DRIFT_ULPS`` of the MFCCs' scale, not bit for bit: the FFT and BLAS kernels differ by CPU.
+    """
+    basis = librosa.filters.mel(sr=params.sr, n_fft=params.n_fft, n_mels=params.n_mels)
+    ours_basis = frontend._mel_basis(params.sr, params.n_fft, params.n_mels)
+    np.testing.assert_allclose(ours_basis, basis, rtol=0, atol=4 * F32_EPS * float(basis.max()))
     for audio in (decode(long_tracks[fmt], params.sr, 0.0, params.duration_s), noise(0.3, sr=params.sr, seed=4)):
         ours = mfcc_frames(audio.astype(np.float32), params)
         assert ours.shape == (min(params.n_frames, 1 + len(audio) // params.hop), params.n_mfcc)
-        np.testing.assert_array_equal(ours, _librosa_frames(audio.astype(np.float32), params))
+        assert_same_mfcc(ours, _librosa_frames(audio.astype(np.float32), params))
+
+
+def _signals(params: FeatureParams) -> dict[str, np.ndarray]:
+    """A pure tone (its spectrum spans more than 80 dB, so the dB floor acts) and a tone in noise."""
+    return {
+        "tone": tone(1000, 3.0, sr=params.sr, amp=0.9),
+        "music": tone(220, 3.0, sr=params.sr, harmonics=4) + noise(3.0, sr=params.sr, amp=0.05, seed=3),
+    }
+
+
+@pytest.mark.parametrize("params", [PARAMS, SMALL])
+@pytest.mark.parametrize(
+    "drift", [{"fft64": True}, {"mel64": True}, {"fft64": True, "mel64": True}], ids=["fft64", "mel64", "both"]
+)
+def test_tolerance_admits_the_drift_between_cpus(params: FeatureParams, drift: dict[str, bool]) -> None:
+    """A float64 FFT or mel product instead of float32 (more than any two CPUs' kernels differ) passes."""
+    for audio in _signals(params).values():
+        assert_same_mfcc(_librosa_frames(audio, params, **drift), _librosa_frames(audio, params))
+
+
+WRONG_FRONT_ENDS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
+    # name: (the changed step, the signals on which it must fail the tolerance)
+    "htk_mel_scale": ({"htk": True}, ("tone", "music")),
+    "fmax_0.9_nyquist": ({"fmax": "0.9"}, ("tone", "music")),
+    "n_mels_minus_8": ({"n_mels": -8}, ("tone", "music")),
+    "hamming_window": ({"window": "hamming"}, ("tone", "music")),
+    "symmetric_hann_window": ({"window": "symmetric_hann"}, ("tone", "music")),
+    "top_db_79": ({"top_db": 79.0}, ("tone",)),
+    "no_top_db": ({"top_db": None}, ("tone",)),
+    "ref_max": ({"ref": np.max}, ("tone", "music")),
+}
+
+
+def _resolve(change: dict[str, Any], params: FeatureParams) -> dict[str, Any]:
+    """Turn the relative settings of ``WRONG_FRONT_ENDS`` into librosa arguments for ``params``."""
+    kwargs = dict(change)
+    if kwargs.get("fmax") == "0.9":
+        kwargs["fmax"] = 0.9 * params.sr / 2
+    if "n_mels" in kwargs:
+        kwargs["n_mels"] = params.n_mels + kwargs["n_mels"]
+    if kwargs.get("window") == "symmetric_hann":
+        kwargs["window"] = scipy.signal.windows.hann(params.n_fft, sym=True)
+    return kwargs
+
+
+@pytest.mark.parametrize("params", [PARAMS, SMALL])
+@pytest.mark.parametrize("wrong", sorted(WRONG_FRONT_ENDS))
+def test_tolerance_catches_a_wrong_front_end(params: FeatureParams, wrong: str) -> None:
+    """The tolerance is tight enough: a wrong mel basis, window, dB range or reference fails it."""
+    change, signals = WRONG_FRONT_ENDS[wrong]
+    kwargs = _resolve(change, params)
+    for name in signals:
+        audio = _signals(params)[name]
+        right, perturbed = _librosa_frames(audio, params), _librosa_frames(audio, params, **kwargs)
+        ulps = np.abs(perturbed - right).max() / (F32_EPS * np.abs(right).max())
+        assert ulps > DRIFT_ULPS, f"{wrong} on {name}: {ulps:.0f} ulps"
+        with pytest.raises(AssertionError):
+            assert_same_mfcc(perturbed, right)
+
+
+def test_the_tone_exercises_the_db_floor_and_the_music_does_not() -> None:
+    """Why the dB-range perturbations are checked on the tone only: the music spans less than 80 dB."""
+    for params in (PARAMS, SMALL):
+        signals = _signals(params)
+        tone_right = _librosa_frames(signals["tone"], params)
+        assert np.abs(_librosa_frames(signals["tone"], params, top_db=None) - tone_right).max() > 1.0
+        music = signals["music"]
+        np.testing.assert_array_equal(_librosa_frames(music, params, top_db=None), _librosa_frames(music, params))
 
 
 def test_front_end_does_not_import_librosa() -> None:
