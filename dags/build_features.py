@@ -6,7 +6,8 @@ validates and publishes all shards at once and announces the feature store Asset
 scheduled. Parameters come from the musicrec settings (environment variables ``MUSICREC_*``); the run
 parameter ``shards`` sets the number of shards (0: one per core), e.g.
 ``airflow dags trigger build_features -c '{"shards": 8}'``. A run with nothing new to embed skips
-``publish``, so the Asset (and training) only moves when the store does.
+``publish``, so the Asset (and training) only moves when the store does; a run before any manifest
+exists skips at ``read_manifest``.
 """
 
 from __future__ import annotations
@@ -32,12 +33,16 @@ from common import default_args
     doc_md=__doc__,
 )
 def build_features() -> None:
-    @task(retries=0)  # a missing or broken manifest stays so on a retry
+    @task(retries=0)  # a broken manifest stays so on a retry
     def read_manifest() -> dict:
         from pipelines.features.build import check_manifest
+        from pipelines.inputs import manifest_missing
         from pipelines.settings import get_settings
 
-        return check_manifest(get_settings())
+        settings = get_settings()
+        if reason := manifest_missing(settings):
+            raise AirflowSkipException(f"nothing to embed yet: {reason}")
+        return check_manifest(settings)
 
     @task
     def plan(manifest: dict, params: dict[str, Any] | None = None) -> dict:
@@ -63,7 +68,8 @@ def build_features() -> None:
 
         return asdict(compute_shard(shard, get_settings()))
 
-    @task(trigger_rule=TriggerRule.NONE_FAILED)
+    # Runs when no shard was mapped (nothing new), skips with the rest when read_manifest skipped.
+    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     def merge(plan: dict, shards: list[dict]) -> dict:
         from dataclasses import asdict
 

@@ -4,7 +4,8 @@ Runs when a model is promoted (champion Asset) and when the feature store change
 newly imported tracks reach the index under an unchanged champion without a retrain; or by hand with the
 run parameter ``model_version`` (``champion``, ``raw`` for the untrained baseline, or a registry version).
 The version is resolved once, in its own task that fails at once for a version the registry does not
-have, so a retry of the refresh embeds with the same model even if the champion moves meanwhile. The
+have, so a retry of the refresh embeds with the same model even if the champion moves meanwhile. Before
+any champion (a refresh of ``champion``), or with no features yet, the run skips with the reason. The
 refresh embeds what is missing, verifies the collection and only then moves ``tracks``; a re-run finds
 its half-built collection and finishes it.
 """
@@ -45,29 +46,35 @@ def refresh_index() -> None:
         from pipelines.errors import UserError
         from pipelines.index.models import CHAMPION as CHAMPION_ALIAS
         from pipelines.index.models import check_model_version, resolve_model_version
+        from pipelines.inputs import champion_missing
         from pipelines.registry import RegistryUnavailable
         from pipelines.settings import get_settings
 
         settings = get_settings()
         requested = str((params or {}).get("model_version", CHAMPION_ALIAS))
+        # MLflow down raises RegistryUnavailable: the task fails and the run can be cleared once it is back.
+        if requested == CHAMPION_ALIAS and (reason := champion_missing(settings)):
+            raise AirflowSkipException(f"nothing to refresh yet: {reason}")  # features before any model
         try:
             version = resolve_model_version(settings, requested)
             check_model_version(settings, version)
         except RegistryUnavailable:
-            raise  # MLflow down: the task fails and the run can be cleared once it is back
+            raise
         except UserError as exc:
-            if requested == CHAMPION_ALIAS:  # features changed before any model was trained
-                raise AirflowSkipException(f"nothing to refresh yet: {exc}") from exc
             raise AirflowFailException(str(exc)) from exc
         return version
 
     @task(outlets=[TRACK_INDEX])
     def refresh(model_version: str, outlet_events: Any = None) -> dict:
         from pipelines.index.refresh import RefreshJob, run
+        from pipelines.inputs import features_missing
         from pipelines.settings import get_settings
         from pipelines.steps import log_report
 
-        report = log_report("refresh", run(get_settings(), RefreshJob(model_version=model_version)))
+        settings = get_settings()
+        if reason := features_missing(settings):
+            raise AirflowSkipException(f"nothing to refresh yet: {reason}")
+        report = log_report("refresh", run(settings, RefreshJob(model_version=model_version)))
         outlet_events[TRACK_INDEX].extra = {
             "collection": report.collection,
             "model_version": report.model_version,

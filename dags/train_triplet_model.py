@@ -1,8 +1,10 @@
 """train_triplet_model: the feature store in, a registered challenger (and maybe a new champion) out.
 
 Step two of the method as a scheduled DAG: triplets, training, leave-one-source-out evaluation and the gate,
-weekly and whenever the feature store changes; a promotion announces the champion Asset that the index
-refresh is scheduled on. The recipe is ``MUSICREC_TRAINING_JOB``; a run's ``job`` parameter overrides it.
+on the clock of ``MUSICREC_AIRFLOW_RETRAIN_CRON`` (default Mondays 03:00 UTC) and whenever the feature store
+changes; a promotion announces the champion Asset that the index refresh is scheduled on. A run with nothing
+to train on yet (no catalogue, no features, no labelled track) or nothing new skips, it does not fail. The
+recipe is ``MUSICREC_TRAINING_JOB``; a run's ``job`` parameter overrides it.
 Design: docs/training.md#orchestration
 """
 
@@ -16,6 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from assets import CHAMPION, FEATURES  # the DAG folder is on sys.path when Airflow parses it
 from common import default_args
 
+from pipelines.settings import AirflowSettings
 from pipelines.training.config import job_schema
 
 
@@ -30,9 +33,16 @@ def _job(params: dict[str, Any] | None) -> Any:
         raise AirflowFailException(str(exc)) from exc
 
 
+def retrain_timetable(cron: str) -> CronTriggerTimetable:
+    """The retraining clock. With ``catchup=False`` only the latest slot that has passed ever runs: at once
+    when the DAG is first scheduled (``run_immediately=True``, on any day and hour), and once after the
+    scheduler was down over a slot; older missed slots never run."""
+    return CronTriggerTimetable(cron, timezone="UTC", run_immediately=True)
+
+
 @dag(
     dag_id="train_triplet_model",
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"), assets=[FEATURES]),
+    schedule=AssetOrTimeSchedule(timetable=retrain_timetable(AirflowSettings().retrain_cron), assets=[FEATURES]),
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=12),
@@ -44,10 +54,14 @@ def _job(params: dict[str, Any] | None) -> Any:
 def train_triplet_model() -> None:
     @task(retries=0)
     def check_inputs(params: dict[str, Any] | None = None) -> None:
+        from pipelines.inputs import training_inputs_missing
         from pipelines.settings import get_settings
         from pipelines.training.labelled import trained_version
 
-        if version := trained_version(get_settings(), _job(params)):
+        settings, job = get_settings(), _job(params)  # a malformed job fails here, inputs or not
+        if reason := training_inputs_missing(settings):
+            raise AirflowSkipException(f"nothing to train on yet: {reason}")
+        if version := trained_version(settings, job):
             raise AirflowSkipException(f"model version {version} was trained on these inputs: not retraining")
 
     @task

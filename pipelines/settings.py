@@ -179,6 +179,12 @@ class AirflowSettings(BaseSettings):
         validation_alias="MUSICREC_ALERT_WEBHOOK_URL",
         description="Failed DAG tasks are POSTed here as JSON, if set.",
     )
+    retrain_cron: str = Field(
+        default="0 3 * * 1",
+        pattern=r"^\s*(@\w+|\S+(\s+\S+){4})\s*$",
+        description="When train_triplet_model runs on its own clock (cron, UTC), besides whenever the features "
+        "change; read when the DAG file is parsed. Default: Mondays 03:00.",
+    )
 
 
 class Settings(BaseSettings):

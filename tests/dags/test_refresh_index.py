@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from pipelines.index.milvus import TrackIndex
+from tests.dags.webhook import Webhook
 from tests.pipelines.index.helpers import make_library
 
 pytestmark = pytest.mark.integration
@@ -51,34 +52,6 @@ def test_refresh_index_run_builds_then_leaves_an_unchanged_catalogue_alone(
     index.close()
 
 
-class _Webhook:
-    """A local HTTP endpoint that records the JSON bodies POSTed to it."""
-
-    def __init__(self) -> None:
-        import http.server
-        import json
-        import threading
-
-        received: list[dict] = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                return
-
-        self.received = received
-        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-
-
 def test_an_unknown_model_version_fails_at_once_and_alerts(
     dag_bag: Any, musicrec_env: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -88,7 +61,7 @@ def test_an_unknown_model_version_fails_at_once_and_alerts(
 
     dag = dag_bag.dags["refresh_index"]
     assert FEATURES in dag.timetable.asset_condition.objects  # new tracks reach the index without a retrain
-    hook = _Webhook()
+    hook = Webhook()
     try:
         monkeypatch.setenv("MUSICREC_ALERT_WEBHOOK_URL", hook.url)
         musicrec_env(make_library(tmp_path))

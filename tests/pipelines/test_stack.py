@@ -1,7 +1,9 @@
 """The platform run as services, end to end, through the real scheduler on Celery workers.
 
 `musicrec stack up` starts PostgreSQL, Redis, the Milvus server, the MLflow server, Airflow (api-server,
-scheduler, dag-processor, triggerer, two Celery workers) and the API as separate processes. A catalogue
+scheduler, dag-processor, triggerer, two Celery workers) and the API as separate processes. The retraining
+clock is set to a daily slot just before the start, so on any day and hour a timed training run starts with
+the empty platform: it must skip with its reason in the task log and post no alert. A catalogue
 import announces the manifest Asset, and from there nothing is triggered by hand: ingest -> features ->
 training (in a Celery worker, whose ``__main__`` is the ``airflow`` entry script and whose ORM is blocked,
 with the job's default two training workers) -> a champion -> the index. A second import of new tracks
@@ -20,12 +22,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.dags.clock import daily_cron_before
+from tests.dags.webhook import Webhook
 from tests.pipelines.training.synth_catalogue import SYNTH_FEATURES
 from tests.pipelines.training.synth_styles import STYLES, recording, style_library, track
 from tests.synth import write
@@ -70,7 +75,7 @@ def _free_block(n: int) -> int:
     raise RuntimeError("no block of free ports")
 
 
-def _env(root: Path) -> dict[str, str]:
+def _env(root: Path, retrain_cron: str, webhook_url: str) -> dict[str, str]:
     base = _free_block(20)
     ports = {"POSTGRES": base, "REDIS": base + 1, "MLFLOW": base + 2, "AIRFLOW": base + 3, "API": base + 4}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MUSICREC_"))}
@@ -81,6 +86,8 @@ def _env(root: Path) -> dict[str, str]:
         "MUSICREC_FEATURES__N_FRAMES": str(SYNTH_FEATURES.n_frames),
         "MUSICREC_TRAINING_JOB": json.dumps(TRAINING_JOB),
         "MUSICREC_CACHE_DIR": str(root / "cache"),
+        "MUSICREC_AIRFLOW_RETRAIN_CRON": retrain_cron,
+        "MUSICREC_ALERT_WEBHOOK_URL": webhook_url,
     }
     out = subprocess.run(
         [str(BIN / "musicrec"), "stack", "env"], env=env, capture_output=True, text=True, check=True, timeout=60
@@ -121,10 +128,13 @@ def stack() -> Iterator[dict[str, Any]]:
     # PostgreSQL runs as the postgres user when we are root: its folder must be reachable by that user.
     root = Path(tempfile.mkdtemp(prefix="musicrec-stack-", dir="/tmp"))
     root.chmod(0o755)
-    env = _env(root)
+    # The latest slot of the retraining clock is two minutes ago, the next one a day away.
+    cron, slot = daily_cron_before(datetime.now(UTC), minutes=2)
+    webhook = Webhook()
+    env = _env(root, cron, webhook.url)
     start = time.monotonic()
     up = _musicrec(env, "stack", "up")
-    info = {"env": env, "root": root, "up_s": time.monotonic() - start}
+    info = {"env": env, "root": root, "slot": slot, "webhook": webhook, "up_s": time.monotonic() - start}
     try:
         assert up.returncode == 0, up.stdout + up.stderr + _logs(root)
         yield info
@@ -134,6 +144,7 @@ def stack() -> Iterator[dict[str, Any]]:
         info["down_s"] = time.monotonic() - start
         print(f"\nstack timings: { ({k: round(v, 1) for k, v in info.items() if k.endswith('_s')}) }")
         assert down.returncode == 0, down.stderr
+        webhook.close()
         left = _stack_processes(root)
         shutil.rmtree(root, ignore_errors=True)
         assert not left, f"processes left behind after `musicrec stack down`: {left}"
@@ -150,6 +161,17 @@ def _logs(root: Path) -> str:
         if errors:
             out.append(f"--- {log.relative_to(logs)}\n" + "\n".join(errors[-5:]))
     return "\n".join(out)
+
+
+def _task_log(root: Path, dag_id: str, run_id: str, task_id: str, text: str, timeout_s: float = 60) -> str:
+    """The task's log (every attempt) once it holds ``text``; the worker may write it just after the state."""
+    folder = root / "stack" / "logs" / "airflow" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        log = "".join(p.read_text(errors="replace") for p in sorted(folder.glob("*.log")))
+        if text in log or time.monotonic() > deadline:
+            return log
+        time.sleep(1)
 
 
 class Airflow:
@@ -176,6 +198,7 @@ class Airflow:
 
 
 DAGS = ("build_features", "train_triplet_model", "refresh_index")
+TRAINING_TASKS = ("check_inputs", "build_triplets", "train", "evaluate", "gate", "announce_champion")
 
 
 def _wait(airflow: Airflow, root: Path, done: Any, what: str) -> dict[str, list[dict[str, Any]]]:
@@ -199,6 +222,16 @@ def _finished(runs: list[dict[str, Any]], n: int) -> bool:
     return len(runs) >= n and all(r["state"] == "success" for r in runs)
 
 
+def _timed(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs the clock started."""
+    return [r for r in runs if r["run_type"] == "scheduled"]
+
+
+def _on_assets(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs an Asset event started, oldest first."""
+    return sorted((r for r in runs if r["run_type"] == "asset_triggered"), key=lambda r: r["run_after"])
+
+
 def _library(root: Path) -> None:
     style_library(root, per_style=8, seconds=4.0, sources=2)
 
@@ -214,9 +247,29 @@ def _add_tracks(root: Path) -> list[Path]:
 
 def test_the_chain_runs_by_itself_on_celery_workers_and_new_tracks_reach_the_api(stack: dict[str, Any]) -> None:
     env, root = stack["env"], stack["root"]
+    webhook: Webhook = stack["webhook"]
     status = _musicrec(env, "stack", "status")
     assert status.returncode == 0, status.stdout
     assert _musicrec(env, "stack", "up").stdout.count("already up") == len(status.stdout.splitlines())
+    airflow = Airflow(env)
+
+    # The clock's run on the empty platform: skipped with its reason, no alert.
+    start = time.monotonic()
+    runs = _wait(
+        airflow,
+        root,
+        lambda r: _finished(_timed(r["train_triplet_model"]), 1),
+        "the timed training run on the empty platform",
+    )
+    stack["timed_run_s"] = time.monotonic() - start
+    (timed,) = _timed(runs["train_triplet_model"])
+    assert datetime.fromisoformat(timed["run_after"]) == stack["slot"], timed
+    states = airflow.task_states("train_triplet_model", timed["dag_run_id"])
+    assert states == dict.fromkeys(TRAINING_TASKS, "skipped"), states
+    reason = "nothing to train on yet: no catalogue manifest at"
+    log = _task_log(root, "train_triplet_model", timed["dag_run_id"], "check_inputs", reason)
+    assert reason in log, log[-3000:]
+    assert [a for a in webhook.received if a.get("dag_id") == "train_triplet_model"] == []
 
     library = root / "library"
     _library(library)
@@ -224,8 +277,6 @@ def test_the_chain_runs_by_itself_on_celery_workers_and_new_tracks_reach_the_api
     imported = _musicrec(env, "catalogue", "import", str(library))
     assert imported.returncode == 0, imported.stderr
     assert "announced to Airflow" in imported.stdout
-
-    airflow = Airflow(env)
 
     def refreshed(runs: list[dict[str, Any]]) -> bool:
         """Some refresh run embedded the catalogue (a run on features before any champion only skips)."""
@@ -237,13 +288,13 @@ def test_the_chain_runs_by_itself_on_celery_workers_and_new_tracks_reach_the_api
         root,
         lambda r: (
             _finished(r["build_features"], 1)
-            and _finished(r["train_triplet_model"], 1)
+            and _finished(_on_assets(r["train_triplet_model"]), 1)
             and refreshed(r["refresh_index"])
         ),
         "the first chain (ingest, train, refresh)",
     )
     stack["first_chain_s"] = time.monotonic() - start
-    train_run = airflow.runs("train_triplet_model")[0]
+    train_run = _on_assets(airflow.runs("train_triplet_model"))[0]
     states = airflow.task_states("train_triplet_model", train_run["dag_run_id"])
     assert states["train"] == "success" and states["announce_champion"] == "success", states
 
@@ -296,10 +347,13 @@ def test_the_chain_runs_by_itself_on_celery_workers_and_new_tracks_reach_the_api
         airflow,
         root,
         lambda r: (
-            all(_finished(r[d], 2) for d in ("build_features", "train_triplet_model"))
-            and all(x["state"] in ("success",) for x in r["refresh_index"])
+            _finished(r["build_features"], 2)
+            and _finished(_on_assets(r["train_triplet_model"]), 2)
+            and all(x["state"] in ("success",) for x in r["train_triplet_model"] + r["refresh_index"])
         ),
         "the second chain",
     )
     stack["second_chain_s"] = time.monotonic() - start
     assert len(registry.versions()) == 2  # trained again on the changed features, by the Asset alone
+    assert len(_timed(airflow.runs("train_triplet_model"))) == 1  # the clock's next slot is a day away
+    assert webhook.received == [], webhook.received  # nothing failed, so nothing was posted
