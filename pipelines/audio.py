@@ -6,10 +6,17 @@ to say *why* a file was refused, so the reasons live here in one place.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
+import logging
 import os
 import re
 import stat
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -17,6 +24,8 @@ from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
+
+log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".opus", ".mp3"})
 
@@ -206,7 +215,7 @@ def probe(path: Path, max_bytes: int | None = None, rule: AudioRule = AUDIO_RULE
     if looks_like_audio and (shortfall := _wav_missing_bytes(path, size)):
         raise AudioRejected(RejectReason.CORRUPT, f"WAV data chunk is {shortfall} bytes shorter than its header says")
     try:
-        with sf.SoundFile(str(path)) as snd:
+        with decoder_output(str(path)), sf.SoundFile(str(path)) as snd:
             info = AudioInfo(
                 duration_s=snd.frames / snd.samplerate if snd.samplerate else 0.0,
                 sample_rate=int(snd.samplerate),
@@ -239,6 +248,155 @@ def probe(path: Path, max_bytes: int | None = None, rule: AudioRule = AUDIO_RULE
         reason = RejectReason.CORRUPT if looks_like_audio else RejectReason.NOT_AUDIO
         raise AudioRejected(reason, decoder_message(exc)) from exc
     return info
+
+
+# ------------------------------------------------------------------ what C decoders print on the process's fd 2
+
+# Set by the CLI for the length of one command: a file its processes append one JSON line per decoder report to.
+DECODER_TALLY_ENV = "MUSICREC_DECODER_TALLY"
+
+# mpg123 (libsndfile's MP3 decoder) prints "[src/libmpg123/layer3.c:INT123_do_layer3():1774] error: ..." and a
+# few unprefixed notes ("Note: Illegal Audio-MPEG-Header ...", "Skipped 12 bytes in input.").
+_DECODER_LINE = re.compile(
+    rb"^\[[^\]\s]*\.c:[^\]]*\]|^(?:Note|Warning|Error): |^Skipped \d+ bytes in input|^Big trouble"
+)
+_DECODER_PREFIX = re.compile(r"^\[[^\]]*\]\s*(?:error:\s*)?")
+_CAPTURE_LIMIT = 1 << 20  # bytes of captured output looked at per decode
+_capture_lock = threading.RLock()
+_capture_depth = 0
+_capture_sink: int | None = None
+_reported: set[str] = set()
+
+
+def _reset_after_fork() -> None:
+    """A forked child gets its own lock and capture file: the parent's may be held, or in use, at the fork."""
+    global _capture_lock, _capture_depth, _capture_sink
+    _capture_lock, _capture_depth, _capture_sink = threading.RLock(), 0, None
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+@contextlib.contextmanager
+def decoder_output(name: str) -> Iterator[None]:
+    """Collect what C decoders write straight to fd 2 while ``name`` decodes, and report it as one line.
+
+    mpg123 (inside libsndfile) prints a line per damaged frame, common when seeking into an MP3, to the
+    process's stderr, past Python's logging. Inside this block fd 2 goes to a private file; afterwards its
+    decoder lines become one report (:func:`report_decoder_lines`) and anything else is written back to
+    stderr unchanged. fd 2 is the whole process's, so blocks run one at a time; nested blocks share one.
+    """
+    global _capture_depth
+    with _capture_lock:
+        saved = _redirect_fd2() if _capture_depth == 0 else None
+        _capture_depth += 1
+        try:
+            yield
+        finally:
+            _capture_depth -= 1
+            if saved is not None and (captured := _restore_fd2(saved)):
+                report_decoder_lines(name, captured)
+
+
+def _redirect_fd2() -> int | None:
+    """Point fd 2 at the (emptied) capture file; the saved fd 2, or None when there is none to redirect."""
+    global _capture_sink
+    try:
+        if _capture_sink is None:
+            with tempfile.TemporaryFile(buffering=0) as fh:  # an unlinked file: a pipe could fill and block
+                _capture_sink = os.dup(fh.fileno())
+        saved = os.dup(2)
+    except OSError:
+        return None
+    os.ftruncate(_capture_sink, 0)
+    os.lseek(_capture_sink, 0, os.SEEK_SET)
+    _flush_stderr()
+    os.dup2(_capture_sink, 2)
+    return saved
+
+
+def _restore_fd2(saved: int) -> bytes:
+    """Give fd 2 back and return what was written to it meanwhile (its first ``_CAPTURE_LIMIT`` bytes)."""
+    _flush_stderr()
+    os.dup2(saved, 2)
+    os.close(saved)
+    assert _capture_sink is not None
+    return os.pread(_capture_sink, _CAPTURE_LIMIT, 0)
+
+
+def _flush_stderr() -> None:
+    with contextlib.suppress(Exception):  # a closed or replaced sys.stderr has nothing of ours to flush
+        if sys.stderr is not None:
+            sys.stderr.flush()
+
+
+def report_decoder_lines(name: str, output: bytes) -> int:
+    """Report the decoder lines in ``output`` (written to fd 2 while ``name`` decoded); the rest goes to stderr.
+
+    Under the CLI (``MUSICREC_DECODER_TALLY`` names an existing file) the count is appended there for the
+    command's one summary line and logged at INFO; elsewhere (Airflow tasks, the API) it is logged as one
+    WARNING per file and process, further reports at INFO. Returns the number of decoder lines.
+    """
+    lines = output.splitlines()
+    noise = [line for line in lines if _DECODER_LINE.match(line)]
+    other = [line for line in lines if line.strip() and not _DECODER_LINE.match(line)]
+    if other:
+        with contextlib.suppress(OSError):
+            os.write(2, b"\n".join(other) + b"\n")
+    if not noise:
+        return 0
+    first = _DECODER_PREFIX.sub("", noise[0].decode(errors="replace")).strip()
+    tallied = _tally(name, len(noise), first)
+    level = logging.INFO if tallied or name in _reported else logging.WARNING
+    _reported.add(name)
+    log.log(level, "%s: %d audio decoder message(s), the first: %s", name, len(noise), first)
+    return len(noise)
+
+
+def _tally(name: str, count: int, first: str) -> bool:
+    """Append one report to the command's tally file; False when there is none (not under the CLI)."""
+    path = os.environ.get(DECODER_TALLY_ENV)
+    if not path:
+        return False
+    record = json.dumps({"file": name, "count": count, "first": first[:300]}) + "\n"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)  # no O_CREAT: a command that ended removed it
+    except OSError:
+        return False
+    try:
+        os.write(fd, record.encode())
+    finally:
+        os.close(fd)
+    return True
+
+
+def decoder_summary(tally: Path) -> str | None:
+    """One line for every decoder report in ``tally``, or None when there were none.
+
+    Reports of the same file (several decodes, several processes) count once as a file.
+    """
+    try:
+        text = tally.read_text(errors="replace")
+    except OSError:
+        return None
+    per_file: dict[str, int] = {}
+    first: dict[str, str] = {}
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            record = json.loads(line)
+            per_file[record["file"]] = per_file.get(record["file"], 0) + int(record["count"])
+            first.setdefault(record["file"], str(record["first"]))
+    if not per_file:
+        return None
+    name = next(iter(per_file))
+    files = len(per_file)
+    more = f" and {files - 1} more file{'s' if files > 2 else ''}" if files > 1 else ""
+    total = sum(per_file.values())
+    return (
+        f"the audio decoder reported {total} problem{'s' if total > 1 else ''} in {files} "
+        f"file{'s' if files > 1 else ''}: {name}: {first[name]}{more} (damaged frames, or frames cut by a "
+        "seek; a file that does not decode is counted as rejected or quarantined)"
+    )
 
 
 def decoder_message(exc: BaseException) -> str:

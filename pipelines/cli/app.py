@@ -13,19 +13,26 @@ from typing import Annotated
 import typer
 from typer.exceptions import TyperException
 
-from pipelines.cli import catalogue, deprecated, evaluate, features, index, stack, train
+from pipelines.cli import catalogue, console, deprecated, evaluate, features, index, stack, train
 from pipelines.errors import UserError, one_line
 from pipelines.settings import effective_values, get_settings
 
 app = typer.Typer(help="musicrec: recommend music by how it sounds.", no_args_is_help=True, add_completion=False)
 
 
+# Commands whose children outlive them (servers): their decoder messages go to the log, not to a summary.
+_LONG_RUNNING = frozenset({"serve", "stack"})
+
+
 @app.callback()
-def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")] = False) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _setup(
+    ctx: typer.Context, verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")] = False
+) -> None:
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console.quiet_libraries(ctx, verbose)
+    if ctx.invoked_subcommand not in _LONG_RUNNING:
+        console.summarise_decoder_messages(ctx)
 
 
 @app.command()

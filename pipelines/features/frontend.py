@@ -25,6 +25,7 @@ from pipelines.audio import (
     AudioRule,
     RejectReason,
     decoder_message,
+    decoder_output,
     regular_file_size,
     wav_shortfall,
 )
@@ -90,6 +91,10 @@ def _open_binary(source: AudioSource) -> tuple[BinaryIO, int]:
         raise AudioRejected(RejectReason.UNREADABLE, f"{type(exc).__name__}: {exc.strerror or exc}") from exc
 
 
+def _source_name(source: AudioSource) -> str:
+    return f"<{len(source)} bytes of audio>" if isinstance(source, bytes) else str(source)
+
+
 def decode(
     source: AudioSource,
     sr: int,
@@ -112,7 +117,7 @@ def decode(
     with fh:
         looks_like_audio = _check_container(fh, size, max_bytes)
         try:
-            with sf.SoundFile(fh) as snd:
+            with decoder_output(_source_name(source)), sf.SoundFile(fh) as snd:
                 native, total = snd.samplerate, snd.frames
                 if total <= 0:
                     raise AudioRejected(RejectReason.ZERO_LENGTH, "the file holds no audio samples")

@@ -205,9 +205,14 @@ def _verdict(reason: str, error_type: str, detail: str) -> dict:
 
 
 def main() -> None:
-    """Child loop: keep the protocol on a private copy of stdout so stray prints cannot corrupt it."""
+    """Child loop: keep the protocol on a private copy of stdout so stray prints cannot corrupt it.
+
+    Warnings (such as a file's decoder messages, :func:`pipelines.audio.decoder_output`) go to stderr in
+    the CLI's format; what C decoders print there themselves is collected per file by the front end.
+    """
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     params = FeatureParams.model_validate_json(sys.argv[1])
     max_bytes = int(sys.argv[2])
 
