@@ -130,22 +130,28 @@ def summarise_decoder_messages(ctx: typer.Context) -> None:
 
     Decoding redirects the C decoders' stderr (:func:`pipelines.audio.decoder_output`) and appends a count
     per file to a tally file named in the environment; at the end of the command that becomes one
-    ``note:`` line on stderr, and the file is removed.
+    ``note:`` line on stderr. The file is unlinked at once and named by ``/proc/<pid>/fd/<fd>`` (where
+    there is a /proc), so even a killed command leaves nothing behind and orphans cannot write to it.
     """
     fd, name = tempfile.mkstemp(prefix="musicrec-decoder-", suffix=".jsonl")
-    os.close(fd)
-    tally = Path(name)
+    tally = Path(f"/proc/{os.getpid()}/fd/{fd}")
+    if tally.exists():
+        os.unlink(name)
+    else:
+        tally = Path(name)
 
     def report() -> None:
         summary = None
         with contextlib.suppress(OSError):
-            if tally.stat().st_size:
+            if os.fstat(fd).st_size:
                 from pipelines.audio import decoder_summary
 
                 summary = decoder_summary(tally)
-            tally.unlink()
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            Path(name).unlink(missing_ok=True)
         if summary:
             typer.echo(f"note: {summary}", err=True)
 
     ctx.call_on_close(report)  # runs after the restore below: callbacks run last-registered first
-    _setenv(ctx, DECODER_TALLY_ENV, name)
+    _setenv(ctx, DECODER_TALLY_ENV, str(tally))
