@@ -101,7 +101,7 @@ def main() -> None:
     if served is None:
         raise SystemExit(f"run {run_id} has no per-source branches for this catalogue")
     encoder = json.loads((run_dir(settings, run_id) / "encoder.json").read_text())
-    dim, w0 = int(encoder["dim"]), float(encoder["stats_weight"])
+    dim, w0 = int(encoder["dim"]) * int(encoder.get("members", 1)), float(encoder["stats_weight"])
     learned = {f: l2_normalise(e[:, :dim]) for f, e in served.items()}
     stats = baseline_embeddings("meanstd", cat.matrix, cat.n_mfcc)
     raw_stats = meanstd_vectors(cat.matrix, cat.n_mfcc)

@@ -19,14 +19,17 @@ model_app = typer.Typer(help="The model registry: show, evaluate, promote, roll 
 
 def train(
     group_by: Annotated[
-        str, typer.Option(help="What a source is for the source-disjoint views: source, album or artist.")
-    ] = "source",
-    folds: Annotated[int, typer.Option(help="k of the track-disjoint split (the secondary view).")] = 5,
+        str | None, typer.Option(help="What a source is for the source-disjoint views: source, album or artist.")
+    ] = None,
+    folds: Annotated[int | None, typer.Option(help="k of the track-disjoint split (the secondary view).")] = None,
     secondary: Annotated[
-        bool, typer.Option(help="Also train the track-disjoint fold; --no-secondary skips that view.")
-    ] = True,
-    workers: Annotated[int, typer.Option(help="Branches trained at once (a process and a core each).")] = 2,
-    seed: Annotated[int, typer.Option(help="Training seed (same seed and data: same metrics).")] = 0,
+        bool | None, typer.Option(help="Also train the track-disjoint fold; --no-secondary skips that view.")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Branches trained at once (a process and a core each).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Base training seed (same seed and data: same metrics).")] = None,
+    seeds: Annotated[
+        int | None, typer.Option(help="Seeds per branch: the model is their ensemble (default: the recipe's, 3).")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Upper bound of epochs (default: the recipe's).")] = None,
     mining: Annotated[str | None, typer.Option(help="random or semi-hard (default: the recipe's).")] = None,
     if_changed: Annotated[
@@ -44,16 +47,15 @@ def train(
     from pipelines.training.steps.train import end_abandoned_runs
 
     groups: dict[str, GroupBy] = {"source": "source", "album": "album", "artist": "artist"}
-    if group_by not in groups:
+    if group_by is not None and group_by not in groups:
         raise UserError(f"--group-by must be source, album or artist, not {group_by!r}")
-    overrides: dict[str, Any] = {"seed": seed}
-    if epochs is not None:
-        overrides["epochs"] = epochs
-    if mining is not None:
-        overrides["mining"] = mining
+    recipe = {"seed": seed, "seeds": seeds, "epochs": epochs, "mining": mining}
     settings = get_settings()
-    # MUSICREC_TRAINING_JOB (e.g. the gate) as for scheduled runs, these options on top
-    options = {"n_folds": folds, "secondary": secondary, "workers": workers, "group_by": groups[group_by]}
+    # MUSICREC_TRAINING_JOB as for scheduled runs, the options given on top (an option left out keeps the
+    # job's value, so the environment's recipe is never replaced by a default)
+    options = {"n_folds": folds, "secondary": secondary, "workers": workers, "group_by": group_by}
+    options = {k: v for k, v in options.items() if v is not None}
+    overrides: dict[str, Any] = {k: v for k, v in recipe.items() if v is not None}
     job = scheduled_job(settings, options | {"train": overrides})
     from pipelines.registry import Registry
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.evaluation.bootstrap import DEFAULT_DRAWS, interval_metrics, paired_table
-from pipelines.training.config import GateConfig
+from pipelines.training.config import SEED_PREFIX, GateConfig
 
 
 def _split(key: str) -> tuple[str, str]:
@@ -19,7 +19,7 @@ def _split(key: str) -> tuple[str, str]:
     return view, metric
 
 
-def gate_intervals(per_query: pd.DataFrame, gate: GateConfig, seed: int = 0) -> dict[str, float]:
+def gate_intervals(per_query: pd.DataFrame, gate: GateConfig, seed: int = 0, model: str = "model") -> dict[str, float]:
     """Paired intervals of ``model`` against each baseline on the gate's metrics, as metric keys.
 
     Against raw and mean+std always, whatever this job's gate asks, so that ``best`` and later reviews can
@@ -30,7 +30,7 @@ def gate_intervals(per_query: pd.DataFrame, gate: GateConfig, seed: int = 0) -> 
     keys = [_split(k) for k in dict.fromkeys([*gate.beat_on, gate.metric])]
     per_fold = fold_summary(per_query)
     baselines = [b for b in dict.fromkeys(["raw", "meanstd", *gate.baselines]) if b in set(per_fold["model"])]
-    return interval_metrics(paired_table(per_fold, "model", baselines, keys, DEFAULT_DRAWS, seed))
+    return interval_metrics(paired_table(per_fold, model, baselines, keys, DEFAULT_DRAWS, seed), model)
 
 
 def strongest_baseline(metrics: dict[str, float], baselines: tuple[str, ...], key: str) -> tuple[str | None, float]:
@@ -87,6 +87,25 @@ def decide(metrics: dict[str, float], gate: GateConfig) -> tuple[bool, list[str]
         ok = False
         reasons.append(f"{gate.metric} {mine:.3f} does not beat champion {champ:.3f} by {gate.margin}")
     return ok, reasons
+
+
+def seed_decisions(metrics: dict[str, float], gate: GateConfig) -> dict[str, tuple[bool, list[str]]]:
+    """What :func:`decide` says of each seed's branches alone (models ``seed<k>``), by seed model name.
+
+    Not read by the gate (it judges the ensemble, which is what is served); it shows whether one seed's
+    decision would have differed.
+    """
+    seeds = sorted({k.split("/", 1)[0] for k in metrics if k.startswith(SEED_PREFIX)}, key=lambda m: int(m[4:]))
+    out = {}
+    for name in seeds:
+        mine = {k: v for k, v in metrics.items() if not k.startswith(("model/", "paired/model-"))}
+        for key, value in metrics.items():
+            if key.startswith(f"{name}/"):
+                mine["model/" + key.removeprefix(f"{name}/")] = value
+            elif key.startswith(f"paired/{name}-"):
+                mine["paired/model-" + key.removeprefix(f"paired/{name}-")] = value
+        out[name] = decide(mine, gate)
+    return out
 
 
 def passes_baselines(metrics: dict[str, float], gate: GateConfig) -> tuple[bool, list[str]]:

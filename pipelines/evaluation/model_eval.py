@@ -135,7 +135,8 @@ def _model_embeddings(
             f"features are {cat.feature_version}; build them with that model's feature parameters"  # type: ignore[attr-defined]
         )
     encoder = json.loads(tags.get("encoder", "{}"))
-    dim, weight = int(encoder.get("dim", 0)), float(encoder.get("stats_weight", 0.0))
+    dim = int(encoder.get("dim", 0)) * int(encoder.get("members", 1))  # the learned part: every member's values
+    weight = float(encoder.get("stats_weight", 0.0))
     same = tags.get("catalogue") == evaluation_fingerprint(cat, tags.get("group_by", "source"))  # type: ignore[arg-type]
     fold_of = dict(zip(cat.track_ids, folds, strict=True))  # type: ignore[attr-defined]
     per_fold = _heldout_branches(settings, cat, mv.run_id, fold_of) if same and mv.run_id else None

@@ -210,16 +210,16 @@ def _script(folder: Path, input_dim: int) -> None:
 
 
 def _numpy_embedder(folder: Path, meta: dict[str, Any]) -> Embedder:
+    from pipelines.model import numpy_branch
     from pipelines.model.config import EncoderConfig
-    from pipelines.model.numpy_branch import NumpyBranch, NumpyEmbedder
 
     config = EncoderConfig.model_validate(meta["encoder"])
-    return NumpyEmbedder(
+    return numpy_branch.NumpyEmbedder(
         version=str(meta["version"]),
         feature_version=str(meta["feature_version"]),
         dim=int(meta["dim"]),
         input_dim=int(meta["input_dim"]),
-        branch=NumpyBranch.load(config, folder / _NUMPY_FILE),
+        branch=numpy_branch.load(config, folder / _NUMPY_FILE),
     )
 
 
@@ -228,15 +228,15 @@ def _numpy(folder: Path, encoder: dict[str, Any]) -> None:
     import numpy as np
     import torch
 
+    from pipelines.model import numpy_branch
     from pipelines.model.config import EncoderConfig
-    from pipelines.model.numpy_branch import NumpyBranch
 
     try:
         exported = torch.export.load(str(folder / _MODEL_FILE))
         program = exported.module()
         config = EncoderConfig.model_validate(encoder)
         state = {k: v.detach().numpy() for k, v in exported.state_dict.items()}
-        branch = NumpyBranch.from_state(config, state)
+        branch = numpy_branch.from_state(config, state)
         rng = torch.Generator().manual_seed(1)
         with torch.no_grad():
             for n in (1, 3):
@@ -245,7 +245,7 @@ def _numpy(folder: Path, encoder: dict[str, Any]) -> None:
                 got, want = branch(x.numpy()), program(x).numpy()
                 if got.shape != want.shape or not np.allclose(got, want, atol=1e-5, rtol=0):
                     raise ValueError(f"numpy outputs differ from the program's at batch size {n}")
-        branch.save(folder / _NUMPY_FILE)
+        numpy_branch.save(branch, folder / _NUMPY_FILE)
     except Exception as exc:  # the torch program still serves, only slower to start
         log.info("model kept for torch only (numpy weights: %s)", " ".join(str(exc).split())[:200])
 

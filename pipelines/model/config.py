@@ -27,11 +27,26 @@ class EncoderConfig(BaseModel):
     stats_weight: float = Field(
         default=0.7, ge=0.0, le=1.0, description="Share of the cosine given to the fixed mean+std statistics."
     )
+    members: int = Field(
+        default=1,
+        ge=1,
+        description="Branches of this shape trained with different seeds whose cosines are averaged (an ensemble).",
+    )
+
+    @property
+    def learned_dim(self) -> int:
+        """Size of the learned part of the output: ``dim`` of every member."""
+        return self.dim * self.members
 
     @property
     def out_dim(self) -> int:
-        """Size of the output: ``dim``, plus the ``2 * n_mfcc`` statistics when they are appended."""
-        return self.dim + (2 * self.n_mfcc if self.stats_weight else 0)
+        """Size of the output: the learned part, plus the ``2 * n_mfcc`` statistics when they are appended."""
+        return self.learned_dim + (2 * self.n_mfcc if self.stats_weight else 0)
+
+    @property
+    def member(self) -> EncoderConfig:
+        """The shape of one member of the ensemble."""
+        return self if self.members == 1 else self.model_copy(update={"members": 1})
 
     @property
     def input_dim(self) -> int:

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from pipelines.model.config import EncoderConfig
 
-__all__ = ["Encoder", "EncoderConfig"]
+__all__ = ["Encoder", "EncoderConfig", "Ensemble", "build_encoder"]
 
 
 class Dropout(nn.Module):
@@ -77,6 +77,8 @@ class Encoder(nn.Module):
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
+        if config.members != 1:
+            raise ValueError("an Encoder is one branch; build an ensemble with build_encoder()")
         if config.context % 2 == 0:
             raise ValueError(f"context must be odd, got {config.context}")
         self.config = config
@@ -124,6 +126,13 @@ class Encoder(nn.Module):
         Training may feed crops of the windows (``TrainConfig.crop_frames``): the per-frame layers and the
         pooling do not depend on where or how many frames there are.
         """
+        learned = self.learned_frames(raw)
+        if not self.config.stats_weight or not self.with_stats:
+            return learned
+        return with_statistics([learned], raw, self.config.stats_weight)
+
+    def learned_frames(self, raw: torch.Tensor) -> torch.Tensor:
+        """The learned part of the output (unit length, ``dim`` values) of frames ``(batch, n, n_mfcc)``."""
         c = self.config
         frames = with_deltas(raw, c.deltas)
         if c.kind == "flat":
@@ -141,9 +150,56 @@ class Encoder(nn.Module):
                 z = h.amax(1)
             else:
                 z = torch.cat([h.mean(1), std_over(h, 1)], dim=1)
-        learned = F.normalize(self.out(self.head(z)), dim=1)
-        if not c.stats_weight or not self.with_stats:
-            return learned
+        return F.normalize(self.out(self.head(z)), dim=1)
+
+
+def with_statistics(learned: list[torch.Tensor], raw: torch.Tensor, weight: float) -> torch.Tensor:
+    """Unit-length parts (members' learned outputs) and the input's mean+std statistics as one unit vector.
+
+    Each of the ``m`` parts is scaled by ``sqrt((1 - w) / m)`` and the statistics by ``sqrt(w)``, so the
+    cosine of two outputs is ``(1 - w) * mean(cos(part)) + w * cos(statistics)``.
+    """
+    share = ((1.0 - weight) / len(learned)) ** 0.5
+    parts = [part * share for part in learned]
+    if weight:
         stats = F.normalize(torch.cat([raw.mean(1), raw.std(1, correction=0)], dim=1), dim=1)
-        w = c.stats_weight
-        return torch.cat([learned * (1.0 - w) ** 0.5, stats * w**0.5], dim=1)
+        parts.append(stats * weight**0.5)
+    return torch.cat(parts, dim=1)
+
+
+class Ensemble(nn.Module):
+    """Branches of one shape trained with different seeds; the cosine of their outputs is the mean of theirs.
+
+    One seed's branch moves the retrieval metrics by about as much as the gate's margin; the average of a
+    few does not, so the served model and every held-out judgement of the recipe are ensembles. Design:
+    docs/training.md ("Seeds and the ensemble").
+    """
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.members = nn.ModuleList(Encoder(config.member) for _ in range(config.members))
+
+    def branches(self) -> list[Encoder]:
+        """The members, typed."""
+        return [m for m in self.members if isinstance(m, Encoder)]
+
+    @classmethod
+    def of(cls, members: list[Encoder]) -> Ensemble:
+        """The ensemble of trained members (one shape), sharing their weights."""
+        config = members[0].config.model_copy(update={"members": len(members)})
+        ensemble = cls(config)
+        ensemble.members = nn.ModuleList(members)
+        return ensemble
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        if x.ndim != 2 or x.shape[1] != c.input_dim:
+            raise ValueError(f"expected input of shape (batch, {c.input_dim}), got {tuple(x.shape)}")
+        raw = x.float().reshape(x.shape[0], c.n_frames, c.n_mfcc)
+        return with_statistics([m.learned_frames(raw) for m in self.branches()], raw, c.stats_weight)
+
+
+def build_encoder(config: EncoderConfig) -> Encoder | Ensemble:
+    """An untrained model of ``config``: one branch, or an ensemble of ``config.members`` branches."""
+    return Encoder(config) if config.members == 1 else Ensemble(config)

@@ -19,6 +19,7 @@ from pipelines.model.config import EncoderConfig
 from pipelines.model.embedder import l2_normalise
 
 _LINEAR = re.compile(r"^(frame_mlp|head)\.(\d+)\.weight$")
+_MEMBER = re.compile(r"^members\.(\d+)\.(.+)$")
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -86,14 +87,18 @@ class NumpyBranch:
             np.savez(f, **arrays)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        raw = _frames(self.config, x)
+        learned = self.learned(raw)
+        if not self.config.stats_weight:
+            return learned.astype(np.float32, copy=False)
+        return _with_statistics([learned], raw, self.config.stats_weight)
+
+    def learned(self, raw: np.ndarray) -> np.ndarray:
+        """:meth:`pipelines.model.encoder.Encoder.learned_frames` on frames ``(batch, N, n_mfcc)``."""
         c = self.config
-        x = np.asarray(x, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != c.input_dim:
-            raise ValueError(f"expected input of shape (batch, {c.input_dim}), got {x.shape}")
-        raw = x.reshape(x.shape[0], c.n_frames, c.n_mfcc)
         frames = _deltas(raw, c.deltas)
         if c.kind == "flat":
-            z = (frames.reshape(x.shape[0], -1) - self.mean) / self.std
+            z = (frames.reshape(raw.shape[0], -1) - self.mean) / self.std
         else:
             z = (frames - self.mean) / self.std
             if c.context > 1:
@@ -109,12 +114,71 @@ class NumpyBranch:
             else:
                 z = np.concatenate([h.mean(1), h.std(1, ddof=1)], axis=1)
         w_out, b_out = self.out
-        learned = _normalise(_mlp(z, self.head) @ w_out.T + b_out)
-        if not c.stats_weight:
-            return learned.astype(np.float32, copy=False)
-        stats = _normalise(np.concatenate([raw.mean(1), raw.std(1)], axis=1))
-        w = c.stats_weight
-        return np.concatenate([learned * (1.0 - w) ** 0.5, stats * w**0.5], axis=1).astype(np.float32, copy=False)
+        return _normalise(_mlp(z, self.head) @ w_out.T + b_out)
+
+
+@dataclass(frozen=True)
+class NumpyEnsemble:
+    """:class:`pipelines.model.encoder.Ensemble` in numpy: its members' branches, cosines averaged."""
+
+    config: EncoderConfig
+    members: tuple[NumpyBranch, ...]
+
+    @classmethod
+    def from_state(cls, config: EncoderConfig, state: dict[str, np.ndarray]) -> NumpyEnsemble:
+        """From the ensemble's state dict (each member's arrays under ``members.<i>.``)."""
+        member = config.member
+        parts: list[dict[str, np.ndarray]] = [{} for _ in range(config.members)]
+        for name, value in state.items():
+            m = _MEMBER.match(name)
+            if m is None or int(m.group(1)) >= config.members:
+                raise ValueError(f"unexpected array {name!r} in the weights of a {config.members}-member ensemble")
+            parts[int(m.group(1))][m.group(2)] = value
+        return cls(config, tuple(NumpyBranch.from_state(member, p) for p in parts))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {f"members.{i}.{k}": v for i, b in enumerate(self.members) for k, v in b.arrays().items()}
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        raw = _frames(self.config, x)
+        learned = [b.learned(raw) for b in self.members]
+        return _with_statistics(learned, raw, self.config.stats_weight)
+
+
+Model = NumpyBranch | NumpyEnsemble
+
+
+def from_state(config: EncoderConfig, state: dict[str, np.ndarray]) -> Model:
+    """The numpy model of a state dict: one branch or an ensemble, as ``config.members`` says."""
+    return (NumpyBranch if config.members == 1 else NumpyEnsemble).from_state(config, state)
+
+
+def load(config: EncoderConfig, path: Path) -> Model:
+    """Weights written by :func:`save` (an ``.npz`` of the state dict's arrays)."""
+    with np.load(path, allow_pickle=False) as npz:
+        return from_state(config, {k: npz[k] for k in npz.files})
+
+
+def save(model: Model, path: Path) -> None:
+    arrays: dict[str, Any] = model.arrays()
+    with path.open("wb") as f:
+        np.savez(f, **arrays)
+
+
+def _frames(config: EncoderConfig, x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != config.input_dim:
+        raise ValueError(f"expected input of shape (batch, {config.input_dim}), got {x.shape}")
+    return x.reshape(x.shape[0], config.n_frames, config.n_mfcc)
+
+
+def _with_statistics(learned: list[np.ndarray], raw: np.ndarray, weight: float) -> np.ndarray:
+    """:func:`pipelines.model.encoder.with_statistics` in numpy."""
+    share = ((1.0 - weight) / len(learned)) ** 0.5
+    parts = [part * share for part in learned]
+    if weight:
+        parts.append(_normalise(np.concatenate([raw.mean(1), raw.std(1)], axis=1)) * weight**0.5)
+    return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
 
 
 def _f32(a: np.ndarray) -> np.ndarray:
@@ -135,7 +199,7 @@ class NumpyEmbedder:
     feature_version: str
     dim: int
     input_dim: int
-    branch: NumpyBranch
+    branch: Model
     batch_size: int = 512
 
     def embed(self, vectors: np.ndarray) -> np.ndarray:

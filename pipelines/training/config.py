@@ -9,13 +9,16 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipelines.errors import UserError
 from pipelines.model.config import EncoderConfig
 from pipelines.settings import Settings
 
 GroupBy = Literal["track", "album", "artist", "source"]  # what a "source" is in the source-disjoint views
+# Seeds of a branch's ensemble members are this far apart, so no two members of any job share a stream.
+MEMBER_SEED_STRIDE = 1_000_003
+SEED_PREFIX = "seed"  # evaluation rows seed0, seed1, ...: one seed's branches alone
 
 
 class TrainConfig(BaseModel):
@@ -59,6 +62,23 @@ class TrainConfig(BaseModel):
         ge=0,
         description="Train each step on a random crop of this many frames of every window (0 or >= N: all).",
     )
+    seeds: int = Field(
+        default=3,
+        ge=1,
+        description="Branches trained per holdout with different seeds; the model is their ensemble (cosines "
+        "averaged), each seed alone gives the spread.",
+    )
+
+    @field_validator("encoder")
+    @classmethod
+    def _one_member(cls, encoder: EncoderConfig) -> EncoderConfig:
+        if encoder.members != 1:
+            raise ValueError("the ensemble's size is train.seeds, not train.encoder.members")
+        return encoder
+
+    def member(self, k: int) -> TrainConfig:
+        """The recipe of the ``k``-th seed of every branch (member 0 is the recipe itself)."""
+        return self if k == 0 else self.model_copy(update={"seed": self.seed + k * MEMBER_SEED_STRIDE})
 
 
 class GateConfig(BaseModel):

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.model.embedder import l2_normalise
+from pipelines.training.config import SEED_PREFIX
 from pipelines.training.metrics import METRICS, retrieval_table
 
 BASELINES = ("raw", "meanstd", "random")
@@ -133,6 +134,8 @@ def format_table(table: pd.DataFrame, models: list[str] | None = None, unseen_is
     labelled sanity check; with track folds (``unseen_is_sanity=False``) it follows as a plain line.
     """
     present = list(dict.fromkeys(table["model"]))
+    seeds = sorted((m for m in present if is_seed(m)), key=lambda m: int(m.removeprefix(SEED_PREFIX)))
+    present = [m for m in present if not is_seed(m)]
     order = ["model", "champion", *BASELINES]
     models = models or [m for m in order if m in present] + [m for m in present if m not in order]
     head = "| model | " + " | ".join(f"{v.replace('_', '-')} {m.replace('map', 'mAP')}" for v, m in COLUMNS)
@@ -157,4 +160,28 @@ def format_table(table: pd.DataFrame, models: list[str] | None = None, unseen_is
         values = ", ".join(f"{m} {float(unseen[m]):.3f}" for m in models if m in unseen.index)
         label = "Sanity check, not a quality measure: " if unseen_is_sanity else ""
         lines += ["", f"{label}`unseen` mAP@10 (candidates: the holdout's own tracks) {values}."]
+    if seeds:
+        lines += ["", seed_spread(table, seeds)]
     return "\n".join(lines)
+
+
+def is_seed(model: str) -> bool:
+    """Is ``model`` one seed's branches alone (a row of the spread, not a model of its own)?"""
+    return model.startswith(SEED_PREFIX) and model.removeprefix(SEED_PREFIX).isdigit()
+
+
+def seed_spread(table: pd.DataFrame, seeds: list[str]) -> str:
+    """One line: the gate's metrics of each seed's branches alone, their range and standard deviation."""
+    parts = []
+    for view, metric in (("catalogue", "p@10"), ("cross_source", "map@10")):
+        rows = table[(table["view"] == view) & table["model"].isin(seeds)].set_index("model")[metric]
+        values = [float(rows[s]) for s in seeds if s in rows.index]
+        if values:
+            each = " / ".join(f"{v:.3f}" for v in values)
+            label = f"{view.replace('_', '-')} {metric.replace('map', 'mAP')}"
+            parts.append(f"{label} {each} (range {max(values) - min(values):.3f}, sd {np.std(values):.3f})")
+    return (
+        f"Seed spread: `model` is the ensemble of {len(seeds)} seeds (cosines averaged); each seed alone: "
+        + "; ".join(parts)
+        + "."
+    )

@@ -85,6 +85,11 @@ def plan_from_json(items: list[dict]) -> list[Holdout]:
     return [Holdout(d["name"], d["protocol"], tuple(d["tracks"])) for d in items]
 
 
+def member_name(holdout: str, k: int) -> str:
+    """The name of the ``k``-th seed's branch of a holdout (the first keeps the holdout's own name)."""
+    return holdout if k == 0 else f"{holdout}@seed{k}"
+
+
 def file_stem(name: str) -> str:
     """A holdout name as a file name (sources may contain any character)."""
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)

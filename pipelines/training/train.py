@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipelines.model.encoder import Encoder
+from pipelines.model.encoder import Encoder, Ensemble
 from pipelines.training.config import TrainConfig
 from pipelines.training.loss import margin_loss, pairwise_cosine_distance
 from pipelines.training.metrics import retrieval_table, summarise
@@ -63,7 +63,7 @@ class TrainResult:
 EpochCallback = Callable[[dict[str, float]], None]
 
 
-def embed(model: Encoder, vectors: np.ndarray, batch: int = 256) -> np.ndarray:
+def embed(model: Encoder | Ensemble, vectors: np.ndarray, batch: int = 256) -> np.ndarray:
     """Unit-length embeddings of front-end vectors, in eval mode, without gradients."""
     model.eval()
     out = []

@@ -34,6 +34,7 @@ TRIPLET_SCHEMA = pa.schema(
         ("negative_style", pa.string()),
         ("seed", pa.int64()),
         ("strategy", pa.string()),
+        ("member", pa.int32()),  # which seed of the holdout's ensemble (see TrainConfig.seeds)
     ]
 )
 
@@ -48,6 +49,7 @@ def build_triplets(
     strategy: Strategy = "random",
     holdout: str = "all",
     positives: Positives = "any",
+    member: int = 0,
 ) -> pd.DataFrame:
     """A balanced, reproducible triplet dataset over ``tracks`` (track_id, style[, source]).
 
@@ -121,13 +123,20 @@ def build_triplets(
     frame: dict[str, object] = {"holdout": holdout, "batch": joined["batch"]}
     frame |= {r: names[joined[r]] for r in roles} | {f"{r}_offset": joined[f"{r}_offset"] for r in roles}
     frame |= {f"{r}_style": style_names[style_idx[joined[r]]] for r in roles}
-    return pd.DataFrame(frame | {"seed": seed, "strategy": strategy})
+    return pd.DataFrame(frame | {"seed": seed, "strategy": strategy, "member": member})
 
 
 def triplets_for(
-    fit: pd.DataFrame, offsets: Mapping[str, Sequence[float]], cfg: TrainConfig, index: int, holdout: str
+    fit: pd.DataFrame,
+    offsets: Mapping[str, Sequence[float]],
+    cfg: TrainConfig,
+    index: int,
+    holdout: str,
+    member: int = 0,
 ) -> pd.DataFrame:
-    """The triplets of one branch of a training job: ``cfg``'s recipe, seeded by the branch's ``index``."""
+    """The triplets of one branch of a training job: ``cfg``'s recipe for seed ``member``, seeded by the
+    branch's ``index`` in the plan."""
+    cfg = cfg.member(member)
     return build_triplets(
         fit,
         offsets,
@@ -138,10 +147,13 @@ def triplets_for(
         strategy=cfg.mining,
         holdout=holdout,
         positives=cfg.positives,
+        member=member,
     )
 
 
-def branch_triplets(task: tuple[pd.DataFrame, Mapping[str, Sequence[float]], TrainConfig, int, str]) -> pd.DataFrame:
+def branch_triplets(
+    task: tuple[pd.DataFrame, Mapping[str, Sequence[float]], TrainConfig, int, str, int],
+) -> pd.DataFrame:
     """:func:`triplets_for` on one tuple: the job of a worker process (this module imports no torch)."""
     return triplets_for(*task)
 

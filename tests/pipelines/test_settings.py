@@ -54,6 +54,7 @@ def test_the_environment_names_are_unchanged(clean_env: Path, monkeypatch: pytes
         "MUSICREC_AIRFLOW_API_URL": "http://airflow:8080",
         "MUSICREC_AIRFLOW_USERNAME": "admin",
         "MUSICREC_AIRFLOW_PASSWORD": "s3cret",
+        "MUSICREC_AIRFLOW_RETRAIN_CRON": "30 2 * * *",
         "MUSICREC_ALERT_WEBHOOK_URL": "http://hooks/alert",
     }
     for name, value in env.items():

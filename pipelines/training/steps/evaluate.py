@@ -14,10 +14,10 @@ import torch
 
 from pipelines.evaluation.gate import gate_intervals
 from pipelines.model.config import EncoderConfig
-from pipelines.model.encoder import Encoder
+from pipelines.model.encoder import Encoder, Ensemble
 from pipelines.settings import Settings
 from pipelines.training import artifacts
-from pipelines.training.config import TrainingJob
+from pipelines.training.config import SEED_PREFIX, TrainingJob
 from pipelines.training.evaluate import (
     BASELINES,
     baseline_embeddings,
@@ -29,20 +29,35 @@ from pipelines.training.evaluate import (
 )
 from pipelines.training.labelled import evaluation_fingerprint, inputs_fingerprint, load_labelled, run_dir
 from pipelines.training.metrics import METRICS
-from pipelines.training.plan import ALL, PRIMARY, SECONDARY, Holdout, file_stem, plan_from_json
+from pipelines.training.plan import ALL, PRIMARY, SECONDARY, Holdout, file_stem, member_name, plan_from_json
 from pipelines.training.steps.train import Trained
 from pipelines.training.train import embed
 
 
-def load_branches(out: Path, plan: list[Holdout]) -> tuple[dict[str, Encoder], EncoderConfig]:
-    """The trained branch of every holdout of a run, by holdout name, in eval mode."""
+def load_branches(out: Path, plan: list[Holdout]) -> tuple[dict[str, Encoder | Ensemble], EncoderConfig]:
+    """The trained model of every holdout of a run, by holdout name, in eval mode: its branch, or the
+    ensemble of its seeds' branches when the run trained several (``config.members``)."""
     config = EncoderConfig.model_validate_json((out / "encoder.json").read_text())
-    models = {}
+    models: dict[str, Encoder | Ensemble] = {}
     for holdout in plan:
-        model = Encoder(config)
-        model.load_state_dict(torch.load(out / f"branch-{file_stem(holdout.name)}.pt", weights_only=True))
-        models[holdout.name] = model.eval()
+        members = []
+        for k in range(config.members):
+            model = Encoder(config.member)
+            path = out / f"branch-{file_stem(member_name(holdout.name, k))}.pt"
+            model.load_state_dict(torch.load(path, weights_only=True))
+            members.append(model.eval())
+        models[holdout.name] = members[0] if config.members == 1 else Ensemble.of(members).eval()
     return models, config
+
+
+def seed_models(models: dict[str, Encoder | Ensemble]) -> dict[str, dict[str, Encoder]]:
+    """Each seed's branches alone, as models ``seed0``, ``seed1``, ... by holdout (empty for single branches)."""
+    out: dict[str, dict[str, Encoder]] = {}
+    for name, model in models.items():
+        if isinstance(model, Ensemble):
+            for k, member in enumerate(model.branches()):
+                out.setdefault(f"{SEED_PREFIX}{k}", {})[name] = member
+    return out
 
 
 def _champion_metrics(settings: Settings, fingerprint: str) -> tuple[str | None, dict[str, float], str]:
@@ -119,6 +134,9 @@ def evaluate(settings: Settings, job: TrainingJob, run_id: str, register: bool =
             embedders: dict[str, dict[str, np.ndarray]] = {
                 "model": {h.name: embed(models[h.name], cat.matrix) for h in holdouts}
             }
+            if protocol == PRIMARY:  # the spread over seeds: each seed's branches alone
+                for name, per_holdout in seed_models({h.name: models[h.name] for h in holdouts}).items():
+                    embedders[name] = {h: embed(m, cat.matrix) for h, m in per_holdout.items()}
             for name, e in base.items():
                 embedders[name] = {h.name: e for h in holdouts}
             tables[protocol] = evaluate_models(embedders, cat.matrix, cat.track_ids, styles, fold_of, sources)
@@ -126,7 +144,10 @@ def evaluate(settings: Settings, job: TrainingJob, run_id: str, register: bool =
         table = summary(primary)
         fingerprint = evaluation_fingerprint(cat, job.group_by)
         champ_version, champ_metrics, champ_note = _champion_metrics(settings, fingerprint)
-        metrics = table_metrics(table) | champ_metrics | gate_intervals(primary, job.gate, job.train.seed)
+        seeds = sorted({m for m in primary["model"].unique() if m.startswith(SEED_PREFIX)})
+        metrics = table_metrics(table) | champ_metrics
+        for model in ("model", *seeds):
+            metrics |= gate_intervals(primary, job.gate, job.train.seed, model)
         if champ_metrics:
             table = pd.concat([table, _champion_rows(champ_metrics, int(table["folds"].max()))], ignore_index=True)
         second = summary(tables[SECONDARY]) if SECONDARY in tables else None

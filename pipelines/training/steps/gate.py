@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from pipelines.evaluation.gate import decide
+from pipelines.evaluation.gate import decide, seed_decisions
 from pipelines.registry import Registry
 from pipelines.settings import Settings
 from pipelines.training import artifacts
@@ -22,10 +22,15 @@ class Decision:
     version: str
     previous_champion: str | None
     reasons: list[str]
+    seeds_passing: int = 0  # how many seeds' branches alone would pass the baselines (0 of 0: one seed)
+    seeds: int = 0
 
     def line(self) -> str:
         verdict = "PROMOTED to champion" if self.promoted else "kept as challenger (not promoted)"
-        return f"version {self.version}: {verdict}: " + "; ".join(self.reasons)
+        line = f"version {self.version}: {verdict}: " + "; ".join(self.reasons)
+        if self.seeds:
+            line += f" [each seed alone: {self.seeds_passing} of {self.seeds} beat the baselines]"
+        return line
 
 
 def gate(settings: Settings, job: TrainingJob, evaluated: dict[str, str]) -> Decision:
@@ -38,6 +43,8 @@ def gate(settings: Settings, job: TrainingJob, evaluated: dict[str, str]) -> Dec
     with registry.run(run_id, finish=True):
         metrics = registry.run_metrics(run_id)
         promoted, reasons = decide(metrics, job.gate)
+        alone = seed_decisions({k: v for k, v in metrics.items() if not k.startswith("champion/")}, job.gate)
+        passing = sum(ok for ok, _ in alone.values())
         previous = registry.alias(CHAMPION)
         registry.tag_version(
             version,
@@ -48,11 +55,12 @@ def gate(settings: Settings, job: TrainingJob, evaluated: dict[str, str]) -> Dec
                 "gate.margin": job.gate.margin,
                 "gate.champion_version": previous or "",
                 "gate.decided_at": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
+                "gate.seeds_passing": f"{passing}/{len(alone)}",
             },
         )
         if promoted:
             registry.set_champion(version, by="gate", reason="; ".join(reasons))
-        decision = Decision(promoted, version, previous, reasons)
+        decision = Decision(promoted, version, previous, reasons, passing, len(alone))
         out = run_dir(settings, run_id)
         table = pd.read_csv(out / "artifacts" / "evaluation.csv")
         styles_df = pd.read_csv(out / "artifacts" / "per_style.csv")

@@ -56,24 +56,26 @@ def prepare(settings: Settings, job: TrainingJob, progress: ItemProgress | None 
     cfg = job.train
     tasks = []
     for i, holdout in enumerate(plan):
-        fit, _val = carve(training_side(cat, job, holdout), cfg, cfg.seed + i)
-        check_styles(fit, 1)
-        tasks.append((fit, offsets, cfg, i, holdout.name))
-    # Each branch's triplets are seeded by its place in the plan: the same rows with any number of workers.
+        for k in range(cfg.seeds):
+            fit, _val = carve(training_side(cat, job, holdout), cfg, cfg.member(k).seed + i)
+            check_styles(fit, 1)
+            tasks.append((fit, offsets, cfg, i, holdout.name, k))
+    # Each branch's triplets are seeded by its place in the plan and its seed: the same rows with any
+    # number of workers.
     triplets = pd.concat(parallel.imap(branch_triplets, tasks, job.workers), ignore_index=True)
     path = root / "triplets" / f"triplets-{cat.feature_version}-{job.key}.parquet"
     _write_parquet(triplets, TRIPLET_SCHEMA, path)
     plan_file = root / "plans" / f"plan-{cat.feature_version}-{job.key}.json"
     plan_file.parent.mkdir(parents=True, exist_ok=True)
     plan_file.write_text(json.dumps(plan_to_json(plan)))
-    log.info("triplet dataset: %d triplets for %d branches at %s", len(triplets), len(plan), path)
+    log.info("triplet dataset: %d triplets for %d branches at %s", len(triplets), len(tasks), path)
     return {
         "plan": str(plan_file),
         "split": str(primary_file),
         "triplets": str(path),
         "feature_version": cat.feature_version,
         "tracks": str(len(cat.track_ids)),
-        "branches": str(len(plan)),
+        "branches": str(len(tasks)),
     }
 
 

@@ -31,7 +31,7 @@ from pipelines.training.labelled import (
     training_side,
     window_bank,
 )
-from pipelines.training.plan import ALL, Holdout, file_stem, plan_from_json
+from pipelines.training.plan import ALL, Holdout, file_stem, member_name, plan_from_json
 from pipelines.training.steps.prepare import Prepared
 from pipelines.training.train import TrainingFailed, TrainResult, WindowBank, train_branch
 
@@ -70,15 +70,16 @@ class BranchDone:
     cpu_s: float
 
 
-def _train_one(args: tuple[int, Holdout, TrainConfig]) -> BranchDone:
-    i, holdout, cfg = args
+def _train_one(args: tuple[int, int, Holdout, TrainConfig]) -> BranchDone:
+    i, k, holdout, cfg = args
     wall, cpu = time.perf_counter(), time.process_time()
     shared = _INPUTS[0]
+    cfg = cfg.member(k)
     fit, val = carve(training_side(shared.cat, shared.job, holdout), cfg, cfg.seed + i)
-    mine = pd.read_parquet(shared.triplets, filters=[("holdout", "==", holdout.name)])
+    mine = pd.read_parquet(shared.triplets, filters=[("holdout", "==", holdout.name), ("member", "==", k)])
     result: TrainResult = train_branch(cfg.model_copy(update={"seed": cfg.seed + i}), shared.bank, fit, val, mine)
     return BranchDone(
-        holdout.name,
+        member_name(holdout.name, k),
         result.model.state_dict(),
         result.history,
         result.best_epoch,
@@ -129,12 +130,14 @@ def end_abandoned_runs(settings: Settings, dag_run_id: str | None = None) -> lis
 def _train_branches(
     inputs: BranchInputs, cfg: TrainConfig, plan: list[Holdout], on_branch: BranchProgress | None
 ) -> Iterable[BranchDone]:
-    """Train every holdout's branch, ``job.workers`` at a time; results as they finish (any order).
+    """Train every holdout's branches (one per seed), ``job.workers`` at a time; results as they finish.
 
-    Each branch is seeded by its place in the plan and uses ``cfg.threads`` threads, so the weights do not
-    depend on how many workers there are.
+    Each branch is seeded by its place in the plan and its seed and uses ``cfg.threads`` threads, so the
+    weights do not depend on how many workers there are. The biggest branches (``all`` trains on every
+    track) go first, so that no worker is left with a long one at the end.
     """
-    tasks = [(i, h, cfg) for i, h in enumerate(plan)]
+    tasks = [(i, k, h, cfg) for i, h in enumerate(plan) for k in range(cfg.seeds)]
+    tasks.sort(key=lambda t: (t[2].name != ALL, t[0], t[1]))
     results = parallel.imap_unordered(_train_one, tasks, inputs.job.workers, _init_worker, (inputs,))
     for done, item in enumerate(results, 1):
         log.info(
@@ -169,7 +172,7 @@ def train(
         raise UserError(f"{len(missing)} planned tracks left the feature store; run the preparation again")
     cfg = job.train
     encoder = cfg.encoder.model_copy(
-        update={"n_frames": settings.features.n_frames, "n_mfcc": settings.features.n_mfcc}
+        update={"n_frames": settings.features.n_frames, "n_mfcc": settings.features.n_mfcc, "members": 1}
     )
     cfg = cfg.model_copy(update={"encoder": encoder})
     params = {
@@ -179,7 +182,7 @@ def train(
         "split_sha256": file_sha(Path(prepared["split"])),
         "triplets_file": Path(prepared["triplets"]).name,
         "n_tracks": len(cat.track_ids),
-        "branches": len(plan),
+        "branches": len(plan) * cfg.seeds,
         "group_by": job.group_by,
         "n_folds": job.n_folds,
         "eval_fold": job.eval_fold,
@@ -196,7 +199,7 @@ def train(
             inputs = BranchInputs(cat, job, window_bank(settings, cat, job), prepared["triplets"])
             for branch in _train_branches(inputs, cfg, plan, on_branch):
                 name, state, history, best_epoch = branch.name, branch.state, branch.history, branch.best_epoch
-                prefix = "" if name == ALL else f"{name}/"
+                prefix = "" if name == ALL else f"{name.removeprefix(ALL + '@')}/"
                 for rec in history.to_dict("records"):
                     registry.log_metrics(
                         run_id, {prefix + k: v for k, v in rec.items() if k != "epoch"}, step=int(rec["epoch"])
@@ -205,7 +208,7 @@ def train(
                 history.assign(holdout=name, best_epoch=best_epoch).to_csv(
                     out / f"history-{file_stem(name)}.csv", index=False
                 )
-            (out / "encoder.json").write_text(encoder.model_dump_json())
+            (out / "encoder.json").write_text(encoder.model_copy(update={"members": cfg.seeds}).model_dump_json())
             (out / "prepared.json").write_text(json.dumps(prepared))
     except TrainingFailed as exc:
         log.error("training failed, nothing registered: %s", exc)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.model.encoder import Dropout, Encoder, EncoderConfig, std_over, with_deltas
+from pipelines.model.encoder import Dropout, Encoder, EncoderConfig, Ensemble, build_encoder, std_over, with_deltas
 
 # The learned part alone; the statistics path appended to it is tested on its own below.
 SMALL = {"n_frames": 12, "n_mfcc": 5, "frame_layers": (8,), "head_layers": (8,), "dim": 4, "stats_weight": 0.0}
@@ -129,3 +129,39 @@ def test_frames_of_any_length_embed_like_the_vector_of_that_many() -> None:
     x = torch.randn(3, 12 * 5)
     torch.testing.assert_close(model.forward_frames(x.reshape(3, 12, 5)), model(x), rtol=0, atol=0)
     assert model.forward_frames(x.reshape(3, 12, 5)[:, 2:9]).shape == (3, model.config.out_dim)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.7])
+def test_an_ensembles_cosine_is_the_mean_of_its_members_and_the_statistics(weight: float) -> None:
+    config = EncoderConfig(**{**SMALL, "stats_weight": weight})
+    torch.manual_seed(0)
+    members = [Encoder(config).eval() for _ in range(3)]
+    for m in members:
+        m.fit_scaler(_x(32, seed=9))
+    ensemble = Ensemble.of(members).eval()
+    assert ensemble.config.members == 3 and ensemble.config.out_dim == 3 * 4 + (10 if weight else 0)
+    a, b = _x(5, seed=1), _x(5, seed=2)
+    with torch.no_grad():
+        ya, yb = ensemble(a), ensemble(b)
+        torch.testing.assert_close(ya.norm(dim=1), torch.ones(5))
+        parts = [
+            (m.learned_frames(a.reshape(5, 12, 5)) * m.learned_frames(b.reshape(5, 12, 5))).sum(1) for m in members
+        ]
+        learned = torch.stack(parts).mean(0)
+        stats = Encoder(config.model_copy(update={"stats_weight": 1.0})).eval()  # statistics only, weight 1
+        cos_stats = (stats(a)[:, -10:] * stats(b)[:, -10:]).sum(1)
+    want = (1 - weight) * learned + weight * cos_stats
+    torch.testing.assert_close((ya * yb).sum(1), want, atol=1e-5, rtol=0)
+
+
+def test_one_member_is_the_branch_itself_and_the_ensemble_exports() -> None:
+    config = EncoderConfig(**{**SMALL, "stats_weight": 0.5})
+    assert isinstance(build_encoder(config), Encoder)
+    ensemble = build_encoder(config.model_copy(update={"members": 2})).eval()
+    assert isinstance(ensemble, Ensemble) and len(ensemble.members) == 2
+    with pytest.raises(ValueError, match="one branch"):
+        Encoder(config.model_copy(update={"members": 2}))
+    x = _x(4)
+    program = torch.export.export(ensemble, (x,)).module()
+    with torch.no_grad():
+        torch.testing.assert_close(program(x), ensemble(x), rtol=0, atol=1e-6)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.model.encoder import Encoder, EncoderConfig
+from pipelines.model import numpy_branch
+from pipelines.model.encoder import Encoder, EncoderConfig, Ensemble
 from pipelines.model.numpy_branch import NumpyBranch, NumpyEmbedder
 from pipelines.model.torch_embedder import TorchEmbedder
 
@@ -55,3 +56,23 @@ def test_wrong_input_width_is_refused() -> None:
     branch = NumpyBranch.from_state(encoder.config, {k: v.numpy() for k, v in encoder.state_dict().items()})
     with pytest.raises(ValueError, match="expected input of shape"):
         branch(np.zeros((1, 7), np.float32))
+
+
+@pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[3]])
+def test_numpy_ensemble_equals_torch(shape: dict, tmp_path: Path) -> None:
+    members = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        members.append(_encoder(shape))
+    ensemble = Ensemble.of(members).eval()
+    model = numpy_branch.from_state(ensemble.config, {k: v.numpy() for k, v in ensemble.state_dict().items()})
+    assert isinstance(model, numpy_branch.NumpyEnsemble)
+    numpy_branch.save(model, tmp_path / "w.npz")
+    loaded = numpy_branch.load(ensemble.config, tmp_path / "w.npz")
+    x = torch.randn(5, ensemble.config.input_dim, generator=torch.Generator().manual_seed(4)) * 40.0
+    with torch.no_grad():
+        want = ensemble(x).numpy()
+    assert want.shape == (5, ensemble.config.out_dim)
+    np.testing.assert_allclose(loaded(x.numpy()), want, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="unexpected array"):
+        numpy_branch.from_state(ensemble.config.model_copy(update={"members": 2}), model.arrays())

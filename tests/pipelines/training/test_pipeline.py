@@ -25,7 +25,7 @@ from pipelines.settings import PathSettings, Settings
 from pipelines.training.config import TrainingJob
 from pipelines.training.labelled import run_dir, trained_version, training_dir
 from pipelines.training.plan import plan_from_json
-from pipelines.training.steps.evaluate import evaluate, load_branches
+from pipelines.training.steps.evaluate import evaluate, evaluation_text, load_branches
 from pipelines.training.steps.gate import Decision, gate
 from pipelines.training.steps.prepare import prepare
 from pipelines.training.steps.train import train
@@ -71,8 +71,15 @@ def test_train_register_gate_promote_rollback(synth_settings: Settings) -> None:
         assert f"track/model/{key}" in metrics  # the secondary, track-disjoint view is logged beside it
     run = registry.client.get_run(first["run_id"])
     assert run.info.status == "FINISHED"
-    # Six albums (two per style): a branch per album left out, the track-disjoint fold, and the served one.
-    assert run.data.params["split_file"] == "split-source-loo-s0.parquet" and run.data.params["branches"] == "8"
+    # Six albums (two per style): a branch per album left out, the track-disjoint fold, and the served one,
+    # each trained with two seeds.
+    assert run.data.params["split_file"] == "split-source-loo-s0.parquet" and run.data.params["branches"] == "16"
+    # Each seed alone is scored too (the spread), with its own intervals; the gate says how many would pass.
+    for seed in ("seed0", "seed1"):
+        assert f"{seed}/catalogue/p_at_10" in metrics and f"paired/{seed}-raw/cross_source/map_at_10/lo" in metrics
+    assert metrics["seed0/catalogue/p_at_10"] != metrics["seed1/catalogue/p_at_10"]
+    assert "Seed spread: `model` is the ensemble of 2 seeds" in evaluation_text(settings, first["run_id"])
+    assert "each seed alone:" in d1.line() and registry.version("1").tags["gate.seeds_passing"].endswith("/2")
     assert "loss" in metrics and len(registry.client.get_metric_history(first["run_id"], "loss")) >= 3
     review = {f.path for f in registry.client.list_artifacts(first["run_id"], "review")}
     assert {
@@ -94,8 +101,8 @@ def test_train_register_gate_promote_rollback(synth_settings: Settings) -> None:
     fm = read_features(settings)
     embedder = load_embedder(settings, "1")
     out = embedder.embed(fm.matrix)
-    # 16 learned values and the 2 x 20 mean+std statistics appended after training.
-    assert out.shape == (len(fm.track_ids), 16 + 40) == (len(fm.track_ids), embedder.dim)
+    # 16 learned values of each of the two seeds and the 2 x 20 mean+std statistics appended after training.
+    assert out.shape == (len(fm.track_ids), 2 * 16 + 40) == (len(fm.track_ids), embedder.dim)
     assert embedder.feature_version == fm.version
     prepared = prepare(settings, SMALL_JOB)
     plan = plan_from_json(json.loads(Path(prepared["plan"]).read_text()))
@@ -206,7 +213,7 @@ def test_branches_are_the_same_trained_in_one_process_or_two(synth_settings: Set
         run_id = train(synth_settings, job, prepare(synth_settings, job))
         runs[workers] = run_dir(synth_settings, run_id)
     files = sorted(p.name for p in runs[1].glob("branch-*.pt"))
-    assert len(files) == 7 and files == sorted(p.name for p in runs[2].glob("branch-*.pt"))
+    assert len(files) == 7 * 2 and files == sorted(p.name for p in runs[2].glob("branch-*.pt"))
     for name in files:
         one, two = (torch.load(runs[w] / name, weights_only=True) for w in (1, 2))
         assert all(torch.equal(one[k], two[k]) for k in one)
