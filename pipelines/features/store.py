@@ -69,16 +69,23 @@ def build_table(rows: list[dict], vectors: np.ndarray, params: FeatureParams) ->
     return pa.Table.from_pydict(columns, schema=schema)
 
 
-def write_atomic(table: pa.Table, path: Path) -> None:
+def write_atomic(table: pa.Table | list[pa.Table], path: Path) -> None:
     """Write a Parquet file so that it appears whole or not at all (temp file + rename in the same folder).
 
-    The temp name starts with a dot: pyarrow's dataset discovery ignores it while it is being written.
+    A list of tables (one schema) is written as one row group each, so a reader filtering on a column that
+    is constant within each of them reads only its own. The temp name starts with a dot: pyarrow's dataset
+    discovery ignores it while it is being written.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        pq.write_table(table, tmp)
+        if isinstance(table, pa.Table):
+            pq.write_table(table, tmp)
+        else:
+            with pq.ParquetWriter(tmp, table[0].schema) as writer:
+                for part in table:
+                    writer.write_table(part, row_group_size=max(1, part.num_rows))
         os.chmod(tmp, 0o644)  # mkstemp makes 0600, but serving or Airflow may read the store as another user
         os.replace(tmp, path)
     except BaseException:

@@ -22,10 +22,14 @@ from pipelines.training.triplets import TRIPLET_SCHEMA, branch_triplets
 log = logging.getLogger(__name__)
 
 
-def _write_parquet(df: pd.DataFrame, schema: pa.Schema, path: Path) -> None:
+def _write_parquet(parts: list[pd.DataFrame], schema: pa.Schema, path: Path) -> None:
+    """One row group per part (a branch's triplets), so each branch reads only its own rows back."""
     from pipelines.features.store import write_atomic
 
-    write_atomic(pa.Table.from_pandas(df.reindex(columns=schema.names), schema=schema, preserve_index=False), path)
+    tables = [
+        pa.Table.from_pandas(df.reindex(columns=schema.names), schema=schema, preserve_index=False) for df in parts
+    ]
+    write_atomic(tables, path)
 
 
 def prepare(settings: Settings, job: TrainingJob, progress: ItemProgress | None = None) -> dict[str, str]:
@@ -62,13 +66,13 @@ def prepare(settings: Settings, job: TrainingJob, progress: ItemProgress | None 
             tasks.append((fit, offsets, cfg, i, holdout.name, k))
     # Each branch's triplets are seeded by its place in the plan and its seed: the same rows with any
     # number of workers.
-    triplets = pd.concat(parallel.imap(branch_triplets, tasks, job.workers), ignore_index=True)
+    triplets = list(parallel.imap(branch_triplets, tasks, job.workers))
     path = root / "triplets" / f"triplets-{cat.feature_version}-{job.key}.parquet"
     _write_parquet(triplets, TRIPLET_SCHEMA, path)
     plan_file = root / "plans" / f"plan-{cat.feature_version}-{job.key}.json"
     plan_file.parent.mkdir(parents=True, exist_ok=True)
     plan_file.write_text(json.dumps(plan_to_json(plan)))
-    log.info("triplet dataset: %d triplets for %d branches at %s", len(triplets), len(tasks), path)
+    log.info("triplet dataset: %d triplets for %d branches at %s", sum(map(len, triplets)), len(tasks), path)
     return {
         "plan": str(plan_file),
         "split": str(primary_file),
