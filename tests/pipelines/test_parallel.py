@@ -41,6 +41,26 @@ def test_results_in_order_and_unordered_from_two_workers() -> None:
     assert len(set(parallel.imap_unordered(_pid, list(range(4)), workers=2)) - {os.getpid()}) == 2
 
 
+def _malloc_env(_: int) -> dict[str, str]:
+    return {k: os.environ.get(k, "") for k in parallel.WORKER_MALLOC}
+
+
+def test_workers_get_the_allocator_settings_and_the_parent_keeps_its_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key in parallel.WORKER_MALLOC:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MALLOC_TOP_PAD_", "4096")  # the user's own value wins
+    seen = list(parallel.imap_unordered(_malloc_env, [0, 1], 2))
+    want = parallel.WORKER_MALLOC | {"MALLOC_TOP_PAD_": "4096"}
+    assert seen == [want, want]
+    assert {k: os.environ.get(k) for k in parallel.WORKER_MALLOC} == {
+        "MALLOC_MMAP_THRESHOLD_": None,
+        "MALLOC_TRIM_THRESHOLD_": None,
+        "MALLOC_TOP_PAD_": "4096",
+    }
+
+
 def test_one_worker_runs_in_this_process() -> None:
     assert set(parallel.imap_unordered(_pid, [1, 2], workers=1)) == {os.getpid()}
 
