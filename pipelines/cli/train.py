@@ -102,7 +102,8 @@ def show() -> None:
         cross = metrics.get("model/cross_source/map_at_10", float("nan"))
         tags = mv.tags
         typer.echo(
-            f"v{mv.version:<4} {marks or '-':<20} catalogue p@10 {cat:.3f}  cross-source mAP@10 {cross:.3f}  "
+            f"v{mv.version:<4} {marks or '-':<20} catalogue p@10 {cat:.3f}{_spread(metrics, 'catalogue/p_at_10')}  "
+            f"cross-source mAP@10 {cross:.3f}{_spread(metrics, 'cross_source/map_at_10')}  "
             f"gate: {tags.get('gate.decision', '-')}"
             + (f"  promoted {tags['promoted_at']} by {tags.get('promoted_by')}" if "promoted_at" in tags else "")
             + (f"  rolled back {tags['rolled_back_at']}" if "rolled_back_at" in tags else "")
@@ -114,6 +115,12 @@ def show() -> None:
     for baseline in ("raw", "meanstd", "random"):
         for run in evaluation_runs(settings, baseline)[:1]:
             typer.echo(f"{baseline:<5} baseline {evaluation_line(run)}")
+
+
+def _spread(metrics: dict[str, float], key: str) -> str:
+    """`` (seeds alone 0.308-0.355)``: the range of one seed's branches alone, when the model is an ensemble."""
+    values = [v for k, v in metrics.items() if k.startswith("seed") and k.endswith(f"/{key}")]
+    return f" (seeds alone {min(values):.3f}-{max(values):.3f})" if len(values) > 1 else ""
 
 
 @model_app.command("promote")

@@ -49,12 +49,15 @@ def test_train_show_promote_rollback(catalogue: Settings, tmp_path: Path) -> Non
     _error(_musicrec(["model", "rollback"], catalogue, uri), "no champion to roll back")
     _error(_musicrec(["train", "--group-by", "genre"], catalogue, uri), "--group-by must be")
 
-    args = ["train", "--folds", "3", "--no-secondary", "--epochs", "4"]
+    args = ["train", "--folds", "3", "--no-secondary", "--epochs", "4", "--seeds", "2"]
     first = _musicrec(args, catalogue, uri)
     assert first.returncode == 0, first.stderr[-3000:]
     for row in ("| model |", "| raw |", "| meanstd |", "| random |", "Leave-one-source-out"):
         assert row in first.stdout
     assert "version 1: PROMOTED to champion" in first.stdout and "beats raw" in first.stdout
+    assert (
+        "Seed spread: `model` is the ensemble of 2 seeds" in first.stdout and "of 2 beat the baselines" in first.stdout
+    )
     registry = Registry(
         catalogue.model_copy(update={"paths": catalogue.paths.model_copy(update={"mlflow_tracking_uri": uri})})
     )
@@ -72,6 +75,7 @@ def test_train_show_promote_rollback(catalogue: Settings, tmp_path: Path) -> Non
     assert registry.alias(CHAMPION) == "2" and registry.version("2").tags["promoted_by"].startswith("manual:")
     show = _musicrec(["model", "show"], catalogue, uri).stdout
     assert "champion v2, challenger v2" in show and "promoted" in show and "rejected" in show
+    assert "(seeds alone " in show
     assert "champion: v2 -> v1 (rolled back)" in _musicrec(["model", "rollback"], catalogue, uri).stdout
     assert registry.alias(CHAMPION) == "1"
     assert "champion v1, challenger v2" in _musicrec(["model", "show"], catalogue, uri).stdout
