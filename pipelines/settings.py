@@ -197,6 +197,11 @@ class Settings(BaseSettings):
     paths: PathSettings = Field(default_factory=PathSettings, description="Data, cache, URIs: MUSICREC_<FIELD>.")
     max_audio_bytes: int = Field(default=512 * 1024 * 1024, description="Larger files are rejected.")
     decode_timeout_s: float = Field(default=30.0, description="A file whose decode takes longer is quarantined.")
+    catalogue_lock_timeout_s: float = Field(
+        default=900.0,
+        ge=0,
+        description="How long an import, sync or demo fetch waits for another one writing the same manifest.",
+    )
     demo_extended: bool = Field(
         default=True,
         description="Demo corpus: the extra sources per style (every style from >= 4 soundtracks); false: the six "
@@ -216,6 +221,11 @@ class Settings(BaseSettings):
     @property
     def manifest_path(self) -> Path:
         return self.catalogue_dir / "manifest.parquet"
+
+    @property
+    def catalogue_lock_path(self) -> Path:
+        """The manifest's writer lock: one import, sync or demo fetch changes the catalogue at a time."""
+        return self.catalogue_dir / "manifest.writer.lock"
 
     @property
     def rejects_path(self) -> Path:

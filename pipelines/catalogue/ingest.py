@@ -32,6 +32,7 @@ from pipelines.catalogue.manifest import (
     write_table,
 )
 from pipelines.catalogue.scan import Candidate
+from pipelines.locks import Busy, writer_lock
 from pipelines.parallel import imap
 from pipelines.progress import ItemProgress, ProgressLog, Sized, no_items
 from pipelines.settings import Settings
@@ -133,11 +134,68 @@ def ingest(
     are reused for files whose path, size and mtime are unchanged, so a re-import of a large library
     costs a ``stat`` per file; only new and changed files are read in full.
     """
+    # The files are read (the slow part) without holding the lock; the manifest is then read again, merged
+    # and written under the writer lock, so that an import, sync or demo fetch running meanwhile neither
+    # loses this one's tracks nor has its own lost. Files the fresh manifest wants read that the first pass
+    # did not read (or that changed since) are read under the lock.
+    snapshot = read_table(settings.manifest_path, MANIFEST_SCHEMA)
+    stats, to_read = _stat_candidates(candidates, _known(snapshot, origin))
+    read = _read_files(to_read, settings.max_audio_bytes, label, progress)
+    lock = settings.catalogue_lock_path
+    with writer_lock(lock, settings.catalogue_lock_timeout_s, "change the catalogue", CatalogueBusy):
+        return _merge(candidates, origin, label, settings, progress, stats, read)
+
+
+class CatalogueBusy(Busy):
+    """Another import, sync or demo fetch holds the manifest's writer lock past the deadline."""
+
+
+Stats = dict[str, os.stat_result | OSError]
+
+
+def _known(manifest: pd.DataFrame, origin: str) -> dict[str, Any]:
+    return {row.path: row for row in manifest[manifest["origin"] == origin].itertuples(index=False)}
+
+
+def _stat_candidates(candidates: list[Candidate], known: dict[str, Any]) -> tuple[Stats, list[str]]:
+    """A ``stat`` of every candidate, and the paths to read: new ones, and those whose size or mtime changed."""
+    stats: Stats = {}
+    to_read: list[str] = []
+    for cand in candidates:
+        if cand.style == "":
+            continue
+        key = str(cand.path)
+        try:
+            found = stats[key] = cand.path.stat()
+        except OSError as exc:
+            stats[key] = exc
+            continue
+        prev = known.get(key)
+        if not (prev is not None and prev.size == found.st_size and prev.mtime_ns == found.st_mtime_ns):
+            to_read.append(key)
+    return stats, list(dict.fromkeys(to_read))
+
+
+def _same_file(a: os.stat_result | OSError | None, b: os.stat_result | OSError) -> bool:
+    if not isinstance(a, os.stat_result) or not isinstance(b, os.stat_result):
+        return False
+    return (a.st_size, a.st_mtime_ns, a.st_ino) == (b.st_size, b.st_mtime_ns, b.st_ino)
+
+
+def _merge(
+    candidates: list[Candidate],
+    origin: str,
+    label: str,
+    settings: Settings,
+    progress: Progress,
+    first_stats: Stats,
+    read: dict[str, tuple],
+) -> ImportReport:
     now = datetime.now(UTC)
     manifest = read_table(settings.manifest_path, MANIFEST_SCHEMA)
     mine = manifest[manifest["origin"] == origin]
     others = manifest[manifest["origin"] != origin]
-    known = {row.path: row for row in mine.itertuples(index=False)}
+    known = _known(manifest, origin)
     taken_ids = set(others["track_id"])
     sha_owner = {r.sha256: r.track_id for r in others.itertuples(index=False) if r.status == ACTIVE}
     present = {str(c.path) for c in candidates}
@@ -152,23 +210,13 @@ def ingest(
     rows: list[dict] = []
 
     ordered = sorted(candidates, key=lambda c: (str(c.path) not in known, str(c.path)))
-    # First a stat of every file; the new and changed ones are then read (probe, sha256) all together, in
-    # parallel; the merge below is sequential and cheap.
-    stats: dict[str, os.stat_result | OSError] = {}
-    to_read: list[str] = []
-    for cand in ordered:
-        if cand.style == "":
-            continue
-        key = str(cand.path)
-        try:
-            found = stats[key] = cand.path.stat()
-        except OSError as exc:
-            stats[key] = exc
-            continue
-        prev = known.get(key)
-        if not (prev is not None and prev.size == found.st_size and prev.mtime_ns == found.st_mtime_ns):
-            to_read.append(key)
-    read = _read_files(list(dict.fromkeys(to_read)), settings.max_audio_bytes, label, progress)
+    stats, to_read = _stat_candidates(ordered, known)
+    late = [k for k in to_read if k not in read or not _same_file(first_stats.get(k), stats[k])]
+    if late:
+        log.info("import %s: %d file(s) changed while it ran or newly wanted; reading them again", label, len(late))
+        read = {**read, **_read_files(late, settings.max_audio_bytes, label, progress)}
+    # A file read in the first pass that the fresh manifest already describes unchanged keeps its stored row.
+    read = {k: v for k, v in read.items() if k in set(to_read)}
 
     for cand in ordered:
         if cand.style == "":
