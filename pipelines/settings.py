@@ -77,6 +77,11 @@ class ServingSettings(BaseSettings):
     serving_max_k: int = Field(default=100, ge=1, le=1000)
     serving_max_playlist: int = Field(default=200, ge=1, le=5000)
     serving_max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, description="A FLAC song is ~30 MB.")
+    serving_max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Every other request body (JSON, forms): 100 seeds of the longest track ids are ~50 kB.",
+    )
     serving_alias_ttl_s: float = Field(
         default=1.0, ge=0.0, description="How long the alias's target is cached; a refresh shows after this."
     )
@@ -94,7 +99,7 @@ class ServingSettings(BaseSettings):
         "refuses a non-loopback address without one.",
     )
     serving_upload_timeout_s: float = Field(
-        default=30.0, gt=0, description="An upload body must arrive within this (slow senders get 408)."
+        default=30.0, gt=0, description="A request body (upload or JSON) must arrive within this, else 408."
     )
     serving_decode_timeout_s: float = Field(
         default=30.0, gt=0, description="An upload whose decoding takes longer is refused (422 decode_timeout)."

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,7 +19,9 @@ from fastapi.staticfiles import StaticFiles
 from pipelines.errors import UserError
 from pipelines.index.errors import IndexUnavailable
 from pipelines.settings import ServingSettings, Settings, get_settings
+from serving.deps import check_api_key
 from serving.errors import status_of, validation_detail
+from serving.limits import BodyGuard
 from serving.observability import Metrics, ObservabilityMiddleware
 from serving.routers import health, ops, review, subsonic, tracks, web
 from serving.service import Recommender
@@ -66,7 +69,10 @@ def create_app(
     app.include_router(web.pages)
     app.mount("/static", StaticFiles(directory=web.STATIC), name="static")
     app.state.metrics = Metrics(app)
+    app.add_middleware(BodyGuard, check_key=check_api_key)  # inside the metrics: early refusals are counted
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)
+
+    _document_limits(app, serving or (recommender.serving if recommender else (settings or get_settings()).serving))
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError) -> JSONResponse:
@@ -79,3 +85,31 @@ def create_app(
         return JSONResponse({"detail": validation_detail(exc.errors())}, status_code=422)
 
     return app
+
+
+def _document_limits(app: FastAPI, serving: ServingSettings) -> None:
+    """Make the OpenAPI document state the limits the server enforces (they are settings, so the route
+    declarations carry only the hard caps): ``k`` and the search ``limit`` up to ``MUSICREC_SERVING_MAX_K``,
+    a playlist's ``length`` up to ``MUSICREC_SERVING_MAX_PLAYLIST``."""
+    base = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = base()
+        caps = {"k": serving.serving_max_k, "length": serving.serving_max_playlist}
+        for path, operations in schema.get("paths", {}).items():
+            for operation in operations.values():
+                for param in operation.get("parameters", []):
+                    cap = caps.get(param["name"]) or (
+                        serving.serving_max_k if path == "/library/search" and param["name"] == "limit" else None
+                    )
+                    if cap is not None and "schema" in param:
+                        param["schema"]["maximum"] = cap
+        request = schema.get("components", {}).get("schemas", {}).get("PlaylistRequest", {})
+        if "length" in request.get("properties", {}):
+            request["properties"]["length"]["maximum"] = serving.serving_max_playlist
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
 
+from pipelines.settings import ServingSettings
 from serving.errors import Forbidden, Unauthorized
 from serving.service import Filters, Recommender
 
@@ -24,18 +25,23 @@ def get_filters(
     return Filters(style, exclude_duplicates, max_per_source, max_per_artist)
 
 
+def check_api_key(serving: ServingSettings, given: str | None) -> None:
+    """401 without the key, 403 with a wrong one; open when no key is configured (loopback only)."""
+    key = serving.serving_api_key
+    if key is None:
+        return
+    if not given:
+        raise Unauthorized("this server needs an API key: send it in the X-API-Key header")
+    if not hmac.compare_digest(given.encode(), key.get_secret_value().encode()):
+        raise Forbidden("the X-API-Key header does not hold this server's API key")
+
+
 def require_api_key(
     request: Request,
     x_api_key: Annotated[str | None, Header(description="The API key, when the server has one.")] = None,
 ) -> None:
-    """401 without the key, 403 with a wrong one; open when no key is configured (loopback only)."""
-    key = request.app.state.recommender.serving.serving_api_key
-    if key is None:
-        return
-    if not x_api_key:
-        raise Unauthorized("this server needs an API key: send it in the X-API-Key header")
-    if not hmac.compare_digest(x_api_key.encode(), key.get_secret_value().encode()):
-        raise Forbidden("the X-API-Key header does not hold this server's API key")
+    """The API key check as a route dependency (requests with a body were checked before it was read)."""
+    check_api_key(request.app.state.recommender.serving, x_api_key)
 
 
 RecommenderDep = Annotated[Recommender, Depends(get_recommender)]

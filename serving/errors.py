@@ -29,6 +29,10 @@ class NotFound(UserError):
     status_code = 404
 
 
+class Conflict(UserError):
+    status_code = 409
+
+
 class InvalidInput(UserError):
     status_code = 422
 
@@ -39,6 +43,18 @@ class TooLarge(UserError):
 
 class NotAudio(UserError):
     status_code = 415
+
+
+SHOWN_CHARS = 80
+
+
+def shown(value: object) -> str:
+    """``value`` quoted for an error message, cut to :data:`SHOWN_CHARS` characters so a huge identifier
+    is never echoed back in full (the length is given instead)."""
+    text = str(value)
+    if len(text) <= SHOWN_CHARS:
+        return repr(text)
+    return f"{text[:SHOWN_CHARS]!r}... ({len(text)} characters)"
 
 
 def status_of(exc: UserError) -> int:

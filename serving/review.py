@@ -22,7 +22,7 @@ from pipelines.errors import UserError
 from pipelines.index.metadata import RESULT_FIELDS, CollectionMeta
 from pipelines.index.milvus import TrackIndex
 from pipelines.settings import Settings
-from serving.errors import NotFound
+from serving.errors import NotFound, shown
 from serving.service import Recommendation
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ class ModelReview:
         """The bytes and media type of review artifact ``name`` of ``version``'s run; 404 unless listed."""
         info = self.version(version)
         if name not in self.artifact_names(info.run_id):
-            raise NotFound(f"version {version} has no review artifact {name!r}")
+            raise NotFound(f"version {version} has no review artifact {shown(name)}")
         client = _registry(self.settings).client
         with tempfile.TemporaryDirectory() as tmp:
             local = client.download_artifacts(info.run_id, f"{REVIEW_DIR}/{name}", tmp)
@@ -149,7 +149,7 @@ class ModelReview:
 
     def version(self, version: str) -> VersionInfo:
         if not version.isdigit():
-            raise NotFound(f"no model version {version!r}")
+            raise NotFound(f"no model version {shown(version)}")
         try:
             registry = _registry(self.settings)
             return _info(registry.version(version), _aliases(registry))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +33,7 @@ from pipelines.model.embedder import Embedder
 from pipelines.settings import IndexSettings, ServingSettings, Settings
 from serving.batching import SearchBatcher
 from serving.decoding import DecodePool
-from serving.errors import InvalidInput, NotAudio, NotFound, TooLarge
+from serving.errors import Conflict, InvalidInput, NotAudio, NotFound, TooLarge, shown
 from serving.vectors import CopySearch, VectorCopy
 
 if TYPE_CHECKING:  # pandas costs seconds to import; only the library routes need it, and they import it
@@ -286,7 +287,7 @@ class Recommender:
         if not 1 <= k <= top:
             raise InvalidInput(f"{name} must be between 1 and {top}, got {k}")
         if filters.style is not None and filters.style not in meta.styles:
-            raise InvalidInput(f"unknown style {filters.style!r}; styles: {', '.join(meta.styles)}")
+            raise InvalidInput(f"unknown style {shown(filters.style)}; styles: {', '.join(meta.styles)}")
         for cap in ("max_per_source", "max_per_artist"):
             value = getattr(filters, cap)
             if value is not None and value < 1:
@@ -344,7 +345,7 @@ class Recommender:
             self._check(meta, k, filters)
             row = self._rows(meta, [track_id]).get(track_id)
             if row is None:
-                raise NotFound(f"unknown track id {track_id!r}")
+                raise NotFound(f"unknown track id {shown(track_id)}")
             vec = np.asarray(row["vector"], dtype=np.float32)
             found = self._neighbours(meta, vec, k, filters, {track_id}, {row["sha256"]})
             return Answer(track_id, meta.name, meta.model_version, [rec for rec, _ in found])
@@ -514,7 +515,10 @@ class Recommender:
 
     def library(self) -> pd.DataFrame:
         """The active manifest's tracks with a lower-case search text; re-read when the manifest changes."""
+        import pandas as pd
+
         from pipelines.catalogue.manifest import read_manifest
+        from pipelines.catalogue.tags import clean_text
 
         path = self.settings.manifest_path
         try:
@@ -528,6 +532,13 @@ class Recommender:
             if self._library and self._library[0] == stamp:
                 return self._library[1]
         df = read_manifest(path).drop_duplicates("track_id").set_index("track_id", drop=False)
+        # Missing tags are None (never NaN, which reaches callers as a float) and every text field is one
+        # printable line, whatever a CSV or an older manifest holds: M3U, XML and JSON print them as is.
+        for column in ("title", "artist", "album", "genre", "source"):
+            if column in df.columns:
+                df[column] = pd.Series(
+                    [clean_text(v) if isinstance(v, str) else None for v in df[column]], index=df.index, dtype=object
+                )
         text = df[["title", "artist", "album", "style", "source", "track_id"]].fillna("").astype(str)
         df = df.assign(_search=text.agg(" ".join, axis=1).str.lower())
         with self._lock:
@@ -557,11 +568,10 @@ class Recommender:
         """The file of catalogue track ``track_id``, found by id in the manifest; 404 for anything else."""
         df = self.library()
         if track_id not in df.index:
-            raise NotFound(f"unknown track id {track_id!r}")
-        path = Path(str(df.at[track_id, "path"]))
-        if not path.is_file():
-            raise NotFound(f"the audio file of track {track_id!r} is missing; re-import the catalogue")
-        return path
+            raise NotFound(f"unknown track id {shown(track_id)}")
+        row = df.loc[track_id]
+        path = Path(str(row["path"]))
+        return checked_file(path, int(row["size"]), int(row["mtime_ns"]), str(row["origin"]), shown(track_id))
 
     def index_map(self) -> TrackMap:
         """The 2-D map of the live collection: stored at refresh, computed and stored here if missing."""
@@ -592,7 +602,9 @@ class Recommender:
             want = str(Path(folder).expanduser().resolve() / ref)
             if (hit := df.index[df["path"] == want]).size:
                 return str(hit[0])
-        raise NotFound(f"no catalogue track matches {ref!r} (by track id, MusicBrainz id or path in the music folder)")
+        raise NotFound(
+            f"no catalogue track matches {shown(ref)} (by track id, MusicBrainz id or path in the music folder)"
+        )
 
     def distances_from(self, track_id: str, others: Sequence[str]) -> dict[str, float]:
         """Cosine distance from ``track_id`` to each of ``others`` in the live collection."""
@@ -600,7 +612,7 @@ class Recommender:
         def run(meta: CollectionMeta) -> dict[str, float]:
             rows = self._rows(meta, [track_id, *others])
             if track_id not in rows:
-                raise NotFound(f"unknown track id {track_id!r}")
+                raise NotFound(f"unknown track id {shown(track_id)}")
             origin = np.asarray(rows[track_id]["vector"], dtype=np.float64)
             origin /= np.linalg.norm(origin) or 1.0
             out = {}
@@ -634,6 +646,31 @@ class Recommender:
 def _cosine(u: np.ndarray, v: np.ndarray) -> float:
     """Cosine distance between two unit vectors."""
     return round(max(0.0, 1.0 - float(np.dot(u, v))), 6)
+
+
+def checked_file(path: Path, size: int, mtime_ns: int, origin: str, name: str) -> Path:
+    """``path`` if it is still the regular file the catalogue imported (same size and mtime), else an error.
+
+    A file replaced, rewritten or swapped for a link to something else (a system file, a FIFO) is not
+    served: 409 until `musicrec catalogue sync` looks at it again; a file gone is 404. A link that now
+    leads out of the folder the track was imported from is refused even when the numbers match.
+    """
+    sync = "run `musicrec catalogue sync` to take the new file in"
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise NotFound(f"the audio file of track {name} is missing; {sync} or re-import the catalogue") from None
+    except OSError as exc:
+        raise Conflict(f"the audio file of track {name} cannot be read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise Conflict(f"the audio file of track {name} is not a regular file any more; {sync}")
+    if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+        raise Conflict(f"the audio file of track {name} changed since it was imported; {sync}")
+    root = Path(origin)
+    linked_out = path.is_symlink() and root.is_absolute() and root.is_dir()
+    if linked_out and not path.resolve().is_relative_to(root.resolve()):
+        raise Conflict(f"the audio file of track {name} is a link out of {root}; it is not served")
+    return path
 
 
 def _text(value: Any) -> str | None:

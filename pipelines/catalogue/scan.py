@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pipelines.audio import AUDIO_EXTENSIONS
 from pipelines.catalogue.manifest import STYLE_MAX_BYTES
-from pipelines.catalogue.tags import GenreMap, Tags, read_tags
+from pipelines.catalogue.tags import GenreMap, Tags, clean_text, read_tags
 from pipelines.errors import UserError
 from pipelines.progress import ProgressLog
 
@@ -232,6 +232,8 @@ def scan_csv(path: Path, genre_map: GenreMap | None = None) -> Scan:
             continue
         file_path = Path(rel) if Path(rel).is_absolute() else path.parent / rel
         opt = {k: ((row.get(k) or "").strip() or None) for k in CSV_OPTIONAL}
+        # Tags are cleaned as they are read; CSV text is cleaned the same way (one printable line).
+        opt |= {k: clean_text(opt[k]) for k in ("artist", "album", "title")}
         base = Candidate(
             path=file_path,
             style=(clean_style(row.get("style")) or "") if has_style else None,

@@ -293,7 +293,7 @@ def plan_shards(
     """
     params = params or settings.features
     items = _active_tracks(settings)
-    have = stored_shas(settings, params)
+    have = stored_shas(settings, params, on_corrupt="rebuild")  # a damaged part is moved aside and recomputed
     stuck = settled(settings, params.version)
     todo: list[dict] = []
     queued: set[str] = set()
@@ -486,7 +486,7 @@ def merge_shards(run_dir: str | Path, settings: Settings) -> BuildReport:
 
     active = json.loads((run_dir / "active.json").read_text())
     with _store_lock(settings):
-        have = stored_shas(settings, params)
+        have = stored_shas(settings, params, on_corrupt="rebuild")
         fresh_shas = [sha for sha in new_shas if sha not in have]
         if len(fresh_shas) < len(new_shas):
             log.warning("%d vectors were stored meanwhile by another run", len(new_shas) - len(fresh_shas))

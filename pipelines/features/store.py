@@ -7,15 +7,18 @@ Design: docs/features.md#the-feature-store-pipelinesfeaturesstorepy
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -81,9 +84,9 @@ def write_atomic(table: pa.Table | list[pa.Table], path: Path) -> None:
     os.close(fd)
     try:
         if isinstance(table, pa.Table):
-            pq.write_table(table, tmp)
+            pq.write_table(table, tmp, write_page_checksum=True)
         else:
-            with pq.ParquetWriter(tmp, table[0].schema) as writer:
+            with pq.ParquetWriter(tmp, table[0].schema, write_page_checksum=True) as writer:
                 for part in table:
                     writer.write_table(part, row_group_size=max(1, part.num_rows))
         os.chmod(tmp, 0o644)  # mkstemp makes 0600, but serving or Airflow may read the store as another user
@@ -111,7 +114,7 @@ class PartWriter:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
         self._tmp = Path(tmp)
-        self._writer = pq.ParquetWriter(tmp, schema)
+        self._writer = pq.ParquetWriter(tmp, schema, write_page_checksum=True)
 
     def write(self, table: pa.Table) -> None:
         """Queue rows; a row group is written each time ``ROW_GROUP_ROWS`` rows are queued."""
@@ -134,7 +137,10 @@ class PartWriter:
             self._flush()
             self._writer.close()
             os.chmod(self._tmp, 0o644)  # mkstemp makes 0600; serving or Airflow may read it as another user
+            # The digest is recorded before the part appears: a part in place always has its checksum.
+            _write_checksum(self.path, _digest(self._tmp))
             os.replace(self._tmp, self.path)
+            _remember_verified(self.path)
         finally:
             self._tmp.unlink(missing_ok=True)
 
@@ -163,24 +169,135 @@ def iter_tables(path: Path, schema: pa.Schema, columns: list[str] | None = None)
         yield table.cast(schema if columns is None else pa.schema([schema.field(c) for c in columns]))
 
 
-def part_files(settings: Settings, params: FeatureParams) -> list[Path]:
+OnCorrupt = Literal["refuse", "rebuild"]
+
+
+class CorruptFeatures(UserError):
+    """A part of the feature store does not match its checksum or does not read: its vectors are not used."""
+
+
+def checksum_path(part: Path) -> Path:
+    """The sidecar holding a part's sha256 (``_part-X.parquet.sha256``), written before the part appears.
+
+    Its leading underscore keeps it out of what pyarrow (and pandas) read when given the version folder.
+    """
+    return part.with_name(f"_{part.name}.sha256")
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_checksum(part: Path, digest: str) -> None:
+    side = checksum_path(part)
+    tmp = side.with_name(f".{side.name}.tmp")
+    tmp.write_text(f"{digest}  {part.name}\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, side)
+
+
+# Parts this process has verified, by (size, mtime, inode): a part is hashed once per process, not per read.
+_VERIFIED: dict[str, tuple[int, int, int]] = {}
+
+
+def _file_key(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _remember_verified(part: Path) -> None:
+    _VERIFIED[str(part)] = _file_key(part)
+
+
+def verify_part(part: Path) -> str | None:
+    """Why ``part`` cannot be trusted (checksum mismatch, unreadable), or None when it is intact.
+
+    A part written before checksums existed has no sidecar: it is read in full (Parquet page checksums
+    are verified where present) and, when that succeeds, its digest is recorded from then on.
+    """
+    key = _file_key(part)
+    if _VERIFIED.get(str(part)) == key:
+        return None
+    side = checksum_path(part)
+    if side.exists():
+        expected = side.read_text().split(maxsplit=1)[0] if side.stat().st_size else ""
+        actual = _digest(part)
+        if actual != expected:
+            return (
+                f"its sha256 {actual[:12]}... is not the {expected[:12] or '(empty)'}... recorded when it was written"
+            )
+    else:
+        try:
+            pq.ParquetFile(part, page_checksum_verification=True).read()
+        except (OSError, pa.ArrowException) as exc:
+            return f"it does not read as Parquet ({str(exc).splitlines()[0][:160]})"
+        _write_checksum(part, _digest(part))
+        log.info("recorded the checksum of %s (written before parts had checksums)", part)
+    _VERIFIED[str(part)] = key
+    return None
+
+
+def _move_aside(settings: Settings, part: Path) -> Path:
+    """Move a damaged part (and its checksum) under ``features/corrupt/``, never deleting it."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = settings.features_dir / "corrupt" / f"{part.parent.name}-{stamp}" / part.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(part), target)
+    side = checksum_path(part)
+    if side.exists():
+        shutil.move(str(side), checksum_path(target))
+    return target
+
+
+def part_files(settings: Settings, params: FeatureParams, on_corrupt: OnCorrupt = "refuse") -> list[Path]:
+    """The verified part files of one version.
+
+    A damaged part is never read as if it were fine. ``refuse`` (every reader but the build) raises
+    :class:`CorruptFeatures` naming it and leaves it in place; ``rebuild`` (the feature build) moves it
+    under ``features/corrupt/`` with one warning, and its tracks, no longer stored, are embedded again.
+    """
     folder = version_dir(settings, params)
-    return sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+    parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+    good: list[Path] = []
+    for part in parts:
+        why = verify_part(part)
+        if why is None:
+            good.append(part)
+        elif on_corrupt == "refuse":
+            raise CorruptFeatures(
+                f"feature store part {part} is corrupt: {why}; its vectors are not used. "
+                "Run `musicrec features build` to move it aside and recompute its tracks"
+            )
+        else:
+            aside = _move_aside(settings, part)
+            log.warning(
+                "feature store part %s is corrupt (%s): moved aside to %s; its tracks are recomputed",
+                part.name,
+                why,
+                aside,
+            )
+    return good
 
 
-def read_store(settings: Settings, params: FeatureParams, columns: list[str] | None = None) -> pa.Table:
+def read_store(
+    settings: Settings, params: FeatureParams, columns: list[str] | None = None, on_corrupt: OnCorrupt = "refuse"
+) -> pa.Table:
     """Every stored row of one version (an empty table of the right schema when there is none)."""
     schema = feature_schema(params.dim)
-    parts = part_files(settings, params)
+    parts = part_files(settings, params, on_corrupt)
     if not parts:
         table = schema.empty_table()
         return table.select(columns) if columns else table
     return pa.concat_tables(pq.read_table(p, columns=columns, schema=schema) for p in parts)
 
 
-def stored_shas(settings: Settings, params: FeatureParams) -> set[str]:
+def stored_shas(settings: Settings, params: FeatureParams, on_corrupt: OnCorrupt = "refuse") -> set[str]:
     """Content hashes already embedded under this version: the incremental build skips them."""
-    return set(read_store(settings, params, ["sha256"]).column("sha256").to_pylist())
+    return set(read_store(settings, params, ["sha256"], on_corrupt).column("sha256").to_pylist())
 
 
 def add_part(table: pa.Table, settings: Settings, params: FeatureParams, run_id: str) -> Path | None:

@@ -67,7 +67,7 @@ def search(
     "/tracks/{track_id:track_id}/audio",
     response_class=FileResponse,
     responses=error_responses(
-        (401, 403, 404, 422, 503),
+        (401, 403, 404, 409, 422, 503),
         {200: {"content": {"audio/*": {}}}, 206: {"description": "The requested byte range."}},
     ),
 )

@@ -13,7 +13,14 @@ from pipelines.features import build as build_module
 from pipelines.features import store
 from pipelines.features.build import FeatureBuild
 from pipelines.features.params import FeatureParams
-from pipelines.features.store import PartWriter, feature_schema, part_files, read_features, stored_features
+from pipelines.features.store import (
+    PartWriter,
+    checksum_path,
+    feature_schema,
+    part_files,
+    read_features,
+    stored_features,
+)
 from pipelines.settings import PathSettings, Settings
 from tests.pipelines.features.library import good_files, write_manifest
 
@@ -41,7 +48,7 @@ def test_part_writer_writes_bounded_row_groups_and_appears_only_when_closed(tmp_
     assert max(pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)) <= 6
     back = pq.read_table(path)
     assert back.column("track_id").to_pylist() == [f"t{i}" for i in range(10)]
-    assert list(tmp_path.iterdir()) == [path], "no temporary file is left behind"
+    assert sorted(tmp_path.iterdir()) == [checksum_path(path), path], "the part and its checksum; no temporary file"
 
 
 def test_part_writer_leaves_nothing_when_the_writing_fails(tmp_path: Path) -> None:
