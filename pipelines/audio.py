@@ -54,6 +54,7 @@ class RejectReason(StrEnum):
     NON_FINITE = "non_finite_samples"
     NOT_REGULAR_FILE = "not_regular_file"
     UNSUPPORTED_FORMAT = "unsupported_format"
+    UNDECODABLE_NAME = "undecodable_name"
 
 
 @dataclass(frozen=True)

@@ -109,10 +109,24 @@ def _read_files(paths: list[str], max_bytes: int | None, label: str, progress: P
     return out
 
 
+def utf8_name(path: Path | str) -> bool:
+    """Whether ``path`` is valid UTF-8: the manifest, the rejects table and every face store names as text."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown_path(path: Path | str) -> str:
+    """``path`` as storable text: bytes that are not UTF-8 written as ``\\xNN`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _reject(origin: str, cand: Candidate, reason: RejectReason, detail: str, dup: str | None = None) -> dict:
     return {
         "origin": origin,
-        "path": str(cand.path),
+        "path": shown_path(cand.path),
         "style": cand.style,
         "reason": str(reason),
         "detail": detail,
@@ -138,12 +152,15 @@ def ingest(
     # and written under the writer lock, so that an import, sync or demo fetch running meanwhile neither
     # loses this one's tracks nor has its own lost. Files the fresh manifest wants read that the first pass
     # did not read (or that changed since) are read under the lock.
+    # A file name that is not UTF-8 cannot be stored or served by name: a reject with a reason, not a crash.
+    misnamed = [c for c in candidates if not utf8_name(c.path)]
+    candidates = [c for c in candidates if utf8_name(c.path)]
     snapshot = read_table(settings.manifest_path, MANIFEST_SCHEMA)
     stats, to_read = _stat_candidates(candidates, _known(snapshot, origin))
     read = _read_files(to_read, settings.max_audio_bytes, label, progress)
     lock = settings.catalogue_lock_path
     with writer_lock(lock, settings.catalogue_lock_timeout_s, "change the catalogue", CatalogueBusy):
-        return _merge(candidates, origin, label, settings, progress, stats, read)
+        return _merge(candidates, origin, label, settings, progress, stats, read, misnamed)
 
 
 class CatalogueBusy(Busy):
@@ -190,6 +207,7 @@ def _merge(
     progress: Progress,
     first_stats: Stats,
     read: dict[str, tuple],
+    misnamed: list[Candidate],
 ) -> ImportReport:
     now = datetime.now(UTC)
     manifest = read_table(settings.manifest_path, MANIFEST_SCHEMA)
@@ -208,6 +226,9 @@ def _merge(
     report = ImportReport(origin=origin)
     rejects: list[dict] = []
     rows: list[dict] = []
+    for cand in misnamed:
+        detail = "the file name is not valid UTF-8; rename it (for example with `convmv -f latin1 -t utf8`)"
+        rejects.append(_reject(origin, cand, RejectReason.UNDECODABLE_NAME, detail))
 
     ordered = sorted(candidates, key=lambda c: (str(c.path) not in known, str(c.path)))
     stats, to_read = _stat_candidates(ordered, known)

@@ -209,6 +209,14 @@ def _read_csv_text(path: Path) -> str:
     raise UserError(f"{path}: cannot decode the CSV (use UTF-8 or UTF-16 with a byte-order mark)")
 
 
+def _rows(reader: csv.DictReader, path: Path) -> Iterator[dict[str, str]]:
+    """The CSV's rows; a malformed one (a field over the csv module's limit, a NUL) is one clear error."""
+    try:
+        yield from reader
+    except csv.Error as exc:
+        raise UserError(f"{path}, line {reader.line_num + 1}: {exc}; no track was imported from this CSV") from None
+
+
 def scan_csv(path: Path, genre_map: GenreMap | None = None) -> Scan:
     """A CSV with a ``path`` column and optional style, track_id, artist, album, title columns.
 
@@ -226,10 +234,15 @@ def scan_csv(path: Path, genre_map: GenreMap | None = None) -> Scan:
     has_style = "style" in columns
     reader.fieldnames = columns
     candidates: list[Candidate] = []
-    for row in reader:
-        rel = (row.get("path") or "").strip()
+    for row in _rows(reader, path):
+        raw = row.get("path") or ""
+        rel = raw.strip()
         if not rel:
             continue
+        # A file whose name really starts or ends with spaces is found as written; otherwise spaces around
+        # the value (as spreadsheets leave them) are not part of the path.
+        if raw != rel and (Path(raw) if Path(raw).is_absolute() else path.parent / raw).exists():
+            rel = raw
         file_path = Path(rel) if Path(rel).is_absolute() else path.parent / rel
         opt = {k: ((row.get(k) or "").strip() or None) for k in CSV_OPTIONAL}
         # Tags are cleaned as they are read; CSV text is cleaned the same way (one printable line).
