@@ -71,7 +71,11 @@ class BodyGuard:
                 return
         limit = body_limit(path, serving)
         if declared is not None and int(declared) > limit:
-            await _refuse(send, 413, f"the request body has {int(declared)} bytes; the limit here is {limit}")
+            if path in UPLOAD_PATHS:
+                detail = f"the upload has {int(declared)} bytes; the limit is {serving.serving_max_upload_bytes}"
+            else:
+                detail = f"the request body has {int(declared)} bytes; the limit here is {limit}"
+            await _refuse(send, 413, detail)
             return
         await self.app(scope, _bounded(receive, limit, serving.serving_upload_timeout_s), send)
 

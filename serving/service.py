@@ -534,7 +534,7 @@ class Recommender:
         df = read_manifest(path).drop_duplicates("track_id").set_index("track_id", drop=False)
         # Missing tags are None (never NaN, which reaches callers as a float) and every text field is one
         # printable line, whatever a CSV or an older manifest holds: M3U, XML and JSON print them as is.
-        for column in ("title", "artist", "album", "genre", "source"):
+        for column in ("title", "artist", "album", "genre"):
             if column in df.columns:
                 df[column] = pd.Series(
                     [clean_text(v) if isinstance(v, str) else None for v in df[column]], index=df.index, dtype=object

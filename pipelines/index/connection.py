@@ -69,9 +69,10 @@ def _close_local(path: str) -> None:
 
 
 def _is_connection_error(exc: BaseException) -> bool:
-    from pymilvus.exceptions import ConnectionConfigException, MilvusException
+    from pymilvus.exceptions import ConnectionConfigException, ConnectionNotExistException, MilvusException
 
-    if isinstance(exc, ConnectionConfigException):
+    # "should create connection first": pymilvus lost its connection object while a call was under way
+    if isinstance(exc, ConnectionConfigException | ConnectionNotExistException):
         return True
     if isinstance(exc, MilvusException):
         return exc.code == 2 or "unavailable" in str(exc).lower()  # 2: connection failed

@@ -6,13 +6,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
 
+from pipelines.catalogue.manifest import read_manifest
 from pipelines.index.lite_server import _read_endpoint, endpoint_file, free_port
 from pipelines.settings import Settings
 from tests.pipelines.index.helpers import PARAMS_A, refresh
@@ -60,7 +64,23 @@ def test_serve_restarts_a_dead_server_stops_fast_and_its_server_dies_with_it(lib
     refresh(lib, PARAMS_A)
     folder = Path(lib.paths.milvus_uri)
     proc, port = _serve(lib, tmp_path / "serve.log")
+    track = sorted(read_manifest(lib.manifest_path)["track_id"])[0]
+    statuses: Counter[int] = Counter()
+    stop_load = threading.Event()
+
+    def load() -> None:  # queries all through the outage: each answered 200 or 503, never 500
+        url = f"http://127.0.0.1:{port}/tracks/{quote(track, safe='')}/similar"
+        while not stop_load.is_set():
+            try:
+                statuses[httpx.get(url, params={"k": 3}, timeout=10).status_code] += 1
+            except httpx.TransportError:
+                statuses[0] += 1
+
+    loaders = [threading.Thread(target=load, daemon=True) for _ in range(4)]
     try:
+        for t in loaders:
+            t.start()
+        _until(lambda: statuses[200] >= 8, 30, "queries answered before the kill")
         first = _read_endpoint(folder)
         assert first is not None and first[2] == proc.pid  # the endpoint names its owner
         os.kill(first[1], signal.SIGKILL)  # the Lite server dies under serve
@@ -74,17 +94,25 @@ def test_serve_restarts_a_dead_server_stops_fast_and_its_server_dies_with_it(lib
         )
         second = _read_endpoint(folder)
         assert second is not None and _alive(second[1])
+        after = statuses[200]
+        _until(lambda: statuses[200] >= after + 8, 30, "queries answered after the restart")
+        stop_load.set()
+        for t in loaders:
+            t.join(15)
+        assert set(statuses) <= {200, 503}, f"answers during a Milvus outage: {dict(statuses)}"
 
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
         proc.wait(10)
         stop_s = time.monotonic() - started
     finally:
+        stop_load.set()
         if proc.poll() is None:
             proc.kill()
     assert stop_s < 3, f"graceful stop took {stop_s:.1f} s"
     assert not _alive(second[1]) and not endpoint_file(folder).exists()
     print(f"\nmilvus-lite restart seen by /health after {restarted:.1f} s; graceful stop {stop_s:.2f} s")
+    print(f"answers during the outage and after: {dict(statuses)}")
 
 
 def test_sigkilled_serve_takes_its_server_along_and_a_stale_orphan_is_replaced(lib: Settings, tmp_path: Path) -> None:
