@@ -9,6 +9,7 @@ Uploaded bytes are written to a private spool folder first, because the child re
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -20,6 +21,7 @@ from pipelines.audio import AudioRejected, RejectReason
 from pipelines.features.frontend import TrackVector
 from pipelines.features.params import FeatureParams
 from pipelines.features.worker import EmbedWorker
+from serving.errors import InsufficientStorage
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +105,22 @@ class DecodePool:
 
     def vector_of_bytes(self, data: bytes, params: FeatureParams) -> TrackVector:
         """:meth:`vector_of_file` for uploaded bytes (spooled to a file that is removed afterwards)."""
-        fd, name = tempfile.mkstemp(dir=self.spool(), suffix=".upload")
+        spool = self.spool()
+        name = ""
         try:
+            fd, name = tempfile.mkstemp(dir=spool, suffix=".upload")
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+        except OSError as exc:
+            if name:
+                Path(name).unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage(
+                    f"no room to spool the upload ({len(data)} bytes) in {spool}: the disk is full; "
+                    "free space there or set MUSICREC_SERVING_UPLOAD_DIR to a folder with room"
+                ) from None
+            raise
+        try:
             return self.vector_of_file(Path(name), params)
         finally:
             Path(name).unlink(missing_ok=True)

@@ -45,6 +45,12 @@ class NotAudio(UserError):
     status_code = 415
 
 
+class InsufficientStorage(UserError):
+    """The server has no room for what the request needs to write (the upload spool is full)."""
+
+    status_code = 507
+
+
 SHOWN_CHARS = 80
 
 

@@ -1,8 +1,8 @@
 """Recommendation routes. Plain ``def`` routes: pymilvus and the models block, so they run in threads.
 
 The upload route is the one ``async`` route: it reads the body itself, stopping at the size limit, so an
-oversized upload is refused without being stored anywhere, and no temporary file is ever written (the
-audio is decoded from memory). The blocking work then runs in the thread pool like the others.
+oversized upload is refused without being stored anywhere; a whole upload is spooled to one file for
+the decoding child (docs/serving.md). The blocking work then runs in the thread pool like the others.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class _AnyText(Convertor[str]):
 register_url_convertor("track_id", _AnyText())
 
 _ERRORS = error_responses((400, 401, 403, 404, 408, 413, 415, 422, 503))
+_UPLOAD_ERRORS = error_responses((400, 401, 403, 404, 408, 413, 415, 422, 503, 507))
 _UPLOAD_BODY = {
     "requestBody": {
         "required": True,
@@ -103,7 +104,7 @@ async def _read_upload(request: Request, limit: int, timeout_s: float) -> bytes:
         await form.close()
 
 
-@router.post("/similar", response_model=SimilarResponse, responses=_ERRORS, openapi_extra=_UPLOAD_BODY)
+@router.post("/similar", response_model=SimilarResponse, responses=_UPLOAD_ERRORS, openapi_extra=_UPLOAD_BODY)
 async def similar_to_audio(
     request: Request, recommender: RecommenderDep, filters: FiltersDep, k: K = 10
 ) -> SimilarResponse:

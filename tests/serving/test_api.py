@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -258,3 +260,30 @@ def test_upload_needs_the_collections_own_model_and_says_so_when_it_cannot_be_lo
         assert res.json()["detail"].startswith("model version 7 (which made collection tracks__7__")
         assert "roll back with `musicrec index rollback`" in res.json()["detail"]
     index.close()
+
+
+@pytest.fixture
+def tiny_spool(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MB file system for the upload spool (tmpfs; needs the right to mount, as root has)."""
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_upload_spool_is_507_with_the_reason_and_leaves_nothing(served: Served, tiny_spool: Path) -> None:
+    serving = ServingSettings(serving_alias_ttl_s=0, serving_upload_dir=tiny_spool)
+    client = serve(served.settings, served.index, serving)
+    with client:
+        big = _wav(synth.tone(330, 45.0, harmonics=2))  # ~2 MB: more than the spool holds
+        got = client.post("/similar", content=big)
+        assert got.status_code == 507, got.text
+        assert "disk is full" in got.json()["detail"] and "MUSICREC_SERVING_UPLOAD_DIR" in got.json()["detail"]
+        assert list(tiny_spool.iterdir()) == [], "the partial spool file is removed"
+        small = _wav(synth.tone(330, 3.0, harmonics=2))
+        assert client.post("/similar", content=small).status_code == 200, "a smaller upload still fits"
