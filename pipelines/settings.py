@@ -110,6 +110,9 @@ class ServingSettings(BaseSettings):
         description="Where uploads are spooled for the decoding children (default: a private temp folder).",
     )
     serving_keep_alive_s: int = Field(default=5, ge=1, description="Idle keep-alive connections close after this.")
+    serving_header_timeout_s: float = Field(
+        default=10.0, gt=0, description="A request's headers must arrive within this, else the connection closes."
+    )
     serving_graceful_stop_s: int = Field(default=2, ge=0, description="Requests in flight get this long at stop.")
     serving_start_milvus: bool = Field(
         default=True, description="`musicrec serve` runs `milvus-lite server` on a local Milvus Lite folder."

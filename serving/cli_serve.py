@@ -269,8 +269,13 @@ def server_config(app: object, host: str, port: int, serving: ServingSettings) -
 
 
 def server_options(serving: ServingSettings) -> dict[str, Any]:
-    """uvicorn options every API process gets: idle keep-alive connections and a stop are both bounded."""
+    """uvicorn options every API process gets: idle keep-alive connections, slow request headers and a stop
+    are all bounded."""
+    from serving.connections import HeaderDeadlineProtocol, set_header_timeout
+
+    set_header_timeout(serving.serving_header_timeout_s)
     return {
+        "http": HeaderDeadlineProtocol,
         "log_level": "warning",
         "timeout_keep_alive": serving.serving_keep_alive_s,
         "timeout_graceful_shutdown": serving.serving_graceful_stop_s,

@@ -25,7 +25,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def live(served: Served) -> Iterator[int]:
     """The API on a real uvicorn with a 1 s upload deadline and a 1 s keep-alive; yields the port."""
-    serving = ServingSettings(serving_alias_ttl_s=0, serving_upload_timeout_s=1.0, serving_keep_alive_s=1)
+    serving = ServingSettings(
+        serving_alias_ttl_s=0, serving_upload_timeout_s=1.0, serving_keep_alive_s=1, serving_header_timeout_s=1.0
+    )
     app = create_app(served.settings, recommender=Recommender(served.index, served.settings, serving))
     port = free_port()
     server = uvicorn.Server(server_config(app, "127.0.0.1", port, serving))
@@ -85,3 +87,34 @@ def test_idle_keep_alive_connections_are_closed(live: int) -> None:
         sock.settimeout(10)
         assert sock.recv(1) == b""  # the server closes the idle connection
         assert time.monotonic() - started < 3
+
+
+def _slow_head(port: int) -> float:
+    """A request head sent one byte every 0.2 s, never finished; how long until the server closes it."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        sock.settimeout(0.2)
+        while time.monotonic() - started < 15:
+            try:
+                if sock.recv(4096) == b"":
+                    break
+            except TimeoutError:
+                try:
+                    sock.sendall(b"X")
+                except OSError:
+                    break
+            except OSError:
+                break
+    return time.monotonic() - started
+
+
+def test_slow_request_headers_are_cut_at_the_deadline_and_others_are_served(live: int) -> None:
+    with ThreadPoolExecutor(50) as pool:
+        slow = [pool.submit(_slow_head, live) for _ in range(50)]
+        time.sleep(0.3)
+        fast = httpx.get(f"http://127.0.0.1:{live}/health", timeout=5)
+        held = [f.result() for f in slow]
+    assert fast.status_code == 200
+    assert max(held) < 3.0, held  # unbounded before: 500 such connections were all open after 60 s
+    print(f"\n50 slow-header connections closed after {min(held):.2f}..{max(held):.2f} s")
