@@ -167,10 +167,23 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _looks_like_audio(path: Path) -> bool:
-    with path.open("rb") as fh:
-        head = fh.read(4)
+def looks_like_audio(head: bytes) -> bool:
+    """True when the first bytes are a container the front end decodes (WAV/RF64, Ogg, FLAC, MP3, AIFF)."""
     return head.startswith(_MAGIC) or (len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0)
+
+
+# Containers libsndfile would decode but the platform does not take (uploads refuse them too), by magic.
+_OTHER_CONTAINERS = {b".snd": "Sun/NeXT AU", b"caff": "Apple CAF", b"wvpk": "WavPack", b"MThd": "MIDI"}
+
+
+def other_container(head: bytes) -> str | None:
+    """The name of a known audio container the platform does not take, from a file's first bytes."""
+    return next((name for magic, name in _OTHER_CONTAINERS.items() if head.startswith(magic)), None)
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as fh:
+        return fh.read(4)
 
 
 def wav_shortfall(fh: BinaryIO, size: int) -> int:
@@ -180,14 +193,20 @@ def wav_shortfall(fh: BinaryIO, size: int) -> int:
     """
     fh.seek(0)
     head = fh.read(12)
-    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
         return 0
+    rf64_data: int | None = None  # RF64 keeps the real data size in its ds64 chunk (the data chunk says -1)
     pos = 12
     while pos + 8 <= size:
         fh.seek(pos)
         chunk = fh.read(8)
         chunk_size = int.from_bytes(chunk[4:8], "little")
+        if chunk[:4] == b"ds64":
+            ds64 = fh.read(16)
+            rf64_data = int.from_bytes(ds64[8:16], "little") if len(ds64) == 16 else None
         if chunk[:4] == b"data":
+            if head[:4] == b"RF64" and chunk_size == 0xFFFFFFFF and rf64_data is not None:
+                chunk_size = rf64_data
             return max(0, pos + 8 + chunk_size - size)
         pos += 8 + chunk_size + (chunk_size & 1)
     return 0
@@ -210,10 +229,15 @@ def probe(path: Path, max_bytes: int | None = None, rule: AudioRule = AUDIO_RULE
             raise AudioRejected(RejectReason.EMPTY_FILE, "file has 0 bytes")
         if max_bytes is not None and size > max_bytes:
             raise AudioRejected(RejectReason.TOO_LARGE, f"{size} bytes exceeds the limit of {max_bytes}")
-        looks_like_audio = _looks_like_audio(path)
+        head = _head(path)
     except OSError as exc:
         raise AudioRejected(RejectReason.UNREADABLE, f"{type(exc).__name__}: {exc.strerror or exc}") from exc
-    if looks_like_audio and (shortfall := _wav_missing_bytes(path, size)):
+    is_audio = looks_like_audio(head)
+    if not is_audio and (other := other_container(head)):
+        # The same rule as uploads: what is not one of the platform's formats is refused, whatever its name.
+        detail = f"the content is {other}, whatever its name says; convert it to FLAC, WAV, Ogg or MP3"
+        raise AudioRejected(RejectReason.UNSUPPORTED_FORMAT, detail)
+    if is_audio and (shortfall := _wav_missing_bytes(path, size)):
         raise AudioRejected(RejectReason.CORRUPT, f"WAV data chunk is {shortfall} bytes shorter than its header says")
     try:
         with decoder_output(str(path)), sf.SoundFile(str(path)) as snd:
@@ -246,8 +270,11 @@ def probe(path: Path, max_bytes: int | None = None, rule: AudioRule = AUDIO_RULE
     except AudioRejected:
         raise
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
-        reason = RejectReason.CORRUPT if looks_like_audio else RejectReason.NOT_AUDIO
-        raise AudioRejected(reason, decoder_message(exc)) from exc
+        reason = RejectReason.CORRUPT if is_audio else RejectReason.NOT_AUDIO
+        message = decoder_message(exc)
+        if "Too many channels" in message:
+            reason = RejectReason.UNSUPPORTED_FORMAT
+        raise AudioRejected(reason, message) from exc
     return info
 
 
@@ -405,4 +432,6 @@ def decoder_message(exc: BaseException) -> str:
     text = re.sub(r"Error opening <[^>]*>: ", "", str(exc))
     text = re.sub(r"Error opening '[^']*': ", "", text)
     text = text.replace(" (possibly a pipe?)", "").replace("possibly a pipe?", "")
+    # libsndfile says this of a file it cannot recognise, though the file exists and is regular
+    text = text.replace("File does not exist or is not a regular file.", "not decodable audio (no format recognised)")
     return f"{type(exc).__name__}: {' '.join(text.split())}"

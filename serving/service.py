@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipelines.audio import AudioRejected, RejectReason, regular_file_size
+from pipelines.audio import AudioRejected, RejectReason, looks_like_audio, other_container, regular_file_size
 from pipelines.errors import UserError
 from pipelines.features.frontend import TrackVector
 from pipelines.features.params import FeatureParams
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 
 MAX_FETCH = 16384  # Milvus's largest top-k
 # Leading bytes of the containers the front end decodes (WAV, RF64, Ogg, FLAC, MP3 with ID3, AIFF).
-_MAGIC = (b"RIFF", b"RF64", b"OggS", b"fLaC", b"ID3", b"FORM")
 
 
 @dataclass(frozen=True)
@@ -139,11 +138,6 @@ def upload_rejected(exc: AudioRejected) -> InvalidInput:
     """The 422 for audio that fails the shared audio rule: what is wrong, then the reason code and detail."""
     problem = _UPLOAD_PROBLEMS.get(exc.reason, "the upload could not be decoded as audio")
     return InvalidInput(f"{problem} ({exc.reason}: {exc.detail})")
-
-
-def looks_like_audio(head: bytes) -> bool:
-    """True when the first bytes are an audio container the front end can decode."""
-    return head.startswith(_MAGIC) or (len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0)
 
 
 class _Caps:
@@ -361,7 +355,9 @@ class Recommender:
         if len(data) > limit:
             raise TooLarge(f"the upload has {len(data)} bytes; the limit is {limit}")
         if not looks_like_audio(data[:4]):
-            raise NotAudio("the upload is not audio: send WAV, FLAC, Ogg/Opus or MP3")
+            other = other_container(data[:4])
+            what = f"{other}, which is not taken here" if other else "not audio"
+            raise NotAudio(f"the upload is {what}: send WAV, FLAC, Ogg/Opus or MP3")
 
         return self._similar_decoded(
             lambda params: self.decoder.vector_of_bytes(data, params), lambda: data, k, filters

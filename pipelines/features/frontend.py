@@ -26,9 +26,11 @@ from pipelines.audio import (
     RejectReason,
     decoder_message,
     decoder_output,
+    other_container,
     regular_file_size,
     wav_shortfall,
 )
+from pipelines.audio import looks_like_audio as is_audio_head
 from pipelines.features.params import FeatureParams
 
 AudioSource = Path | str | bytes
@@ -38,8 +40,6 @@ SILENCE_FLOOR_DB = -60.0
 
 # Leading bytes of the containers libsndfile reads (WAV, RF64, Ogg, FLAC, MP3 with ID3, AIFF); a decode
 # failure on one of these is damage, on anything else the input was never audio.
-_AUDIO_MAGIC = (b"RIFF", b"RF64", b"OggS", b"fLaC", b"ID3", b"FORM")
-
 # Ogg and MP3 headers may overstate the length by a few milliseconds; a real truncation falls short by more.
 _SHORTFALL_TOLERANCE_S = 1.0
 
@@ -60,11 +60,6 @@ class TrackVector:
     frames_real: int  # frames computed from real audio; the rest (up to n_frames) are padding
 
 
-def _is_audio_magic(head: bytes) -> bool:
-    mpeg_sync = len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0
-    return head.startswith(_AUDIO_MAGIC) or mpeg_sync
-
-
 def _check_container(fh: BinaryIO, size: int, max_bytes: int | None) -> bool:
     """Cheap checks before decoding (header bytes only); returns whether the bytes look like audio."""
     if size == 0:
@@ -72,7 +67,11 @@ def _check_container(fh: BinaryIO, size: int, max_bytes: int | None) -> bool:
     if max_bytes is not None and size > max_bytes:
         raise AudioRejected(RejectReason.TOO_LARGE, f"{size} bytes exceeds the limit of {max_bytes}")
     fh.seek(0)
-    looks_like_audio = _is_audio_magic(fh.read(4))
+    head = fh.read(4)
+    looks_like_audio = is_audio_head(head)
+    if not looks_like_audio and (other := other_container(head)):
+        detail = f"the content is {other}, whatever its name says; convert it to FLAC, WAV, Ogg or MP3"
+        raise AudioRejected(RejectReason.UNSUPPORTED_FORMAT, detail)
     if looks_like_audio and (missing := wav_shortfall(fh, size)):
         raise AudioRejected(RejectReason.CORRUPT, f"WAV data chunk is {missing} bytes shorter than its header says")
     fh.seek(0)
@@ -137,7 +136,10 @@ def decode(
             raise
         except (sf.LibsndfileError, RuntimeError, ValueError, OSError, EOFError) as exc:
             reason = RejectReason.CORRUPT if looks_like_audio else RejectReason.NOT_AUDIO
-            raise AudioRejected(reason, decoder_message(exc)) from exc
+            message = decoder_message(exc)
+            if "Too many channels" in message:
+                reason = RejectReason.UNSUPPORTED_FORMAT
+            raise AudioRejected(reason, message) from exc
     if len(audio) == 0:
         raise AudioRejected(RejectReason.ZERO_LENGTH, "no samples decoded")
     if count - len(audio) > _SHORTFALL_TOLERANCE_S * native:

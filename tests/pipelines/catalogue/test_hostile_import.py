@@ -57,3 +57,52 @@ def test_csv_paths_with_spaces(tmp_path: Path, settings: Settings) -> None:
     report = import_catalogue(listing, settings)
     names = sorted(Path(p).name for p in read_manifest(settings.manifest_path)["path"])
     assert report.added == 2 and names == [" spaced .wav", "plain.wav"]
+
+
+def _channels_wav(path: Path, channels: int) -> None:
+    import struct
+
+    fmt = struct.pack("<IHHIIHH", 16, 1, channels, 22050, 22050 * channels, channels, 8)
+    data = b"\x80" * (channels * 20)
+    path.write_bytes(
+        b"RIFF"
+        + struct.pack("<I", 36 + len(data))
+        + b"WAVE"
+        + b"fmt "
+        + fmt
+        + b"data"
+        + struct.pack("<I", len(data))
+        + data
+    )
+
+
+def _rf64_claiming(path: Path, data_bytes: int) -> None:
+    import struct
+
+    fmt = struct.pack("<IHHIIHH", 16, 1, 1, 22050, 44100, 2, 16)
+    ds64 = b"ds64" + struct.pack("<IQQQI", 28, data_bytes + 36, data_bytes, data_bytes // 2, 0)
+    path.write_bytes(b"RF64" + b"\xff" * 4 + b"WAVE" + ds64 + b"fmt " + fmt + b"data" + b"\xff" * 4 + b"\0" * 50_000)
+
+
+def test_misleading_files_get_the_reason_they_deserve(tmp_path: Path, settings: Settings) -> None:
+    import soundfile as sf
+
+    folder = tmp_path / "lib" / "tones"
+    folder.mkdir(parents=True)
+    tone = synth.tone(220.0, 3.0)
+    sf.write(folder / "sun.wav", tone, synth.SR, format="AU")  # AU content named .wav
+    sf.write(folder / "apple.flac", tone, synth.SR, format="CAF")  # CAF content named .flac
+    _channels_wav(folder / "many.wav", 65535)
+    (folder / "random.mp3").write_bytes(b"\xff\xfb\x90\x64" + os.urandom(100_000))
+    _rf64_claiming(folder / "huge.wav", 1 << 62)
+    synth.write(folder / "good.wav", tone)
+    import_catalogue(tmp_path / "lib", settings)
+    rejects = read_table(settings.rejects_path, REJECTS_SCHEMA).set_index("path")
+    got = {Path(p).name: (r.reason, r.detail) for p, r in rejects.iterrows()}
+    assert got["sun.wav"][0] == "unsupported_format" and "Sun/NeXT AU" in got["sun.wav"][1]
+    assert got["apple.flac"][0] == "unsupported_format" and "Apple CAF" in got["apple.flac"][1]
+    assert got["many.wav"][0] == "unsupported_format" and "channels" in got["many.wav"][1]
+    assert got["random.mp3"][0] == "corrupt_or_truncated" and "not decodable audio" in got["random.mp3"][1]
+    assert "not a regular file" not in got["random.mp3"][1]
+    assert got["huge.wav"][0] == "corrupt_or_truncated" and "shorter than its header says" in got["huge.wav"][1]
+    assert list(read_manifest(settings.manifest_path)["path"].map(lambda p: Path(p).name)) == ["good.wav"]
