@@ -69,6 +69,13 @@ evaluate.register(app)
 stack.register(app)
 
 
+def _out_of_room(exc: OSError) -> bool:
+    """A full disk or quota, however it was raised (pyarrow's OSErrors carry the errno only in their text)."""
+    import errno
+
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(exc)
+
+
 def run(app: typer.Typer = app) -> None:
     """Run ``app``, turning user errors into one line on stderr and exit code 2."""
     try:
@@ -76,6 +83,16 @@ def run(app: typer.Typer = app) -> None:
     except UserError as exc:
         typer.echo(f"error: {one_line(str(exc))}", err=True)
         sys.exit(2)
+    except OSError as exc:
+        if not _out_of_room(exc):
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        typer.echo(
+            f"error: no space left on the device{where}: free space (or point MUSICREC_DATA_ROOT elsewhere) and "
+            "run the command again; files are written whole or not at all, so the previous state is kept",
+            err=True,
+        )
+        sys.exit(1)
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
