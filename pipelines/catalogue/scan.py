@@ -158,7 +158,7 @@ def scan_folder(root: Path, genre_map: GenreMap | None = None) -> Scan:
     meter = ProgressLog(f"scan {root.name}: tags", len(files), log, unit="files")
     tags = [read_tags(path) for path in meter.iterate(files)]
     artist_album = is_artist_album(root, files, tags)
-    notes: list[str] = []
+    notes: list[str] = unreadable_tags_notes(files, tags)
     candidates: list[Candidate] = []
     for path, tag in zip(files, tags, strict=True):
         rel = path.relative_to(root)
@@ -194,6 +194,18 @@ def scan_folder(root: Path, genre_map: GenreMap | None = None) -> Scan:
             f"folder per style: {how}; unlabelled tracks are indexed and recommended but not trained on"
         )
     return Scan(candidates, "artist_album" if artist_album else "styles", notes)
+
+
+def unreadable_tags_notes(files: list[Path], tags: list[Tags]) -> list[str]:
+    """One note for every file whose tags could not be read (a line per file would flood a big import)."""
+    bad = [(path, tag.problem) for path, tag in zip(files, tags, strict=True) if tag.problem]
+    if not bad:
+        return []
+    path, problem = bad[0]
+    return [
+        f"could not read the tags of {len(bad)} file(s), e.g. {path} ({problem}); they are named from their "
+        "folders, and a file whose audio is bad too is rejected with its reason"
+    ]
 
 
 def _read_csv_text(path: Path) -> str:
@@ -234,6 +246,7 @@ def scan_csv(path: Path, genre_map: GenreMap | None = None) -> Scan:
     has_style = "style" in columns
     reader.fieldnames = columns
     candidates: list[Candidate] = []
+    read: list[tuple[Path, Tags]] = []
     for row in _rows(reader, path):
         raw = row.get("path") or ""
         rel = raw.strip()
@@ -258,10 +271,11 @@ def scan_csv(path: Path, genre_map: GenreMap | None = None) -> Scan:
             title=opt["title"],
         )
         tags = read_tags(file_path) if file_path.is_file() else Tags()
+        read.append((file_path, tags))
         candidates.append(_tagged(base, tags, genre_map, prefer_tags=False))
     if not candidates:
         raise UserError(f"{path}: no rows with a path")
-    notes = (
-        [] if has_style else ["the CSV has no style column: styles come from the genre map, or tracks stay unlabelled"]
-    )
+    notes = unreadable_tags_notes([p for p, _ in read], [t for _, t in read])
+    if not has_style:
+        notes.append("the CSV has no style column: styles come from the genre map, or tracks stay unlabelled")
     return Scan(candidates, "csv", notes)

@@ -35,6 +35,7 @@ class Tags:
     track_number: int | None = None
     duration_s: float | None = None
     mbid: str | None = None  # MusicBrainz recording id
+    problem: str | None = None  # why the tags could not be read (the scan reports these in one note)
 
     @property
     def empty(self) -> bool:
@@ -86,8 +87,8 @@ def read_tags(path: Path) -> Tags:
             return Tags()  # a FIFO would block and a device never ends; the audio rule refuses them later
         audio = mutagen.File(str(path), easy=True)
     except Exception as exc:  # mutagen raises many kinds on damaged headers; tags are only hints
-        log.warning("cannot read tags of %s: %s: %s", path, type(exc).__name__, exc)
-        return Tags()
+        log.debug("cannot read tags of %s: %s: %s", path, type(exc).__name__, exc)
+        return Tags(problem=f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
     if audio is None:
         return Tags()
     length = getattr(getattr(audio, "info", None), "length", None)

@@ -106,3 +106,17 @@ def test_misleading_files_get_the_reason_they_deserve(tmp_path: Path, settings: 
     assert "not a regular file" not in got["random.mp3"][1]
     assert got["huge.wav"][0] == "corrupt_or_truncated" and "shorter than its header says" in got["huge.wav"][1]
     assert list(read_manifest(settings.manifest_path)["path"].map(lambda p: Path(p).name)) == ["good.wav"]
+
+
+def test_many_files_with_unreadable_tags_give_one_note_not_a_line_each(tmp_path: Path) -> None:
+    folder = tmp_path / "lib" / "tones"
+    folder.mkdir(parents=True)
+    for i in range(400):
+        (folder / f"empty{i}.wav").write_bytes(b"")
+    synth.write(folder / "good.wav", synth.tone(220.0, 3.0))
+    done = _cli(tmp_path / "data", "catalogue", "import", str(tmp_path / "lib"))
+    assert done.returncode == 0, done.stderr
+    lines = (done.stdout + done.stderr).splitlines()
+    assert len(lines) < 16, done.stderr[:3000]
+    assert sum("could not read the tags of 400 file(s)" in line for line in lines if line.startswith("note:")) == 1
+    assert "rejected: 400 empty_file" in done.stdout + done.stderr
