@@ -129,7 +129,9 @@ def import_catalogue(
     for note in scan.notes:
         log.warning("%s", note)
     report = ingest(scan.candidates, origin=str(path), label=label, settings=settings, progress=progress)
-    report.notes = scan.notes
+    for note in report.notes:
+        log.warning("%s", note)
+    report.notes = scan.notes + report.notes
     return report
 
 

@@ -226,6 +226,7 @@ def _merge(
     report = ImportReport(origin=origin)
     rejects: list[dict] = []
     rows: list[dict] = []
+    renamed: list[str] = []
     for cand in misnamed:
         detail = "the file name is not valid UTF-8; rename it (for example with `convmv -f latin1 -t utf8`)"
         rejects.append(_reject(origin, cand, RejectReason.UNDECODABLE_NAME, detail))
@@ -278,7 +279,8 @@ def _merge(
             rejects.append(_reject(origin, cand, RejectReason.INVALID_TRACK_ID, detail))
             continue
         if track_id in taken_ids:
-            track_id = fit_track_id(f"{track_id}-{sha[:8]}")
+            wanted, track_id = track_id, fit_track_id(f"{track_id}-{sha[:8]}")
+            renamed.append(f"{wanted} -> {track_id}")
         taken_ids.add(track_id)
         report.unlabelled += cand.style is None
         sha_owner[sha] = track_id
@@ -318,6 +320,11 @@ def _merge(
             }
         )
 
+    if renamed:
+        shown = ", ".join(renamed[:5]) + (f" and {len(renamed) - 5} more" if len(renamed) > 5 else "")
+        report.notes.append(
+            f"{len(renamed)} track id(s) were already taken by another track and got a suffix: {shown}"
+        )
     seen_paths = {r["path"] for r in rows}
     gone = mine[~mine["path"].isin(seen_paths) & ~mine["track_id"].isin(moved_ids)].copy()
     newly_gone = gone["status"] == ACTIVE

@@ -120,3 +120,16 @@ def test_many_files_with_unreadable_tags_give_one_note_not_a_line_each(tmp_path:
     assert len(lines) < 16, done.stderr[:3000]
     assert sum("could not read the tags of 400 file(s)" in line for line in lines if line.startswith("note:")) == 1
     assert "rejected: 400 empty_file" in done.stdout + done.stderr
+
+
+def test_a_track_id_already_taken_is_renamed_with_a_note(tmp_path: Path, settings: Settings) -> None:
+    synth.write(tmp_path / "a.wav", synth.tone(220.0, 3.0))
+    synth.write(tmp_path / "b.wav", synth.tone(330.0, 3.0))
+    first, second = tmp_path / "one.csv", tmp_path / "two.csv"
+    first.write_text("path,style,track_id\na.wav,tones,my-id\n", encoding="utf-8")
+    second.write_text("path,style,track_id\nb.wav,tones,my-id\n", encoding="utf-8")
+    import_catalogue(first, settings)
+    report = import_catalogue(second, settings)
+    ids = sorted(read_manifest(settings.manifest_path)["track_id"])
+    assert ids[0] == "my-id" and ids[1].startswith("my-id-")
+    assert any(f"my-id -> {ids[1]}" in note for note in report.notes), report.notes
