@@ -240,7 +240,9 @@ def probe(path: Path, max_bytes: int | None = None, rule: AudioRule = AUDIO_RULE
     if is_audio and (shortfall := _wav_missing_bytes(path, size)):
         raise AudioRejected(RejectReason.CORRUPT, f"WAV data chunk is {shortfall} bytes shorter than its header says")
     try:
-        with decoder_output(str(path)), sf.SoundFile(str(path)) as snd:
+        # A file object, not the name: libsndfile refuses names over its own limit (about 1,000 bytes)
+        # that the OS takes (up to 4,096), and such a file would be classed corrupt.
+        with decoder_output(str(path)), path.open("rb") as raw, sf.SoundFile(raw) as snd:
             info = AudioInfo(
                 duration_s=snd.frames / snd.samplerate if snd.samplerate else 0.0,
                 sample_rate=int(snd.samplerate),

@@ -133,3 +133,15 @@ def test_a_track_id_already_taken_is_renamed_with_a_note(tmp_path: Path, setting
     ids = sorted(read_manifest(settings.manifest_path)["track_id"])
     assert ids[0] == "my-id" and ids[1].startswith("my-id-")
     assert any(f"my-id -> {ids[1]}" in note for note in report.notes), report.notes
+
+
+def test_a_path_near_the_os_limit_imports(tmp_path: Path, settings: Settings) -> None:
+    folder = tmp_path / "lib" / "tones"
+    deep = folder.joinpath(*["d" * 240] * 15)  # about 3,700 characters: the OS takes it, libsndfile's names do not
+    deep.mkdir(parents=True)
+    source = synth.write(tmp_path / "t.wav", synth.tone(220.0, 3.0))
+    target = deep / "long-way-down.wav"
+    os.rename(source, target)
+    assert len(str(target)) > 3600
+    report = import_catalogue(tmp_path / "lib", settings)
+    assert report.added == 1 and report.rejected == 0, report.line()
