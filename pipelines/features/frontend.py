@@ -248,6 +248,33 @@ def frames_to_vector(frames: np.ndarray, n_frames: int) -> TrackVector:
     return TrackVector(vector=taken.reshape(-1).astype(np.float32, copy=False), frames_real=real)
 
 
+SILENCE_BLOCK_S = 0.1  # leading silence is skipped in blocks of this length
+
+
+def after_leading_silence(
+    source: AudioSource, params: FeatureParams, floor_db: float, max_bytes: int | None, rule: AudioRule
+) -> np.ndarray | None:
+    """The window the front end embeds, taken from the first block of ``SILENCE_BLOCK_S`` that reaches
+    ``floor_db`` instead of from the start; None when the whole track stays below it.
+
+    Only tracks whose first window is silent come here, so every other track's vector is unchanged.
+    """
+    whole = decode(source, params.sr, params.offset_s, None, max_bytes=max_bytes, rule=rule)
+    block = max(1, round(SILENCE_BLOCK_S * params.sr))
+    n = len(whole) // block
+    if n == 0:
+        return None
+    blocks = whole[: n * block].reshape(n, block).astype(np.float64)
+    power = np.mean(blocks * blocks, axis=1)
+    loud = np.flatnonzero(power >= 10.0 ** (floor_db / 10.0))
+    if loud.size == 0:
+        return None
+    start = int(loud[0]) * block
+    end = len(whole) if params.duration_s is None else start + math.ceil(params.duration_s * params.sr)
+    audio = whole[start:end]
+    return audio if rms_db(audio) >= floor_db else None
+
+
 def track_vector(
     source: AudioSource,
     params: FeatureParams,
@@ -262,7 +289,13 @@ def track_vector(
     audio = decode(source, params.sr, params.offset_s, params.duration_s, max_bytes=max_bytes, rule=rule)
     level = rms_db(audio)
     if level < silence_floor_db:
-        raise AudioRejected(RejectReason.SILENT, f"level {level:.1f} dBFS is below the {silence_floor_db} dBFS floor")
+        # The first N frames are silence: a long silent intro. Take the N frames after it instead (the
+        # method wants the first N frames of the music); only a track silent throughout is refused.
+        later = after_leading_silence(source, params, silence_floor_db, max_bytes, rule)
+        if later is None:
+            detail = f"silent throughout: no {SILENCE_BLOCK_S:g} s of it reaches the {silence_floor_db} dBFS floor"
+            raise AudioRejected(RejectReason.SILENT, f"level {level:.1f} dBFS at the start; {detail}")
+        audio = later
     vec = frames_to_vector(mfcc_frames(audio, params), params.n_frames)
     if not np.isfinite(vec.vector).all():
         raise AudioRejected(RejectReason.CORRUPT, "the decoded audio gives non-finite MFCCs")
