@@ -67,10 +67,17 @@ def walk_audio(root: Path) -> Iterator[Path]:
     directory visited is what keeps a link loop from hanging the walk.
     """
     seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+
+    def unreadable(exc: OSError) -> None:
+        where = str(exc.filename or "")
+        where = where if len(where) <= 160 else f"{where[:80]}...{where[-60:]} ({len(where)} characters)"
+        log.warning("skipping %s and what is under it: %s", where, exc.strerror or exc)
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
         try:
             st = os.stat(dirpath)
-        except OSError:
+        except OSError as exc:
+            unreadable(exc)  # for one, a folder deeper than the system's path limit
             dirnames[:] = []
             continue
         key = (st.st_dev, st.st_ino)

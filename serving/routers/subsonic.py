@@ -37,7 +37,21 @@ _DOC = {
                 "application/xml": {"schema": {"type": "string"}},
                 "application/json": {"schema": {"type": "object"}},
             },
-        }
+        },
+        "401": {
+            "description": "the server has an API key and none was sent: a failed subsonic-response (code 44)",
+            "content": {
+                "application/xml": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"type": "object"}},
+            },
+        },
+        "403": {
+            "description": "a wrong API key: a failed subsonic-response (code 44)",
+            "content": {
+                "application/xml": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"type": "object"}},
+            },
+        },
     }
 }
 

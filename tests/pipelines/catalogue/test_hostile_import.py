@@ -145,3 +145,20 @@ def test_a_path_near_the_os_limit_imports(tmp_path: Path, settings: Settings) ->
     assert len(str(target)) > 3600
     report = import_catalogue(tmp_path / "lib", settings)
     assert report.added == 1 and report.rejected == 0, report.line()
+
+
+def test_a_folder_past_the_path_limit_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    folder = tmp_path / "lib" / "tones"
+    synth.write(folder / "near.wav", synth.tone(220.0, 3.0))
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        for _ in range(18):  # about 4,400 characters: past PATH_MAX, made one folder at a time
+            os.mkdir("d" * 240, dir_fd=fd)
+            inner = os.open("d" * 240, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)
+    done = _cli(tmp_path / "data", "catalogue", "import", str(tmp_path / "lib"))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "skipping" in done.stderr and "File name too long" in done.stderr, done.stderr[-2000:]
