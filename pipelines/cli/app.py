@@ -69,11 +69,14 @@ evaluate.register(app)
 stack.register(app)
 
 
-def _out_of_room(exc: OSError) -> bool:
-    """A full disk or quota, however it was raised (pyarrow's OSErrors carry the errno only in their text)."""
+def _out_of_room(exc: BaseException) -> bool:
+    """A full disk or quota, however it was raised: pyarrow's OSErrors and Milvus Lite's MilvusExceptions
+    carry the errno only in their text."""
     import errno
 
-    return exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(exc)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
 
 
 def run(app: typer.Typer = app) -> None:
@@ -83,16 +86,6 @@ def run(app: typer.Typer = app) -> None:
     except UserError as exc:
         typer.echo(f"error: {one_line(str(exc))}", err=True)
         sys.exit(2)
-    except OSError as exc:
-        if not _out_of_room(exc):
-            raise
-        where = f" writing {exc.filename}" if exc.filename else ""
-        typer.echo(
-            f"error: no space left on the device{where}: free space (or point MUSICREC_DATA_ROOT elsewhere) and "
-            "run the command again; files are written whole or not at all, so the previous state is kept",
-            err=True,
-        )
-        sys.exit(1)
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
@@ -102,3 +95,14 @@ def run(app: typer.Typer = app) -> None:
         else:
             typer.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(2)
+    except Exception as exc:  # a full disk, however a library reports it; anything else is a bug to show
+        if not _out_of_room(exc):
+            raise
+        filename = getattr(exc, "filename", None)
+        where = f" writing {filename}" if filename else ""
+        typer.echo(
+            f"error: no space left on the device{where}: free space (or point MUSICREC_DATA_ROOT elsewhere) and "
+            "run the command again; files are written whole or not at all, so the previous state is kept",
+            err=True,
+        )
+        sys.exit(1)

@@ -17,10 +17,10 @@ from tests import synth
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 8 MB file system (tmpfs; needs the right to mount, as root has)."""
+    """A real 64 MB file system (tmpfs; needs the right to mount, as root has)."""
     folder = tmp_path / "disk"
     folder.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)], capture_output=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     try:
@@ -31,7 +31,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 def _musicrec(data_root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MUSICREC_")}
-    env |= {"MUSICREC_DATA_ROOT": str(data_root), "MUSICREC_FEATURES__N_FRAMES": "64"}
+    env |= {
+        "MUSICREC_DATA_ROOT": str(data_root),
+        "MUSICREC_MILVUS_URI": str(data_root / "milvus.db"),
+        "MUSICREC_FEATURES__N_FRAMES": "64",
+    }
     cli = Path(sys.executable).with_name("musicrec")
     return subprocess.run([str(cli), *args], env=env, capture_output=True, text=True, timeout=300, check=False)
 
@@ -73,3 +77,34 @@ def test_import_and_feature_build_on_a_full_disk(tmp_path: Path, small_disk: Pat
     done = _musicrec(data_root, "features", "build")
     assert done.returncode == 0, done.stderr
     assert "3 embedded" in done.stdout
+
+
+def test_a_refresh_on_a_full_disk_keeps_serving_the_previous_collection(tmp_path: Path, small_disk: Path) -> None:
+    lib = tmp_path / "lib"
+    for i in range(6):
+        synth.write(lib / "tones" / f"a{i}" / f"t{i}.wav", synth.tone(200.0 + 40 * i, 3.0))
+    data_root = small_disk / "data"
+    for step in (
+        ("catalogue", "import", str(lib)),
+        ("features", "build"),
+        ("index", "refresh", "--model-version", "meanstd"),
+    ):
+        done = _musicrec(data_root, *step)
+        assert done.returncode == 0, done.stderr[-2000:]
+    status = _alias(data_root / "milvus.db")
+    assert status is not None and "meanstd" in status
+    _fill(small_disk, 8192)
+    _one_line(_musicrec(data_root, "index", "refresh", "--model-version", "raw"))
+    (small_disk / "ballast").unlink()
+    assert _alias(data_root / "milvus.db") == status, "the alias still names the previous collection"
+
+
+def _alias(milvus_uri: Path) -> str | None:
+    """The collection the alias names, read once the CLI processes that held the folder have exited."""
+    from pipelines.index.milvus import TrackIndex
+
+    index = TrackIndex(str(milvus_uri))
+    try:
+        return index.alias_target()
+    finally:
+        index.close()
