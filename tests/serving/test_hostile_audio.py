@@ -55,6 +55,24 @@ def _wav(path: Path, audio: np.ndarray, sr: int = SR, subtype: str | None = None
     return path
 
 
+def _as(path: Path, container: str) -> Path:
+    sf.write(str(path), TONE, SR, format=container)
+    return path
+
+
+def _channels_wav(channels: int) -> bytes:
+    fmt = struct.pack("<IHHIIHH", 16, 1, channels, SR, SR * channels, channels, 8)
+    data = b"\x80" * (channels * 20)
+    riff = struct.pack("<I", 36 + len(data))
+    return b"RIFF" + riff + b"WAVE" + b"fmt " + fmt + b"data" + struct.pack("<I", len(data)) + data
+
+
+def _rf64_claiming(data_bytes: int) -> bytes:
+    fmt = struct.pack("<IHHIIHH", 16, 1, 1, SR, SR * 2, 2, 16)
+    ds64 = b"ds64" + struct.pack("<IQQQI", 28, data_bytes + 36, data_bytes, data_bytes // 2, 0)
+    return b"RF64" + b"\xff" * 4 + b"WAVE" + ds64 + b"fmt " + fmt + b"data" + b"\xff" * 4 + b"\0" * 50_000
+
+
 def _bytes(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
@@ -195,6 +213,26 @@ KINDS = [
     Kind("vorbis.ogg", lambda p: _wav(p, synth.noise(3.0, seed=3, colour=0.6)), OK, OK, (200, "")),
     Kind('we\'ird "na\nme" ♫ -rf.wav', lambda p: _wav(p, synth.tone(700, 2.0)), OK, OK, (200, "")),
     Kind("stuck.wav", lambda p: _wav(p, synth.tone(900, 3.0)), None, "decode_timeout", None),
+    # content that its name misstates: the same refusal everywhere, naming what it is
+    Kind("sun_au.wav", lambda p: _as(p, "AU"), *["unsupported_format"] * 2, (415, "Sun/NeXT AU")),
+    Kind("apple_caf.flac", lambda p: _as(p, "CAF"), *["unsupported_format"] * 2, (415, "Apple CAF")),
+    Kind(
+        "many_channels.wav", lambda p: _bytes(p, _channels_wav(65535)), *["unsupported_format"] * 2, (422, "channels")
+    ),
+    Kind(
+        "sync_word_noise.mp3",
+        lambda p: _bytes(p, b"\xff\xfb\x90\x64" + RNG.integers(0, 256, 60000, dtype=np.uint8).tobytes()),
+        *["corrupt_or_truncated"] * 2,
+        (422, "not decodable audio"),
+    ),
+    Kind("rf64_lies.wav", lambda p: _bytes(p, _rf64_claiming(1 << 62)), *["corrupt_or_truncated"] * 2, (422, "header")),
+    Kind(
+        "silent_intro.wav",
+        lambda p: _wav(p, np.concatenate([np.zeros(12 * SR, np.float32), TONE])),
+        OK,
+        OK,
+        (200, ""),
+    ),
 ]
 
 
