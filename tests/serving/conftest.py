@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from pipelines.catalogue.importer import import_catalogue
+from pipelines.index.lite_server import free_port
 from pipelines.index.milvus import TrackIndex
 from pipelines.settings import PathSettings, ServingSettings, Settings
 from serving.api import create_app
+from serving.cli_serve import server_config
 from serving.service import Recommender
 from tests import tagged
 from tests.pipelines.index.helpers import PARAMS_A, lib, lite_server, make_library, refresh
@@ -79,4 +84,22 @@ def tagged_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TaggedSe
     index.close()
 
 
-__all__ = ["Served", "TaggedServed", "lib", "lite_server", "serve", "served", "tagged_served"]
+def live_server(served: Served, **kw: object) -> Iterator[int]:
+    """The API over ``served`` on a real uvicorn on a free port, serving settings from ``kw``; yields the port."""
+    options: dict[str, object] = {"serving_alias_ttl_s": 0, "serving_upload_timeout_s": 1.0, **kw}
+    serving = ServingSettings(**options)  # type: ignore[arg-type]
+    app = create_app(served.settings, recommender=Recommender(served.index, served.settings, serving))
+    port = free_port()
+    server = uvicorn.Server(server_config(app, "127.0.0.1", port, serving))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.05)
+    yield port
+    server.should_exit = True
+    thread.join(10)
+
+
+__all__ = ["Served", "TaggedServed", "lib", "lite_server", "live_server", "serve", "served", "tagged_served"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from pipelines.settings import ServingSettings, Settings
 from serving.schemas import SimilarResponse
 from serving.service import Answer, Filters, Recommendation
 from tests import synth
+from tests.fs import tmpfs
 from tests.pipelines.index.helpers import PARAMS_A, build_features
 from tests.serving.conftest import Served, serve
 
@@ -265,15 +265,8 @@ def test_upload_needs_the_collections_own_model_and_says_so_when_it_cannot_be_lo
 @pytest.fixture
 def tiny_spool(tmp_path: Path) -> Iterator[Path]:
     """A real 1 MB file system for the upload spool (tmpfs; needs the right to mount, as root has)."""
-    folder = tmp_path / "spool"
-    folder.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "spool", "1m") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def test_a_full_upload_spool_is_507_with_the_reason_and_leaves_nothing(served: Served, tiny_spool: Path) -> None:

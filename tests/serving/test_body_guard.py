@@ -6,52 +6,32 @@ Over a real uvicorn and raw sockets, since what matters is what the server does 
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from urllib.parse import quote
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 
-from pipelines.index.lite_server import free_port
 from pipelines.settings import ServingSettings
 from serving.api import create_app
-from serving.cli_serve import server_config
 from serving.service import Recommender
-from tests.serving.conftest import Served
+from tests.serving.conftest import Served, live_server
 
 pytestmark = pytest.mark.integration
 
 KEY = "k3y-for-tests"
 
 
-def _start(served: Served, **kw: object) -> Iterator[int]:
-    serving = ServingSettings(serving_alias_ttl_s=0, serving_upload_timeout_s=1.0, **kw)  # type: ignore[arg-type]
-    app = create_app(served.settings, recommender=Recommender(served.index, served.settings, serving))
-    port = free_port()
-    server = uvicorn.Server(server_config(app, "127.0.0.1", port, serving))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive()
-        time.sleep(0.05)
-    yield port
-    server.should_exit = True
-    thread.join(10)
-
-
 @pytest.fixture
 def keyed(served: Served) -> Iterator[int]:
-    yield from _start(served, serving_api_key=SecretStr(KEY))
+    yield from live_server(served, serving_api_key=SecretStr(KEY))
 
 
 @pytest.fixture
 def open_server(served: Served) -> Iterator[int]:
-    yield from _start(served, serving_max_body_bytes=64 * 1024)
+    yield from live_server(served, serving_max_body_bytes=64 * 1024)
 
 
 def _answer_to_headers(port: int, head: bytes, wait_s: float = 5.0) -> tuple[int, bytes, float]:

@@ -3,43 +3,22 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import uvicorn
 
-from pipelines.index.lite_server import free_port
-from pipelines.settings import ServingSettings
-from serving.api import create_app
-from serving.cli_serve import server_config
-from serving.service import Recommender
-from tests.serving.conftest import Served
+from tests.serving.conftest import Served, live_server
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def live(served: Served) -> Iterator[int]:
-    """The API on a real uvicorn with a 1 s upload deadline and a 1 s keep-alive; yields the port."""
-    serving = ServingSettings(
-        serving_alias_ttl_s=0, serving_upload_timeout_s=1.0, serving_keep_alive_s=1, serving_header_timeout_s=1.0
-    )
-    app = create_app(served.settings, recommender=Recommender(served.index, served.settings, serving))
-    port = free_port()
-    server = uvicorn.Server(server_config(app, "127.0.0.1", port, serving))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive()
-        time.sleep(0.05)
-    yield port
-    server.should_exit = True
-    thread.join(10)
+    """The API on a real uvicorn with 1 s body and header deadlines and a 1 s keep-alive; yields the port."""
+    yield from live_server(served, serving_upload_timeout_s=1.0, serving_keep_alive_s=1, serving_header_timeout_s=1.0)
 
 
 def _trickle(port: int) -> tuple[float, bytes]:

@@ -13,20 +13,14 @@ import pytest
 from pipelines.catalogue.manifest import read_manifest
 from pipelines.settings import PathSettings, Settings
 from tests import synth
+from tests.fs import alias_target, tmpfs
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 64 MB file system (tmpfs; needs the right to mount, as root has)."""
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "64m") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def _musicrec(data_root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -91,20 +85,9 @@ def test_a_refresh_on_a_full_disk_keeps_serving_the_previous_collection(tmp_path
     ):
         done = _musicrec(data_root, *step)
         assert done.returncode == 0, done.stderr[-2000:]
-    status = _alias(data_root / "milvus.db")
+    status = alias_target(data_root / "milvus.db")
     assert status is not None and "meanstd" in status
     _fill(small_disk, 8192)
     _one_line(_musicrec(data_root, "index", "refresh", "--model-version", "raw"))
     (small_disk / "ballast").unlink()
-    assert _alias(data_root / "milvus.db") == status, "the alias still names the previous collection"
-
-
-def _alias(milvus_uri: Path) -> str | None:
-    """The collection the alias names, read once the CLI processes that held the folder have exited."""
-    from pipelines.index.milvus import TrackIndex
-
-    index = TrackIndex(str(milvus_uri))
-    try:
-        return index.alias_target()
-    finally:
-        index.close()
+    assert alias_target(data_root / "milvus.db") == status, "the alias still names the previous collection"

@@ -20,6 +20,7 @@ from pipelines.features.params import FeatureParams
 from pipelines.features.store import part_files, read_features
 from pipelines.settings import PathSettings, Settings
 from tests import synth
+from tests.fs import alias_target
 
 PARAMS = FeatureParams(n_frames=64)
 _MAIN = "from serving.cli_serve import main; main()"
@@ -80,14 +81,14 @@ def built(tmp_path: Path) -> tuple[Path, Settings, np.ndarray]:
 def test_a_damaged_part_is_refused_then_moved_aside_and_rebuilt(built, damage) -> None:
     root, settings, before = built
     (part,) = part_files(settings, PARAMS)
-    alias_before = _alias(root / "milvus.db")
+    alias_before = alias_target(root / "milvus.db")
     assert alias_before is not None and "meanstd" in alias_before
     damage(part)
 
     line = _one_error_line(_musicrec(root, "features", "show"), "corrupt", part.name)
     assert "musicrec features build" in line
     _one_error_line(_musicrec(root, "index", "refresh", "--model-version", "meanstd"), "corrupt", part.name)
-    assert _alias(root / "milvus.db") == alias_before, "a refused refresh must leave the index as it was"
+    assert alias_target(root / "milvus.db") == alias_before, "a refused refresh must leave the index as it was"
     assert part.exists(), "only a build moves a damaged part aside"
 
     done = _musicrec(root, "features", "build")
@@ -100,14 +101,3 @@ def test_a_damaged_part_is_refused_then_moved_aside_and_rebuilt(built, damage) -
     after = read_features(settings).matrix
     np.testing.assert_array_equal(after, before)  # recomputed on the same machine: the same vectors
     assert _musicrec(root, "index", "refresh", "--model-version", "meanstd").returncode == 0
-
-
-def _alias(milvus_uri: Path) -> str | None:
-    """The collection the alias names, read once the CLI processes that held the folder have exited."""
-    from pipelines.index.milvus import TrackIndex
-
-    index = TrackIndex(str(milvus_uri))
-    try:
-        return index.alias_target()
-    finally:
-        index.close()
