@@ -181,6 +181,27 @@ def other_container(head: bytes) -> str | None:
     return next((name for magic, name in _OTHER_CONTAINERS.items() if head.startswith(magic)), None)
 
 
+def refuse_other_container(head: bytes) -> None:
+    """Refuse (``unsupported_format``) a known container the platform does not take, whatever the file's name.
+
+    The one check import, the feature build and uploads share, so a file is refused for the same reason on
+    every path.
+    """
+    if not looks_like_audio(head) and (other := other_container(head)):
+        detail = f"the content is {other}, whatever its name says; convert it to FLAC, WAV, Ogg or MP3"
+        raise AudioRejected(RejectReason.UNSUPPORTED_FORMAT, detail)
+
+
+def decode_failure(exc: BaseException, is_audio: bool) -> AudioRejected:
+    """The rejection for a decoder error: damage when the bytes looked like audio, never audio otherwise;
+    a channel count the decoder cannot hold is a format out of range."""
+    message = decoder_message(exc)
+    reason = RejectReason.CORRUPT if is_audio else RejectReason.NOT_AUDIO
+    if "Too many channels" in message:
+        reason = RejectReason.UNSUPPORTED_FORMAT
+    return AudioRejected(reason, message)
+
+
 def _head(path: Path) -> bytes:
     with path.open("rb") as fh:
         return fh.read(4)
@@ -232,11 +253,8 @@ def probe(path: Path, max_bytes: int | None = None, rule: AudioRule = AUDIO_RULE
         head = _head(path)
     except OSError as exc:
         raise AudioRejected(RejectReason.UNREADABLE, f"{type(exc).__name__}: {exc.strerror or exc}") from exc
+    refuse_other_container(head)
     is_audio = looks_like_audio(head)
-    if not is_audio and (other := other_container(head)):
-        # The same rule as uploads: what is not one of the platform's formats is refused, whatever its name.
-        detail = f"the content is {other}, whatever its name says; convert it to FLAC, WAV, Ogg or MP3"
-        raise AudioRejected(RejectReason.UNSUPPORTED_FORMAT, detail)
     if is_audio and (shortfall := _wav_missing_bytes(path, size)):
         raise AudioRejected(RejectReason.CORRUPT, f"WAV data chunk is {shortfall} bytes shorter than its header says")
     try:
@@ -272,11 +290,7 @@ def probe(path: Path, max_bytes: int | None = None, rule: AudioRule = AUDIO_RULE
     except AudioRejected:
         raise
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
-        reason = RejectReason.CORRUPT if is_audio else RejectReason.NOT_AUDIO
-        message = decoder_message(exc)
-        if "Too many channels" in message:
-            reason = RejectReason.UNSUPPORTED_FORMAT
-        raise AudioRejected(reason, message) from exc
+        raise decode_failure(exc, is_audio) from exc
     return info
 
 

@@ -148,13 +148,14 @@ def ingest(
     are reused for files whose path, size and mtime are unchanged, so a re-import of a large library
     costs a ``stat`` per file; only new and changed files are read in full.
     """
+    # A file name that is not UTF-8 cannot be stored or served by name: a reject with a reason, not a crash.
+    named = [(c, utf8_name(c.path)) for c in candidates]
+    misnamed = [c for c, ok in named if not ok]
+    candidates = [c for c, ok in named if ok]
     # The files are read (the slow part) without holding the lock; the manifest is then read again, merged
     # and written under the writer lock, so that an import, sync or demo fetch running meanwhile neither
     # loses this one's tracks nor has its own lost. Files the fresh manifest wants read that the first pass
     # did not read (or that changed since) are read under the lock.
-    # A file name that is not UTF-8 cannot be stored or served by name: a reject with a reason, not a crash.
-    misnamed = [c for c in candidates if not utf8_name(c.path)]
-    candidates = [c for c in candidates if utf8_name(c.path)]
     snapshot = read_table(settings.manifest_path, MANIFEST_SCHEMA)
     stats, to_read = _stat_candidates(candidates, _known(snapshot, origin))
     read = _read_files(to_read, settings.max_audio_bytes, label, progress)
@@ -238,7 +239,8 @@ def _merge(
         log.info("import %s: %d file(s) changed while it ran or newly wanted; reading them again", label, len(late))
         read = {**read, **_read_files(late, settings.max_audio_bytes, label, progress)}
     # A file read in the first pass that the fresh manifest already describes unchanged keeps its stored row.
-    read = {k: v for k, v in read.items() if k in set(to_read)}
+    still_wanted = set(to_read)
+    read = {k: v for k, v in read.items() if k in still_wanted}
 
     for cand in ordered:
         if cand.style == "":
@@ -322,9 +324,7 @@ def _merge(
 
     if renamed:
         shown = ", ".join(renamed[:5]) + (f" and {len(renamed) - 5} more" if len(renamed) > 5 else "")
-        report.notes.append(
-            f"{len(renamed)} track id(s) were already taken by another track and got a suffix: {shown}"
-        )
+        report.notes.append(f"{len(renamed)} track id(s) were already taken by another track and got a suffix: {shown}")
     seen_paths = {r["path"] for r in rows}
     gone = mine[~mine["path"].isin(seen_paths) & ~mine["track_id"].isin(moved_ids)].copy()
     newly_gone = gone["status"] == ACTIVE

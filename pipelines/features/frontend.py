@@ -24,9 +24,9 @@ from pipelines.audio import (
     AudioRejected,
     AudioRule,
     RejectReason,
-    decoder_message,
+    decode_failure,
     decoder_output,
-    other_container,
+    refuse_other_container,
     regular_file_size,
     wav_shortfall,
 )
@@ -38,8 +38,6 @@ AudioSource = Path | str | bytes
 # Below this RMS level (dB relative to full scale) a prefix is treated as silence, not music.
 SILENCE_FLOOR_DB = -60.0
 
-# Leading bytes of the containers libsndfile reads (WAV, RF64, Ogg, FLAC, MP3 with ID3, AIFF); a decode
-# failure on one of these is damage, on anything else the input was never audio.
 # Ogg and MP3 headers may overstate the length by a few milliseconds; a real truncation falls short by more.
 _SHORTFALL_TOLERANCE_S = 1.0
 
@@ -68,10 +66,8 @@ def _check_container(fh: BinaryIO, size: int, max_bytes: int | None) -> bool:
         raise AudioRejected(RejectReason.TOO_LARGE, f"{size} bytes exceeds the limit of {max_bytes}")
     fh.seek(0)
     head = fh.read(4)
+    refuse_other_container(head)
     looks_like_audio = is_audio_head(head)
-    if not looks_like_audio and (other := other_container(head)):
-        detail = f"the content is {other}, whatever its name says; convert it to FLAC, WAV, Ogg or MP3"
-        raise AudioRejected(RejectReason.UNSUPPORTED_FORMAT, detail)
     if looks_like_audio and (missing := wav_shortfall(fh, size)):
         raise AudioRejected(RejectReason.CORRUPT, f"WAV data chunk is {missing} bytes shorter than its header says")
     fh.seek(0)
@@ -135,11 +131,7 @@ def decode(
         except AudioRejected:
             raise
         except (sf.LibsndfileError, RuntimeError, ValueError, OSError, EOFError) as exc:
-            reason = RejectReason.CORRUPT if looks_like_audio else RejectReason.NOT_AUDIO
-            message = decoder_message(exc)
-            if "Too many channels" in message:
-                reason = RejectReason.UNSUPPORTED_FORMAT
-            raise AudioRejected(reason, message) from exc
+            raise decode_failure(exc, looks_like_audio) from exc
     if len(audio) == 0:
         raise AudioRejected(RejectReason.ZERO_LENGTH, "no samples decoded")
     if count - len(audio) > _SHORTFALL_TOLERANCE_S * native:
@@ -270,8 +262,7 @@ def after_leading_silence(
     if loud.size == 0:
         return None
     start = int(loud[0]) * block
-    end = len(whole) if params.duration_s is None else start + math.ceil(params.duration_s * params.sr)
-    audio = whole[start:end]
+    audio = whole[start : start + math.ceil(params.duration_s * params.sr)]
     return audio if rms_db(audio) >= floor_db else None
 
 
