@@ -70,6 +70,8 @@ def radio(
         _connect(client, host, port, password)
 
     quiet_clients()
+    if not logging.getLogger().isEnabledFor(logging.INFO):  # without -v: still say what it queued and reconnects
+        logging.getLogger(station.__name__).setLevel(logging.INFO)
     recommender = Recommender.from_settings(get_settings(), serving)
     try:
         session = station.Radio(client, recommender, serving.music_folder, ahead, max_per_artist)

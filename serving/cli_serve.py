@@ -135,11 +135,13 @@ def playlist(
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="m3u8, xspf, or m3u (M3U8 text named for MPD).")] = "m3u8",
     paths: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--paths", help="relative (to the playlist file), absolute, or music (relative to MUSICREC_MUSIC_FOLDER)."
+            "--paths",
+            help="relative (to the playlist file), absolute, or music (relative to MUSICREC_MUSIC_FOLDER); "
+            "default: music for m3u (what MPD loads), relative otherwise.",
         ),
-    ] = "relative",
+    ] = None,
 ) -> None:
     """A playlist near the SEEDS (each seed in turn adds its nearest unused track; no repeats), or a path."""
     from serving import playlists
@@ -148,7 +150,7 @@ def playlist(
     styles: dict[str, playlists.PathStyle] = {"relative": "relative", "absolute": "absolute", "music": "music"}
     if fmt not in formats:
         raise UserError(f"--format must be m3u8, m3u or xspf, got {fmt!r}")
-    if paths not in styles:
+    if paths is not None and paths not in styles:
         raise UserError(f"--paths must be relative, absolute or music, got {paths!r}")
     rec = _recommender()
     try:
@@ -186,7 +188,7 @@ def playlist(
             serving.playlist_dir,
             write,
             formats[fmt],
-            styles[paths],
+            styles[paths] if paths else playlists.default_style(formats[fmt], serving.music_folder),
             serving.music_folder,
         )
         typer.echo(f"wrote {target}")

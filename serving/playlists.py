@@ -1,7 +1,8 @@
 """Playlist files players read: M3U8 and XSPF, written into a playlist folder that music servers scan.
 
 Paths in a playlist are ``absolute``, ``relative`` to the playlist file's folder (what Navidrome and
-Jellyfin resolve), or relative to the ``music`` folder (what MPD resolves).
+Jellyfin resolve), or relative to the ``music`` folder (what MPD resolves). Left unsaid, the style is what
+the format's player loads: ``music`` for ``m3u`` (MPD's playlist folder), ``relative`` otherwise.
 """
 
 from __future__ import annotations
@@ -74,6 +75,18 @@ def playlist_file(folder: Path, name: str, fmt: Format) -> Path:
         raise UserError("playlist name is longer than 200 bytes")
     suffix = f".{fmt}"
     return folder / (clean if clean.lower().endswith(suffix) else clean + suffix)
+
+
+def default_style(fmt: Format, music_folder: Path | None) -> PathStyle:
+    """What a player of ``fmt`` resolves: MPD (``m3u``) reads paths under its music folder, others the file's folder."""
+    if fmt != "m3u":
+        return "relative"
+    if music_folder is None:
+        raise UserError(
+            "--format m3u is for MPD, which resolves paths under its music_directory: set MUSICREC_MUSIC_FOLDER "
+            "to that folder, or choose --paths absolute or relative"
+        )
+    return "music"
 
 
 def _location(path: Path, target: Path, style: PathStyle, music_folder: Path | None) -> str:

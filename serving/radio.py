@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -121,17 +122,34 @@ class Radio:
         return added
 
 
-def run(radio: Radio, stop: threading.Event, interval_s: float, reconnect: Callable[[], None]) -> None:
-    """Step every ``interval_s`` until ``stop`` is set; a lost connection is re-opened with ``reconnect``."""
+def run(
+    radio: Radio,
+    stop: threading.Event,
+    interval_s: float,
+    reconnect: Callable[[], None],
+    max_retry_s: float = 30.0,
+) -> None:
+    """Step every ``interval_s`` until ``stop`` is set; a lost connection is re-opened with ``reconnect``.
+
+    Losing MPD is one warning and getting it back one info line: while it is down the attempts back off
+    (doubling from ``interval_s`` up to ``max_retry_s``) and are logged only at debug level.
+    """
     from mpd import ConnectionError as MpdConnectionError
 
+    lost_at: float | None = None
+    wait = interval_s
     while not stop.is_set():
         try:
+            if lost_at is not None:
+                reconnect()
+                log.info("reconnected to MPD after %.1f s", time.monotonic() - lost_at)
+                lost_at, wait = None, interval_s
             radio.step()
         except (MpdConnectionError, OSError) as exc:
-            log.warning("lost MPD (%s); reconnecting", exc)
-            try:
-                reconnect()
-            except (MpdConnectionError, OSError) as again:
-                log.warning("MPD is still unreachable: %s", again)
-        stop.wait(interval_s)
+            if lost_at is None:
+                log.warning("lost MPD (%s); reconnecting in the background", exc)
+                lost_at = time.monotonic()
+            else:
+                log.debug("MPD is still unreachable: %s", exc)
+                wait = min(max_retry_s, max(wait, interval_s) * 2)
+        stop.wait(wait if lost_at is not None else interval_s)

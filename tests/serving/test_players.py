@@ -40,8 +40,9 @@ class Library:
         df = read_manifest(self.settings.manifest_path)
         return str(df.loc[df["path"] == str(self.music / rel), "track_id"].iloc[0])
 
-    def run(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-        env = {
+    def run(self, *args: str, **extra: str | None) -> subprocess.CompletedProcess[str]:
+        """The CLI with this library's settings; ``NAME=None`` leaves ``NAME`` out of the environment."""
+        env: dict[str, str | None] = {
             **os.environ,
             "MUSICREC_DATA_ROOT": str(self.settings.paths.data_root),
             "MUSICREC_MILVUS_URI": self.settings.paths.milvus_uri,
@@ -50,7 +51,8 @@ class Library:
             **extra,
         }
         cmd = [sys.executable, "-c", _MAIN, *args]
-        return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=120)
+        given = {k: v for k, v in env.items() if v is not None}
+        return subprocess.run(cmd, capture_output=True, text=True, env=given, check=False, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +109,10 @@ def test_path_playlist_and_bad_input(library: Library) -> None:
         bad = library.run(*args)
         assert bad.returncode == 2 and bad.stderr.startswith("error: ") and words in bad.stderr, bad.stderr
         assert bad.stderr.strip().count("\n") == 0
+    # An MPD playlist without knowing MPD's music folder would load nothing: refused, nothing written.
+    bad = library.run("playlist", start, "--write", "no-folder", "--format", "m3u", MUSICREC_MUSIC_FOLDER=None)
+    assert bad.returncode == 2 and "MUSICREC_MUSIC_FOLDER" in bad.stderr and "MPD" in bad.stderr, bad.stderr
+    assert bad.stderr.strip().count("\n") == 0 and not (library.playlists / "no-folder.m3u").exists()
 
 
 # ---- a real MPD ----------------------------------------------------------------------------------------
@@ -116,13 +122,42 @@ def test_path_playlist_and_bad_input(library: Library) -> None:
 class Mpd:
     port: int
     playlists: Path
+    conf: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start mpd on ``conf`` and wait until it takes connections."""
+        self.proc = subprocess.Popen(
+            ["mpd", "--no-daemon", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.proc.kill()
+                    err = self.proc.stderr.read().decode()[-2000:] if self.proc.stderr else ""
+                    raise RuntimeError(f"mpd did not start: {err}") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
 
 
 @pytest.fixture
 def mpd(library: Library, tmp_path: Path) -> Iterator[Mpd]:
     """Debian's mpd on a free loopback port: the synthetic library, no audio output, state in ``tmp_path``."""
-    binary = shutil.which("mpd")
-    if binary is None:
+    if shutil.which("mpd") is None:
         pytest.skip("mpd is not installed: `make player-deps`")
     port = free_port()
     playlists = tmp_path / "mpd-playlists"
@@ -140,28 +175,12 @@ def mpd(library: Library, tmp_path: Path) -> Iterator[Mpd]:
         'auto_update "no"\n'
         'audio_output {\n type "null"\n name "null"\n}\n'
     )
-    proc = subprocess.Popen([binary, "--no-daemon", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(
-                    f"mpd did not start: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}"
-                ) from None
-            time.sleep(0.05)
+    server = Mpd(port, playlists, conf)
+    server.start()
     try:
-        yield Mpd(port, playlists)
+        yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop()
 
 
 def _client(port: int):
@@ -183,7 +202,7 @@ def _update(client) -> None:
 
 def test_exported_playlist_loads_in_mpd_and_every_entry_resolves(library: Library, mpd: Mpd) -> None:
     seed = library.track_id(LOW0)
-    args = ("playlist", seed, "-n", "7", "--write", "for-mpd", "--paths", "music", "--format", "m3u")
+    args = ("playlist", seed, "-n", "7", "--write", "for-mpd", "--format", "m3u")  # default paths: what MPD loads
     out = library.run(*args, MUSICREC_PLAYLIST_DIR=str(mpd.playlists))  # MPD's playlist folder
     assert out.returncode == 0, out.stderr
     written = mpd.playlists / "for-mpd.m3u"
@@ -279,3 +298,42 @@ def test_mpd_radio_bad_input_is_one_line(library: Library) -> None:
     cmd = [sys.executable, "-c", _MAIN, "mpd", "radio"]
     bad = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=60)
     assert bad.returncode == 2 and "MUSICREC_MUSIC_FOLDER" in bad.stderr, bad.stderr
+
+
+def test_mpd_radio_says_once_that_it_lost_mpd_and_once_that_it_is_back(library: Library, mpd: Mpd) -> None:
+    env = {
+        **os.environ,
+        "MUSICREC_DATA_ROOT": str(library.settings.paths.data_root),
+        "MUSICREC_MILVUS_URI": library.settings.paths.milvus_uri,
+        "MUSICREC_MUSIC_FOLDER": str(library.music),
+    }
+    args = ["mpd", "radio", "--port", str(mpd.port), "--host", "127.0.0.1", "--interval", "0.05"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _MAIN, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and "radio on MPD" in proc.stdout.readline()
+        mpd.stop()
+        time.sleep(2.0)  # forty intervals with MPD down
+        mpd.start()
+        client = _client(mpd.port)
+        try:  # once the radio is back, a song playing gets songs queued after it
+            _update(client)
+            client.clear()
+            client.add(LOW0)
+            client.play(0)
+            client.pause(1)
+            deadline = time.monotonic() + 60
+            while len(client.playlistinfo()) < 2 and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.1)
+            assert len(client.playlistinfo()) > 1, "the radio did not come back"
+        finally:
+            client.close()
+            client.disconnect()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert err.count("lost MPD") == 1, err
+    assert err.count("reconnected to MPD after") == 1, err
+    assert "still unreachable" not in err and "Traceback" not in err, err
