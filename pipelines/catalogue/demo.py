@@ -40,6 +40,7 @@ from pipelines.catalogue.labels import cached_stats, label_agreement
 from pipelines.catalogue.licence import licence_for
 from pipelines.catalogue.manifest import MANIFEST_SCHEMA, REJECTS_SCHEMA, read_table, slug
 from pipelines.catalogue.scan import Candidate
+from pipelines.catalogue.tags import read_tags
 from pipelines.errors import UserError
 from pipelines.settings import Settings
 
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 
 DEMO_ORIGIN = "demo"
 MAX_TRACKS_PER_SOURCE = 24  # pinned in the lock; fewer tracks per source keep `make run` fast
+MIN_SECONDS = 60.0  # shorter tracks (jingles, stingers, loops) are left out of every package
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class DemoPackage:
     include: tuple[str, ...] = ("**/*.ogg", "**/*.opus")  # globs under music_dir (file packages)
     style_of: tuple[tuple[str, str], ...] = ()  # (file-name glob, style) for packages that mix styles
     extended: bool = False  # one of the extra sources per style, not the original six
-    min_seconds: float = 0.0  # shorter tracks (jingles, stingers) are left out
+    min_seconds: float = MIN_SECONDS  # shorter tracks (jingles, stingers) are left out
 
     def style_for(self, path: Path) -> str:
         """The package's style, or a per-track label where the package mixes styles."""
@@ -73,7 +75,12 @@ class DemoPackage:
 
 
 def _cand(pkg: DemoPackage, root: Path, path: Path, in_pkg: str, **meta: str | None) -> Candidate:
+    """A track of ``pkg``: names from the package's own notes (``meta``) first, then the file's tags, then its name.
+
+    The source stays the package whatever the tags say: sources are what evaluation holds out.
+    """
     copyright_file = root / pkg.copyright_path
+    tags = read_tags(path)
     return Candidate(
         path=path,
         style=pkg.style_for(path),
@@ -82,9 +89,12 @@ def _cand(pkg: DemoPackage, root: Path, path: Path, in_pkg: str, **meta: str | N
         track_id=f"{slug(pkg.name)}.{slug(path.stem)}",
         licence=licence_for(copyright_file, in_pkg),
         licence_file=str(copyright_file),
-        title=meta.get("title") or path.stem.replace("_", " "),
-        artist=meta.get("artist"),
-        album=meta.get("album"),
+        title=meta.get("title") or tags.title or path.stem.replace("_", " "),
+        artist=meta.get("artist") or tags.artist,
+        album=meta.get("album") or tags.album,
+        genre=tags.genres[0] if tags.genres else None,
+        track_number=tags.track_number,
+        mbid=tags.mbid,
     )
 
 
@@ -193,7 +203,7 @@ PACKAGES: tuple[DemoPackage, ...] = (
     DemoPackage("ufoai-music", "scifi_orchestral", _collect_pk3, "usr/share/games/ufoai/base/0music.pk3", "music/"),
     DemoPackage("singularity-music", "ambient", _collect_files, "usr/share/games/singularity/music"),
     # More sources per style, so evaluation can hold a whole source out (chosen from package notes, composers
-    # and spectral statistics, not by ear; tracks under a minute are left out).
+    # and spectral statistics, not by ear).
     DemoPackage(
         "marsshooter-data",
         "metal",
@@ -201,7 +211,6 @@ PACKAGES: tuple[DemoPackage, ...] = (
         "usr/share/games/marsshooter/audio",
         include=("music/*.ogg", "menu.ogg", "tutorial.ogg"),
         extended=True,
-        min_seconds=60,
     ),
     DemoPackage(
         "openarena-088-data",
@@ -210,7 +219,6 @@ PACKAGES: tuple[DemoPackage, ...] = (
         "usr/share/games/openarena/baseoa/pak6-patch088.pk3",
         "music/",
         extended=True,
-        min_seconds=60,
     ),
     DemoPackage(
         "trackballs-data",
@@ -220,7 +228,6 @@ PACKAGES: tuple[DemoPackage, ...] = (
         include=("c64revival.ogg", "crazy.ogg", "eurovision.ogg", "tb_*.ogg"),
         style_of=(("tb_*", "ambient_scifi"),),
         extended=True,
-        min_seconds=60,
     ),
     DemoPackage(
         "widelands-data",
@@ -229,7 +236,6 @@ PACKAGES: tuple[DemoPackage, ...] = (
         "usr/share/games/widelands/data/music",
         include=("*.ogg",),
         extended=True,
-        min_seconds=60,
     ),
     DemoPackage(
         "unknown-horizons",
@@ -238,7 +244,6 @@ PACKAGES: tuple[DemoPackage, ...] = (
         "usr/share/unknown-horizons/content/audio/music",
         include=("*.ogg", "menu/*.ogg"),
         extended=True,
-        min_seconds=60,
     ),
     DemoPackage(
         "adonthell-data",
@@ -247,7 +252,6 @@ PACKAGES: tuple[DemoPackage, ...] = (
         "usr/share/games/adonthell/games/wastesedge/audio",
         include=("at-demo-*.ogg",),
         extended=True,
-        min_seconds=60,
     ),
     DemoPackage(
         "asc-music",
@@ -256,7 +260,6 @@ PACKAGES: tuple[DemoPackage, ...] = (
         "usr/share/games/asc/music",
         include=("*.mp3",),
         extended=True,
-        min_seconds=60,
     ),
     DemoPackage(
         "hyperrogue-music",
@@ -265,7 +268,6 @@ PACKAGES: tuple[DemoPackage, ...] = (
         "usr/share/hyperrogue/music",
         include=("*.ogg",),
         extended=True,
-        min_seconds=60,
     ),
     DemoPackage(
         "openclonk-data",
@@ -274,7 +276,6 @@ PACKAGES: tuple[DemoPackage, ...] = (
         "usr/share/games/openclonk/Music.ocg",
         include=("*.ogg",),
         extended=True,
-        min_seconds=60,
     ),
     # Further sources so that every style has at least four (chosen from package notes and from where their
     # tracks' timbre statistics fall among the styles above; games that mix styles carry per-track labels).
@@ -285,7 +286,6 @@ PACKAGES: tuple[DemoPackage, ...] = (
         "usr/share/games/btanks/data/tunes",
         include=("gameboy.ogg", "utrennik.ogg"),
         extended=True,
-        min_seconds=60,
     ),
     DemoPackage(
         "powermanga-data",
@@ -295,7 +295,6 @@ PACKAGES: tuple[DemoPackage, ...] = (
         include=("music_menu.ogg", "music_congratulations.ogg"),
         style_of=(("music_congratulations*", "ambient_scifi"),),
         extended=True,
-        min_seconds=60,
     ),
     DemoPackage(
         "xmoto-data",
@@ -305,7 +304,6 @@ PACKAGES: tuple[DemoPackage, ...] = (
         include=("*.ogg",),
         style_of=(("batcave*", "ambient_scifi"), ("speeditup*", "ambient_scifi")),
         extended=True,
-        min_seconds=60,
     ),
     DemoPackage(
         "scorched3d-data",
@@ -314,7 +312,6 @@ PACKAGES: tuple[DemoPackage, ...] = (
         "usr/share/games/scorched3d/data/globalmods/none/data/music",
         include=("mix3_loop*.ogg",),
         extended=True,
-        min_seconds=60,
     ),
     DemoPackage(
         "frozen-bubble-data",
@@ -323,7 +320,6 @@ PACKAGES: tuple[DemoPackage, ...] = (
         "usr/share/games/frozen-bubble/snd",
         include=("frozen-mainzik-*.ogg",),
         extended=True,
-        min_seconds=60,
     ),
 )
 

@@ -8,8 +8,9 @@ import pytest
 
 from pipelines.audio import probe
 from pipelines.catalogue.demo import PACKAGES, fetch_demo
-from pipelines.catalogue.manifest import MANIFEST_SCHEMA, read_manifest, read_table
+from pipelines.catalogue.manifest import MANIFEST_SCHEMA, REJECTS_SCHEMA, read_manifest, read_table
 from pipelines.catalogue.summary import format_summary
+from pipelines.catalogue.tags import read_tags
 from pipelines.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -60,5 +61,32 @@ def test_extended_corpus_gives_every_style_four_sources(demo_settings: Settings)
     assert tracks["source"].value_counts().max() <= 24, "at most 24 tracks per source (the lock's cap)"
     assert tracks["label_confidence"].between(0, 1).all()
     assert (tracks["duration_s"][tracks["source"].isin({p.name for p in PACKAGES if p.extended})] >= 60).all()
-    trackballs = tracks[tracks["source"] == "trackballs-data"].set_index("title")["style"]
-    assert trackballs.get("c64revival") == "electronic" and set(trackballs) == {"electronic", "ambient_scifi"}
+    trackballs = tracks[tracks["source"] == "trackballs-data"].set_index("track_id")["style"]
+    assert trackballs.get("trackballs-data.c64revival") == "electronic" and set(trackballs) == {
+        "electronic",
+        "ambient_scifi",
+    }
+
+
+def test_every_demo_track_is_a_minute_long_and_shorter_files_are_listed_as_left_out(demo_settings: Settings) -> None:
+    tracks = read_manifest(demo_settings.manifest_path)
+    assert (tracks["duration_s"] >= 60).all(), tracks.loc[tracks["duration_s"] < 60, "track_id"].tolist()
+    rejects = read_table(demo_settings.rejects_path, REJECTS_SCHEMA)
+    short = rejects[rejects["reason"] == "too_short"]
+    assert len(short) > 0 and not set(short["path"]) & set(tracks["path"])
+    packages = {Path(p).relative_to(demo_settings.demo_dir).parts[0] for p in short["path"]}
+    assert packages & {p.name for p in PACKAGES if not p.extended}, "the rule holds for the original six too"
+
+
+def test_demo_tracks_carry_the_artists_their_files_are_tagged_with(demo_settings: Settings) -> None:
+    tracks = read_manifest(demo_settings.manifest_path)
+    tagged = {}
+    for row in tracks.itertuples():
+        artist = read_tags(Path(row.path)).artist
+        if artist:
+            tagged[row.track_id] = artist
+    assert len(tagged) > 100, "the demo files carry artist tags"
+    by_id = tracks.set_index("track_id")["artist"]
+    missing = [t for t in tagged if not isinstance(by_id[t], str) or not by_id[t]]
+    assert not missing, f"{len(missing)} tagged tracks without an artist, e.g. {missing[:3]}"
+    assert set(tracks["source"]) == {p.name for p in PACKAGES}, "the source stays the package, whatever the tags say"
