@@ -305,14 +305,9 @@ def search3(params: Params, recommender: Recommender) -> dict[str, Any]:
 
 def similar_songs(params: Params, recommender: Recommender) -> list[dict[str, Any]]:
     """Songs that sound like song ``id``, nearest first; ``count`` (default 50) is cut to the server's k."""
+    top = recommender.serving.serving_max_k
+    count = params.integer("count", min(SIMILAR_DEFAULT, top), 1, top, clamp=True)
     track_id = recommender.resolve(params.required("id"))
-    count = params.integer(
-        "count",
-        min(SIMILAR_DEFAULT, recommender.serving.serving_max_k),
-        1,
-        recommender.serving.serving_max_k,
-        clamp=True,
-    )
     answer = recommender.similar(track_id, count)
     entries = songs(recommender, [r.track_id for r in answer.results])
     return [entries[r.track_id] for r in answer.results]
@@ -330,8 +325,8 @@ def similar_songs2(params: Params, recommender: Recommender) -> dict[str, Any]:
 
 def sonic_similar_tracks(params: Params, recommender: Recommender) -> dict[str, Any]:
     """``getSonicSimilarTracks``: nearest tracks to the song ``id`` (``count``, default 10), most similar first."""
-    track_id = recommender.resolve(params.required("id"))
     count = params.integer("count", 10, 1, recommender.serving.serving_max_k)
+    track_id = recommender.resolve(params.required("id"))
     answer = recommender.similar(track_id, count)
     entries = songs(recommender, [r.track_id for r in answer.results])
     matches = [{"entry": entries[r.track_id], "similarity": similarity(r.distance)} for r in answer.results]
