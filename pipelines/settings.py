@@ -125,6 +125,20 @@ class ServingSettings(BaseSettings):
     playlist_dir: Path | None = Field(
         default=None, description="Where `musicrec playlist --write` puts M3U8/XSPF files (a folder players scan)."
     )
+    subsonic_user: str | None = Field(
+        default=None,
+        description="The one user of the Subsonic face (/rest): clients log in with it and "
+        "MUSICREC_SUBSONIC_PASSWORD (u+p or u+t+s). Unset, and with no API key, /rest is open.",
+    )
+    subsonic_password: SecretStr | None = Field(
+        default=None, description="The Subsonic user's password; set both or neither."
+    )
+
+    @model_validator(mode="after")
+    def _subsonic_pair(self) -> ServingSettings:
+        if (self.subsonic_user is None) != (self.subsonic_password is None):
+            raise ValueError("set both MUSICREC_SUBSONIC_USER and MUSICREC_SUBSONIC_PASSWORD, or neither")
+        return self
 
 
 class PathSettings(BaseSettings):

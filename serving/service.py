@@ -548,6 +548,14 @@ class Recommender:
         """
         if not 1 <= limit <= self.serving.serving_max_k:
             raise InvalidInput(f"limit must be between 1 and {self.serving.serving_max_k}, got {limit}")
+        found = self.matching(query, style)
+        return len(found), [_library_track(row) for row in found.head(limit).to_dict("records")]
+
+    def matching(self, query: str, style: str | None = None) -> pd.DataFrame:
+        """The manifest rows :meth:`search` finds for ``query``, all of them, by title (ties in manifest order).
+
+        The order is stable, so pages of it (the Subsonic ``search3`` sync) neither repeat nor skip a track.
+        """
         if len(query) > 200:
             raise InvalidInput("the search text is longer than 200 characters")
         df = self.library()
@@ -557,8 +565,8 @@ class Recommender:
         if style:
             mask &= (df["style"] == style).to_numpy()
         found = df[mask]
-        top = found.assign(_key=found["title"].fillna(found["track_id"]).str.lower()).sort_values("_key").head(limit)
-        return int(mask.sum()), [_library_track(row) for row in top.to_dict("records")]
+        key = found["title"].fillna(found["track_id"]).str.lower()
+        return found.assign(_key=key).sort_values("_key", kind="stable").drop(columns="_key")
 
     def audio_file(self, track_id: str) -> Path:
         """The file of catalogue track ``track_id``, found by id in the manifest; 404 for anything else."""

@@ -1,20 +1,41 @@
-"""The OpenSubsonic ``sonicSimilarity`` extension's answers: subsonic-response in JSON or XML.
+"""The OpenSubsonic face's logic: credentials, parameters, songs, search and similarity as subsonic-responses.
 
-A ``sonicMatch`` is ``{"entry": <Child>, "similarity": s}`` with ``s`` in 0..1 (1 = the same sound), made
-here from cosine distance ``d`` (0..2) as ``1 - d / 2``. Errors are ``status="failed"`` with an ``error``
-holding one of the Subsonic codes below.
+Subsonic clients (players, and servers such as a Navidrome plugin) talk to ``/rest``; the router there is
+HTTP glue only and everything it answers is built here, in JSON or XML. A song is a Subsonic ``Child`` for
+a manifest row. A ``sonicMatch`` is ``{"entry": <Child>, "similarity": s}`` with ``s`` in 0..1 (1 = the
+same sound), made from cosine distance ``d`` (0..2) as ``1 - d / 2``. Errors are ``status="failed"`` with an
+``error`` holding one of the Subsonic codes below, always with HTTP 200, as Subsonic clients expect.
+
+Credentials (:func:`authenticate`) follow the Subsonic and OpenSubsonic ``apiKeyAuthentication`` rules:
+``u`` with ``p`` (plain or ``enc:`` hex) or ``t`` = md5(password + ``s``) against ``MUSICREC_SUBSONIC_USER``
+and ``MUSICREC_SUBSONIC_PASSWORD``, or ``apiKey`` (or the ``X-API-Key`` header) against
+``MUSICREC_SERVING_API_KEY``. When none of these is configured the face is open: any request is answered.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
+import logging
 import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 
 from fastapi.responses import Response
+
+from pipelines.errors import UserError
+from pipelines.index.errors import IndexUnavailable
+from pipelines.settings import ServingSettings
+from serving.errors import NotFound, shown
+
+if TYPE_CHECKING:
+    from serving.service import Recommender
+
+log = logging.getLogger(__name__)
 
 API_VERSION = "1.16.1"
 SERVER_TYPE = "musicrec"
@@ -23,9 +44,17 @@ XMLNS = "http://subsonic.org/restapi"
 
 GENERIC = 0
 MISSING_PARAMETER = 10
+WRONG_CREDENTIALS = 40
+MECHANISM_NOT_SUPPORTED = 42
+CONFLICTING_MECHANISMS = 43
 INVALID_API_KEY = 44
 NOT_AUTHORIZED = 50
 NOT_FOUND = 70
+
+# What getOpenSubsonicExtensions advertises: the names and versions of the OpenSubsonic spec.
+EXTENSIONS = {"sonicSimilarity": [1], "formPost": [1], "apiKeyAuthentication": [1]}
+SEARCH_MAX = 5000  # the most songs one search3 page holds; a larger songCount is cut to it
+SIMILAR_DEFAULT = 50  # getSimilarSongs(2)'s default count, as the spec has it
 
 _CONTENT_TYPES = {
     ".mp3": "audio/mpeg",
@@ -43,6 +72,98 @@ class SubsonicError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def failure(exc: UserError) -> SubsonicError:
+    """A musicrec error as the client is told of it: not found is 70, anything else the generic 0."""
+    if isinstance(exc, SubsonicError):
+        return exc
+    if isinstance(exc, NotFound):
+        return SubsonicError(NOT_FOUND, str(exc))
+    if isinstance(exc, IndexUnavailable):
+        log.warning("subsonic request while the index is unavailable: %s", exc)
+    return SubsonicError(GENERIC, str(exc))
+
+
+class Params:
+    """A request's parameters: the query string and a form-encoded body merged (``formPost``)."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self.values = dict(values)
+
+    def get(self, name: str) -> str | None:
+        return self.values.get(name)
+
+    def required(self, name: str) -> str:
+        value = self.values.get(name)
+        if value is None or not value.strip():
+            raise SubsonicError(MISSING_PARAMETER, f"required parameter is missing: {name}")
+        return value
+
+    def integer(self, name: str, default: int, low: int, high: int, clamp: bool = False) -> int:
+        """Whole number ``name`` in ``low..high`` (``clamp``: a larger one is cut to ``high``)."""
+        raw = self.values.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            number = int(raw)
+        except ValueError:
+            raise SubsonicError(GENERIC, f"{name} must be a whole number, got {shown(raw[:40])}") from None
+        if clamp and number > high:
+            return high
+        if not low <= number <= high:
+            raise SubsonicError(GENERIC, f"{name} must be between {low} and {high}, got {number}")
+        return number
+
+
+def _equal(given: str, secret: str) -> bool:
+    return hmac.compare_digest(given.encode(), secret.encode())
+
+
+def authenticate(params: Params, header_key: str | None, serving: ServingSettings) -> None:
+    """Raise the Subsonic error for missing, conflicting or wrong credentials; open when none is configured."""
+    api_key = params.get("apiKey") or header_key
+    user = params.get("u")
+    if api_key and user is not None:
+        raise SubsonicError(CONFLICTING_MECHANISMS, "Multiple conflicting authentication mechanisms provided")
+    key, name, password = serving.serving_api_key, serving.subsonic_user, serving.subsonic_password
+    if key is None and password is None:
+        return  # nothing configured: the face is open
+    if api_key:
+        if key is None:
+            raise SubsonicError(MECHANISM_NOT_SUPPORTED, "this server has no API key: log in with u and p or t+s")
+        if not _equal(api_key, key.get_secret_value()):
+            raise SubsonicError(INVALID_API_KEY, "Invalid API key")
+        return
+    if user is None:
+        raise SubsonicError(MISSING_PARAMETER, "required parameter is missing: u (or apiKey)")
+    if name is None or password is None:
+        raise SubsonicError(MECHANISM_NOT_SUPPORTED, "Password authentication not supported. Use API keys")
+    secret = password.get_secret_value()
+    plain, token, salt = params.get("p"), params.get("t"), params.get("s")
+    if plain is not None and token is not None:
+        raise SubsonicError(CONFLICTING_MECHANISMS, "Multiple conflicting authentication mechanisms provided")
+    if token is not None:
+        if not salt:
+            raise SubsonicError(MISSING_PARAMETER, "required parameter is missing: s")
+        good = _equal(token.lower(), hashlib.md5((secret + salt).encode()).hexdigest())
+    elif plain is not None:
+        decoded = _decoded(plain)
+        good = decoded is not None and _equal(decoded, secret)
+    else:
+        raise SubsonicError(MISSING_PARAMETER, "required parameter is missing: p (or t and s)")
+    if not _equal(user, name) or not good:  # both compared, whatever the first says
+        raise SubsonicError(WRONG_CREDENTIALS, "Wrong username or password")
+
+
+def _decoded(password: str) -> str | None:
+    """``p`` as sent: plain, or ``enc:`` and the UTF-8 bytes in hex (``None`` when that is not hex of UTF-8)."""
+    if not password.startswith("enc:"):
+        return password
+    try:
+        return bytes.fromhex(password[4:]).decode()
+    except ValueError:
+        return None
 
 
 def similarity(distance: float) -> float:
@@ -128,8 +249,109 @@ def _fill(element: ET.Element, obj: dict[str, Any]) -> None:
             _fill(ET.SubElement(element, key), value)
         elif isinstance(value, list):
             for item in value:
-                _fill(ET.SubElement(element, key), item)
+                if isinstance(item, dict):
+                    _fill(ET.SubElement(element, key), item)
+                else:  # a list of numbers or words: one element each, the value as its text
+                    ET.SubElement(element, key).text = str(item)
         elif isinstance(value, bool):
             element.set(key, "true" if value else "false")
         else:
             element.set(key, str(value))
+
+
+# ---- the answers: each takes the request's parameters and the recommender, and returns the body ------
+
+
+def ping(params: Params, recommender: Recommender) -> dict[str, Any]:
+    return {}
+
+
+def license_(params: Params, recommender: Recommender) -> dict[str, Any]:
+    return {"license": {"valid": True}}
+
+
+def extensions(params: Params, recommender: Recommender) -> dict[str, Any]:
+    return {"openSubsonicExtensions": [{"name": n, "versions": v} for n, v in EXTENSIONS.items()]}
+
+
+def songs(recommender: Recommender, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The ``Child`` of each catalogue track id (an id the manifest lacks gets only its id and title)."""
+    df = recommender.library()
+    folder = recommender.serving.music_folder
+    return {t: child(t, df.loc[t].to_dict() if t in df.index else {}, folder) for t in ids}
+
+
+def song(params: Params, recommender: Recommender) -> dict[str, Any]:
+    """``getSong``: the song ``id`` (track id, MusicBrainz id or path in the music folder)."""
+    track_id = recommender.resolve(params.required("id"))
+    return {"song": songs(recommender, [track_id])[track_id]}
+
+
+def search3(params: Params, recommender: Recommender) -> dict[str, Any]:
+    """``search3``: songs matching every word of ``query``, ``songCount`` from ``songOffset``.
+
+    An empty query (``""`` or ``'""'``, as clients send it to sync a whole library) pages through every
+    song. musicrec has no artist or album entities, so ``artistCount``/``albumCount`` find nothing.
+    """
+    query = params.get("query") or ""
+    query = query.strip().strip('"').strip("*").strip()
+    count = params.integer("songCount", 20, 0, SEARCH_MAX, clamp=True)
+    offset = params.integer("songOffset", 0, 0, 2**31 - 1)
+    page = recommender.matching(query).iloc[offset : offset + count]
+    folder = recommender.serving.music_folder
+    hits = [child(str(t), row, folder) for t, row in zip(page.index, page.to_dict("records"), strict=True)]
+    return {"searchResult3": {"song": hits}}
+
+
+def similar_songs(params: Params, recommender: Recommender) -> list[dict[str, Any]]:
+    """Songs that sound like song ``id``, nearest first; ``count`` (default 50) is cut to the server's k."""
+    top = recommender.serving.serving_max_k
+    count = params.integer("count", min(SIMILAR_DEFAULT, top), 1, top, clamp=True)
+    track_id = recommender.resolve(params.required("id"))
+    answer = recommender.similar(track_id, count)
+    entries = songs(recommender, [r.track_id for r in answer.results])
+    return [entries[r.track_id] for r in answer.results]
+
+
+def similar_songs1(params: Params, recommender: Recommender) -> dict[str, Any]:
+    """``getSimilarSongs``: :func:`similar_songs` as ``similarSongs``."""
+    return {"similarSongs": {"song": similar_songs(params, recommender)}}
+
+
+def similar_songs2(params: Params, recommender: Recommender) -> dict[str, Any]:
+    """``getSimilarSongs2``: :func:`similar_songs` as ``similarSongs2``."""
+    return {"similarSongs2": {"song": similar_songs(params, recommender)}}
+
+
+def sonic_similar_tracks(params: Params, recommender: Recommender) -> dict[str, Any]:
+    """``getSonicSimilarTracks``: nearest tracks to the song ``id`` (``count``, default 10), most similar first."""
+    count = params.integer("count", 10, 1, recommender.serving.serving_max_k)
+    track_id = recommender.resolve(params.required("id"))
+    answer = recommender.similar(track_id, count)
+    entries = songs(recommender, [r.track_id for r in answer.results])
+    matches = [{"entry": entries[r.track_id], "similarity": similarity(r.distance)} for r in answer.results]
+    return {"sonicMatch": matches}
+
+
+def sonic_path(params: Params, recommender: Recommender) -> dict[str, Any]:
+    """``findSonicPath``: a walk from ``startSongId`` to ``endSongId`` (both included) of at most ``count`` songs."""
+    start_ref, end_ref = params.required("startSongId"), params.required("endSongId")
+    count = params.integer("count", 25, 3, 52)
+    start, end = recommender.resolve(start_ref), recommender.resolve(end_ref)
+    if start == end:
+        raise SubsonicError(GENERIC, "startSongId and endSongId name the same track")
+    path = recommender.path(start, end, steps=count - 2)
+    ids = [step.track.track_id for step in path.steps]
+    distances = recommender.distances_from(start, ids)
+    entries = songs(recommender, ids)
+    matches = [{"entry": entries[t], "similarity": similarity(distances.get(t, 2.0))} for t in ids]
+    return {"sonicMatch": matches}
+
+
+def not_kept(what: str) -> Callable[[Params, Recommender], dict[str, Any]]:
+    """An answer for what musicrec has no data for (albums, artists, cover art): not found, code 70."""
+
+    def answer(params: Params, recommender: Recommender) -> dict[str, Any]:
+        raise SubsonicError(NOT_FOUND, f"musicrec keeps no {what}: {shown(params.get('id') or '')} not found")
+
+    return answer

@@ -1,155 +1,161 @@
-"""The OpenSubsonic ``sonicSimilarity`` face: ``/rest/getSonicSimilarTracks`` and ``/rest/findSonicPath``.
+"""The OpenSubsonic face, ``/rest``: HTTP glue over :mod:`serving.subsonic`, where the answers are made.
 
-Subsonic clients and servers (a Navidrome plugin, for one) call these with the song's id: a musicrec track
-id, a MusicBrainz recording id, or the path relative to the music folder (``MUSICREC_MUSIC_FOLDER``).
-Answers and errors are subsonic-responses (XML by default, JSON with ``f=json``), HTTP 200 as Subsonic
-clients expect. When the server has an API key, it is sent as ``X-API-Key`` or, as OpenSubsonic clients
-do, the ``apiKey`` parameter; a missing or wrong key is a failed response with HTTP 401 or 403.
+Every endpoint answers at ``X`` and ``X.view``, to GET and to POST (parameters in the query string, a
+form-encoded body, or both: the ``formPost`` extension), in XML or with ``f=json`` JSON. Each failure,
+an unknown endpoint included, is a failed subsonic-response with HTTP 200, as Subsonic clients expect.
+Credentials are checked as :func:`serving.subsonic.authenticate` says; with no Subsonic user and no API
+key configured the face is open. ``stream`` and ``download`` are the web page's audio route (ranges: 206).
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from pipelines.errors import UserError
-from pipelines.index.errors import IndexUnavailable
 from serving import subsonic
-from serving.errors import NotFound
+from serving.errors import shown
+from serving.routers import web
 from serving.service import Recommender
-from serving.subsonic import SubsonicError
+from serving.subsonic import Params, SubsonicError
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/rest", tags=["opensubsonic"])
 
+_XML_OR_JSON = {
+    "application/xml": {"schema": {"type": "string"}},
+    "application/json": {"schema": {"type": "object"}},
+}
 _DOC = {
+    "responses": {"200": {"description": "a subsonic-response (XML, or JSON with f=json)", "content": _XML_OR_JSON}}
+}
+_MEDIA_DOC = {
     "responses": {
         "200": {
-            "description": "a subsonic-response (XML, or JSON with f=json)",
-            "content": {
-                "application/xml": {"schema": {"type": "string"}},
-                "application/json": {"schema": {"type": "object"}},
-            },
+            "description": "the song's audio file, or a failed subsonic-response",
+            "content": {"audio/*": {}, **_XML_OR_JSON},
         },
-        "401": {
-            "description": "the server has an API key and none was sent: a failed subsonic-response (code 44)",
-            "content": {
-                "application/xml": {"schema": {"type": "string"}},
-                "application/json": {"schema": {"type": "object"}},
-            },
-        },
-        "403": {
-            "description": "a wrong API key: a failed subsonic-response (code 44)",
-            "content": {
-                "application/xml": {"schema": {"type": "string"}},
-                "application/json": {"schema": {"type": "object"}},
-            },
-        },
+        "206": {"description": "the requested byte range of the audio file", "content": {"audio/*": {}}},
     }
 }
 
-
-def _param(request: Request, name: str) -> str:
-    value = request.query_params.get(name)
-    if value is None or not value.strip():
-        raise SubsonicError(subsonic.MISSING_PARAMETER, f"required parameter is missing: {name}")
-    return value
-
-
-def _count(request: Request, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get("count")
-    if raw is None or raw == "":
-        return default
-    try:
-        count = int(raw)
-    except ValueError:
-        raise SubsonicError(subsonic.GENERIC, f"count must be a whole number, got {raw[:40]!r}") from None
-    if not low <= count <= high:
-        raise SubsonicError(subsonic.GENERIC, f"count must be between {low} and {high}, got {count}")
-    return count
+Answer = Callable[[Params, Recommender], dict[str, Any]]
+ANSWERS: dict[str, Answer] = {
+    "ping": subsonic.ping,
+    "getLicense": subsonic.license_,
+    "getOpenSubsonicExtensions": subsonic.extensions,
+    "getSong": subsonic.song,
+    "search3": subsonic.search3,
+    "getSimilarSongs": subsonic.similar_songs1,
+    "getSimilarSongs2": subsonic.similar_songs2,
+    "getSonicSimilarTracks": subsonic.sonic_similar_tracks,
+    "findSonicPath": subsonic.sonic_path,
+    "getAlbum": subsonic.not_kept("albums"),
+    "getArtist": subsonic.not_kept("artists"),
+    "getCoverArt": subsonic.not_kept("cover art"),
+}
+MEDIA = ("stream", "download")
+PUBLIC = frozenset({"getOpenSubsonicExtensions"})  # the spec has it answer without credentials
 
 
-def _check_key(request: Request, recommender: Recommender) -> None:
-    key = recommender.serving.serving_api_key
-    if key is None:
-        return
-    given = request.headers.get("x-api-key") or request.query_params.get("apiKey")
-    if not given:
-        raise SubsonicError(subsonic.MISSING_PARAMETER, "this server needs an API key: send apiKey or X-API-Key")
-    if not hmac.compare_digest(given.encode(), key.get_secret_value().encode()):
-        raise SubsonicError(subsonic.INVALID_API_KEY, "invalid API key")
+async def _params(request: Request) -> Params:
+    """The query string, and a form-encoded POST body over it."""
+    values = dict(request.query_params)
+    if request.method == "POST" and request.headers.get("content-type", "").startswith(
+        "application/x-www-form-urlencoded"
+    ):
+        body = await request.body()
+        values.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    return Params(values)
 
 
-async def _answer(request: Request, work: Callable[[Recommender], dict[str, Any]]) -> Response:
-    fmt = request.query_params.get("f")
+class _RangeOnPost(Response):
+    """The audio route's response, with a POSTed request's ``Range`` honoured as a GET's would be.
+
+    Starlette serves ranges to GET only, and form-POST clients (py-opensonic's default) seek too.
+    """
+
+    def __init__(self, inner: Response) -> None:
+        self.inner = inner
+        self.status_code = inner.status_code
+        self.raw_headers = inner.raw_headers
+        self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.inner({**scope, "method": "GET"}, receive, send)
+
+
+def _media(params: Params, recommender: Recommender) -> Response:
+    return web.audio(recommender.resolve(params.required("id")), recommender)
+
+
+async def _dispatch(request: Request, method: str) -> Response:
+    name = method.removesuffix(".view")
+    params = await _params(request)
+    fmt = params.get("f")
     recommender: Recommender = request.app.state.recommender
     try:
-        _check_key(request, recommender)
-    except SubsonicError as exc:
-        status = 401 if exc.code == subsonic.MISSING_PARAMETER else 403
-        return subsonic.render(subsonic.failed(exc), fmt, status)
-    try:
-        body = await run_in_threadpool(work, recommender)
+        if name not in PUBLIC:
+            subsonic.authenticate(params, request.headers.get("x-api-key"), recommender.serving)
+        if name in MEDIA:
+            audio = await run_in_threadpool(_media, params, recommender)
+            return _RangeOnPost(audio) if request.method == "POST" else audio
+        answer = ANSWERS.get(name)
+        if answer is None:
+            raise SubsonicError(subsonic.GENERIC, f"musicrec does not implement {shown(name)} (see docs/subsonic.md)")
+        body = await run_in_threadpool(answer, params, recommender)
+    except UserError as exc:
+        return subsonic.render(subsonic.failed(subsonic.failure(exc)), fmt)
     except SubsonicError as exc:
         return subsonic.render(subsonic.failed(exc), fmt)
-    except NotFound as exc:
-        return subsonic.render(subsonic.failed(SubsonicError(subsonic.NOT_FOUND, str(exc))), fmt)
-    except IndexUnavailable as exc:
-        log.warning("subsonic request while the index is unavailable: %s", exc)
-        return subsonic.render(subsonic.failed(SubsonicError(subsonic.GENERIC, str(exc))), fmt, 503)
-    except UserError as exc:
-        return subsonic.render(subsonic.failed(SubsonicError(subsonic.GENERIC, str(exc))), fmt)
     return subsonic.render(subsonic.envelope(**body), fmt)
 
 
-def _entries(recommender: Recommender, ids: list[str]) -> dict[str, dict[str, Any]]:
-    df = recommender.library()
-    folder = recommender.serving.music_folder
-    return {t: subsonic.child(t, df.loc[t].to_dict() if t in df.index else {}, folder) for t in ids}
+def _documented(name: str, summary: str) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        return await _dispatch(request, name)
+
+    endpoint.__doc__ = summary
+    return endpoint
 
 
-def similar_tracks(request: Request, recommender: Recommender) -> dict[str, Any]:
-    """Nearest tracks to the song ``id``, most similar first."""
-    ref = _param(request, "id")
-    count = _count(request, 10, 1, recommender.serving.serving_max_k)
-    track_id = recommender.resolve(ref)
-    answer = recommender.similar(track_id, count)
-    entries = _entries(recommender, [r.track_id for r in answer.results])
-    matches = [{"entry": entries[r.track_id], "similarity": subsonic.similarity(r.distance)} for r in answer.results]
-    return {"sonicMatch": matches}
+_SUMMARIES = {
+    "ping": "Subsonic: checks that the server is up and the credentials are good.",
+    "getLicense": "Subsonic: the license, always valid.",
+    "getOpenSubsonicExtensions": "OpenSubsonic: the extensions served (no credentials needed).",
+    "getSong": "Subsonic: the song `id` (track id, MusicBrainz id or path in the music folder).",
+    "search3": f"Subsonic: songs matching `query` ('': all), `songCount` (<= {subsonic.SEARCH_MAX}) from `songOffset`",
+    "getSimilarSongs": "Subsonic: songs that sound like song `id`, at most `count` (default 50).",
+    "getSimilarSongs2": "Subsonic: songs that sound like song `id`, at most `count` (default 50).",
+    "getSonicSimilarTracks": "OpenSubsonic: tracks that sound like song `id` (`count`, default 10), similarity 0..1.",
+    "findSonicPath": "OpenSubsonic: similar-sounding songs from `startSongId` to `endSongId` (`count` <= 52).",
+    "getAlbum": "Subsonic: musicrec keeps no albums; always not found (70).",
+    "getArtist": "Subsonic: musicrec keeps no artists; always not found (70).",
+    "getCoverArt": "Subsonic: musicrec keeps no cover art; always not found (70).",
+    "stream": "Subsonic: the audio file of song `id`, as stored (no transcoding); honours `Range` (206).",
+    "download": "Subsonic: the audio file of song `id`; honours `Range` (206).",
+}
+for _name, _summary in _SUMMARIES.items():
+    router.add_api_route(
+        f"/{_name}",
+        _documented(_name, _summary),
+        methods=["GET"],
+        summary=_summary,
+        operation_id=f"subsonic_{_name}",
+        response_class=Response,
+        openapi_extra=_MEDIA_DOC if _name in MEDIA else _DOC,
+    )
 
 
-def sonic_path(request: Request, recommender: Recommender) -> dict[str, Any]:
-    """A walk from ``startSongId`` to ``endSongId`` (both included) of at most ``count`` songs."""
-    start_ref, end_ref = _param(request, "startSongId"), _param(request, "endSongId")
-    count = _count(request, 25, 3, 52)
-    start, end = recommender.resolve(start_ref), recommender.resolve(end_ref)
-    if start == end:
-        raise SubsonicError(subsonic.GENERIC, "startSongId and endSongId name the same track")
-    path = recommender.path(start, end, steps=count - 2)
-    ids = [step.track.track_id for step in path.steps]
-    distances = recommender.distances_from(start, ids)
-    entries = _entries(recommender, ids)
-    matches = [{"entry": entries[t], "similarity": subsonic.similarity(distances.get(t, 2.0))} for t in ids]
-    return {"sonicMatch": matches}
-
-
-@router.get("/getSonicSimilarTracks", openapi_extra=_DOC)
-@router.get("/getSonicSimilarTracks.view", include_in_schema=False)
-async def get_sonic_similar_tracks(request: Request) -> Response:
-    """OpenSubsonic: tracks that sound like song ``id`` (``count``, default 10), with similarity 0..1."""
-    return await _answer(request, lambda rec: similar_tracks(request, rec))
-
-
-@router.get("/findSonicPath", openapi_extra=_DOC)
-@router.get("/findSonicPath.view", include_in_schema=False)
-async def find_sonic_path(request: Request) -> Response:
-    """OpenSubsonic: a path of similar-sounding songs from ``startSongId`` to ``endSongId`` (``count`` <= 52)."""
-    return await _answer(request, lambda rec: sonic_path(request, rec))
+@router.api_route("/{method:path}", methods=["GET", "POST"], include_in_schema=False)
+async def any_endpoint(request: Request, method: str) -> Response:
+    """Every endpoint at ``X.view`` and by POST, and unknown ones (a failed response, code 0)."""
+    return await _dispatch(request, method)

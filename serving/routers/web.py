@@ -13,6 +13,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import FileResponse, Response
 
+import serving.routers.tracks  # noqa: F401  (registers the track_id path convertor the audio route uses)
 from serving.deps import RecommenderDep, require_api_key
 from serving.errors import InvalidInput
 from serving.schemas import (
