@@ -46,12 +46,12 @@ class SongRef(BaseModel):
     mbid: _Text | None = Field(None, description="MusicBrainz recording id.")
     isrc: _Text | None = None
     artist: _Text | None = None
-    artistMbid: _Text | None = None  # noqa: N815 - Navidrome's field name
-    artists: list[ArtistRef] | None = Field(None, max_length=50)
+    artistMbid: _Text | None = None
+    artists: list[ArtistRef] | None = Field(default=None, max_length=50)
     album: _Text | None = None
-    albumMbid: _Text | None = None  # noqa: N815
+    albumMbid: _Text | None = None
     duration: float | None = Field(None, ge=0, description="Seconds (deprecated by Navidrome).")
-    durationMs: int | None = Field(None, ge=0, description="Milliseconds; wins when non-zero.")  # noqa: N815
+    durationMs: int | None = Field(None, ge=0, description="Milliseconds; wins when non-zero.")
 
     def query(self) -> SongQuery:
         seconds = self.durationMs / 1000 if self.durationMs else (self.duration or None)
@@ -65,8 +65,8 @@ class SimilarRequest(BaseModel):
 
 
 class PathRequest(BaseModel):
-    startSong: SongRef  # noqa: N815
-    endSong: SongRef  # noqa: N815
+    startSong: SongRef
+    endSong: SongRef
     count: int = Field(25, ge=3, le=52, description="Songs on the path, both ends included.")
 
 
