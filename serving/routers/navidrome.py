@@ -80,7 +80,7 @@ class SonicResponse(BaseModel):
 
 
 _index_lock = Lock()
-_index: tuple[int, SongIndex] | None = None
+_index: tuple[object, SongIndex] | None = None  # (the library frame it was built from, the index)
 
 
 def _song_index(recommender: Recommender) -> SongIndex:
@@ -88,12 +88,12 @@ def _song_index(recommender: Recommender) -> SongIndex:
     global _index
     df = recommender.library()
     with _index_lock:
-        if _index is not None and _index[0] == id(df):
+        if _index is not None and _index[0] is df:
             return _index[1]
     columns = [c for c in ("track_id", "title", "artist", "album", "mbid", "duration_s") if c in df.columns]
     built = SongIndex(df[columns].to_dict("records"))
     with _index_lock:
-        _index = (id(df), built)
+        _index = (df, built)
     return built
 
 
@@ -108,12 +108,17 @@ def _resolve(recommender: Recommender, song: SongRef, role: str = "song") -> str
 def _song(row: dict[str, Any], track_id: str, navidrome_id: str | None = None) -> SongRef:
     duration = row.get("duration_s")
     seconds = float(duration) if isinstance(duration, int | float) and duration == duration and duration > 0 else None
+
+    def text(key: str) -> str | None:
+        value = row.get(key)
+        return value if isinstance(value, str) and value else None  # the manifest's gaps may be NaN
+
     return SongRef(
         id=navidrome_id,
-        name=row.get("title") or track_id,
-        artist=row.get("artist"),
-        album=row.get("album"),
-        mbid=row.get("mbid") or None,
+        name=text("title") or track_id,
+        artist=text("artist"),
+        album=text("album"),
+        mbid=text("mbid"),
         duration=round(seconds, 3) if seconds else None,
         durationMs=round(seconds * 1000) if seconds else None,
     )
