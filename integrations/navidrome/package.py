@@ -32,7 +32,8 @@ def main() -> None:
         zf.write(args.wasm, "plugin.wasm")
     tmp.replace(args.out)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    log.info("%s: %d bytes (hosts %s)", args.out, args.out.stat().st_size, manifest["permissions"]["http"]["requiredHosts"])
+    hosts_now = manifest["permissions"]["http"]["requiredHosts"]
+    log.info("%s: %d bytes (hosts %s)", args.out, args.out.stat().st_size, hosts_now)
 
 
 if __name__ == "__main__":

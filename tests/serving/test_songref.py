@@ -6,15 +6,19 @@ import pytest
 
 from serving.songref import SongIndex, SongQuery, Unresolved, normalise
 
+_COLUMNS = ("track_id", "title", "artist", "album", "mbid", "duration_s")
 ROWS = [
-    {"track_id": "a1", "title": "Hey Jude", "artist": "The Beatles", "album": "Past Masters", "mbid": "m-1", "duration_s": 431.0},
-    {"track_id": "a2", "title": "Hey Jude", "artist": "The Beatles", "album": "1", "mbid": None, "duration_s": 425.0},
-    {"track_id": "b1", "title": "Café", "artist": "Émile", "album": "X", "mbid": None, "duration_s": 200.0},
-    {"track_id": "c1", "title": "Twin", "artist": "Dup", "album": "Same", "mbid": None, "duration_s": 100.0},
-    {"track_id": "c2", "title": "Twin", "artist": "Dup", "album": "Same", "mbid": None, "duration_s": 100.0},
-    {"track_id": "d1", "title": "Copy", "artist": "Z", "album": "One", "mbid": "m-2", "duration_s": 50.0},
-    {"track_id": "d2", "title": "Copy", "artist": "Z", "album": "Two", "mbid": "M-2", "duration_s": 50.0},
-]  # fmt: skip
+    dict(zip(_COLUMNS, row, strict=True))
+    for row in [
+        ("a1", "Hey Jude", "The Beatles", "Past Masters", "m-1", 431.0),
+        ("a2", "Hey Jude", "The Beatles", "1", None, 425.0),
+        ("b1", "Café", "Émile", "X", None, 200.0),
+        ("c1", "Twin", "Dup", "Same", None, 100.0),
+        ("c2", "Twin", "Dup", "Same", None, 100.0),
+        ("d1", "Copy", "Z", "One", "m-2", 50.0),
+        ("d2", "Copy", "Z", "Two", "M-2", 50.0),
+    ]
+]
 
 
 @pytest.fixture(scope="module")
