@@ -146,7 +146,7 @@ def slow_port() -> Iterator[int]:
     done = threading.Event()
 
     class Slow(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             done.wait(20)
             self.send_response(200)
             self.end_headers()
