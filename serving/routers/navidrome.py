@@ -61,13 +61,13 @@ class SongRef(BaseModel):
 
 class SimilarRequest(BaseModel):
     song: SongRef
-    count: int = Field(10, ge=1, le=1000)
+    count: int = Field(10, ge=1, le=1000, description="How many songs (cut to MUSICREC_SERVING_MAX_K).")
 
 
 class PathRequest(BaseModel):
     startSong: SongRef
     endSong: SongRef
-    count: int = Field(25, ge=3, le=52, description="Songs on the path, both ends included.")
+    count: int = Field(25, ge=3, le=1000, description="Songs on the path, both ends included (at most 52 given).")
 
 
 class SonicMatch(BaseModel):
@@ -134,11 +134,12 @@ def _matches(recommender: Recommender, scored: list[tuple[str, float]], known: d
 
 @router.post("/similar", response_model=SonicResponse, response_model_exclude_none=True, responses=_ERRORS)
 def similar(body: SimilarRequest, recommender: RecommenderDep) -> SonicResponse:
-    """``nd_get_sonic_similar_tracks``: the ``count`` songs that sound most like ``song``, most similar first."""
-    if body.count > recommender.serving.serving_max_k:
-        raise InvalidInput(f"count must be at most {recommender.serving.serving_max_k}, got {body.count}")
+    """``nd_get_sonic_similar_tracks``: the ``count`` songs that sound most like ``song``, most similar first.
+
+    A ``count`` above the server's cap is cut to it rather than refused: Navidrome picks the count.
+    """
     track_id = _resolve(recommender, body.song)
-    answer = recommender.similar(track_id, body.count)
+    answer = recommender.similar(track_id, min(body.count, recommender.serving.serving_max_k))
     log.debug("navidrome similar %r -> %s: %d matches", body.song.name, track_id, len(answer.results))
     return _matches(recommender, [(r.track_id, r.distance) for r in answer.results], {})
 
@@ -153,7 +154,7 @@ def path(body: PathRequest, recommender: RecommenderDep) -> SonicResponse:
     end = _resolve(recommender, body.endSong, "endSong")
     if start == end:
         raise InvalidInput("startSong and endSong are the same catalogue track")
-    walk = recommender.path(start, end, steps=body.count - 2)
+    walk = recommender.path(start, end, steps=min(body.count, 52) - 2)
     ids = [start, *(s.track.track_id for s in walk.steps if s.track.track_id not in (start, end)), end]
     distances = recommender.distances_from(start, ids)
     known = {t: i for t, i in ((start, body.startSong.id), (end, body.endSong.id)) if i}

@@ -75,3 +75,12 @@ def test_api_key(tagged_served: TaggedServed) -> None:
         assert client.post("/navidrome/similar", json=body).status_code == 401
         assert client.post("/navidrome/similar", json=body, headers={"X-API-Key": "wrong"}).status_code == 403
         assert client.post("/navidrome/similar", json=body, headers={"X-API-Key": "k3y"}).status_code == 200
+
+
+def test_counts_above_the_caps_are_cut_not_refused(tagged_served: TaggedServed) -> None:
+    c = tagged_served.client
+    r = c.post("/navidrome/similar", json={"song": {"name": "Low 0", "artist": "Ann Arbor"}, "count": 1000})
+    assert r.status_code == 200 and 1 <= len(r.json()["matches"]) <= tagged_served.recommender.serving.serving_max_k
+    body = {"startSong": {"name": "Low 0", "artist": "Ann Arbor"}, "endSong": {"name": "High 0", "artist": "Bee Sharp"}}
+    r = c.post("/navidrome/path", json={**body, "count": 500})
+    assert r.status_code == 200 and len(r.json()["matches"]) <= 52
