@@ -56,9 +56,9 @@ player-deps:
 
 # The Navidrome plugin's toolchain: Debian's rustc and cargo, the wasm32 standard library and the packaged
 # crates it builds from offline (integrations/navidrome/.cargo/config.toml).
-WASM_APT := rustc cargo libstd-rust-dev-wasm32 librust-serde-dev librust-serde-json-dev
+WASM_APT := rustc cargo libstd-rust-dev-wasm32 lld-14 librust-serde-dev librust-serde-json-dev
 wasm-deps:
-	@if [ ! -x /usr/bin/rustc ] || [ ! -x /usr/bin/cargo ] || [ ! -d /usr/lib/rustlib/wasm32-unknown-unknown ] || \
+	@if [ ! -x /usr/bin/rustc ] || [ ! -x /usr/bin/cargo ] || [ ! -d /usr/lib/rustlib/wasm32-unknown-unknown ] || [ ! -x /usr/bin/lld-14 ] || \
 	    ! ls -d /usr/share/cargo/registry/serde_json-1.* >/dev/null 2>&1; then \
 	  echo "installing $(WASM_APT) (apt-get)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(WASM_APT) >/dev/null; \
