@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-fast lint format bench lock clean stack-deps browser-deps player-deps stack-up stack-down stack-status
+.PHONY: run test test-fast lint format bench lock clean stack-deps browser-deps player-deps wasm-deps navidrome-plugin stack-up stack-down stack-status
 
 # Create the virtual environment and install the locked dependency set (re-runs when the lock changes).
 $(STAMP): requirements.lock pyproject.toml
@@ -25,7 +25,7 @@ run: $(STAMP)
 	$(BIN)/musicrec index refresh --model-version best
 	$(BIN)/musicrec recommend --examples 3
 
-test: $(STAMP) stack-deps browser-deps player-deps
+test: $(STAMP) stack-deps browser-deps player-deps wasm-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
@@ -53,6 +53,27 @@ player-deps:
 	  echo "installing mpd and mpc (apt-get)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mpd mpc >/dev/null; \
 	fi
+
+# The Navidrome plugin's toolchain: Debian's rustc and cargo, the wasm32 standard library and the packaged
+# crates it builds from offline (integrations/navidrome/.cargo/config.toml).
+WASM_APT := rustc cargo libstd-rust-dev-wasm32 lld-14 librust-serde-dev librust-serde-json-dev
+wasm-deps:
+	@if [ ! -x /usr/bin/rustc ] || [ ! -x /usr/bin/cargo ] || [ ! -d /usr/lib/rustlib/wasm32-unknown-unknown ] || [ ! -x /usr/bin/lld-14 ] || \
+	    ! ls -d /usr/share/cargo/registry/serde_json-1.* >/dev/null 2>&1; then \
+	  echo "installing $(WASM_APT) (apt-get)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(WASM_APT) >/dev/null; \
+	fi
+
+# The Navidrome plugin (docs/navidrome.md): Rust -> wasm32 with Debian's rustc (not rustup's), packed as an .ndp.
+ND := integrations/navidrome
+ND_WASM := build/navidrome-plugin/wasm32-unknown-unknown/release/musicrec_navidrome.wasm
+navidrome-plugin: $(ND)/dist/musicrec.ndp
+
+$(ND_WASM): $(ND)/src/lib.rs $(ND)/Cargo.toml $(ND)/.cargo/config.toml
+	cd $(ND) && RUSTC=/usr/bin/rustc /usr/bin/cargo build --release --quiet
+
+$(ND)/dist/musicrec.ndp: $(ND_WASM) $(ND)/manifest.json $(ND)/package.py
+	$(PYTHON) $(ND)/package.py $(ND)/manifest.json $(ND_WASM) $@
 
 stack-up: $(STAMP) stack-deps
 	$(BIN)/musicrec stack up

@@ -23,7 +23,7 @@ from serving.deps import check_api_key
 from serving.errors import status_of, validation_detail
 from serving.limits import BodyGuard
 from serving.observability import Metrics, ObservabilityMiddleware
-from serving.routers import health, ops, review, subsonic, tracks, web
+from serving.routers import health, navidrome, ops, review, subsonic, tracks, web
 from serving.service import Recommender
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ def create_app(
     )
     app.include_router(tracks.router)
     app.include_router(subsonic.router)
+    app.include_router(navidrome.router)
     app.include_router(health.router)
     app.include_router(ops.router)
     app.include_router(web.router)
