@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterator
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 from libopensonic import AsyncConnection, Extensions, errors
 from pydantic import SecretStr
 
+from pipelines.catalogue.manifest import read_manifest
+from pipelines.index.lite_server import free_port
+from tests.pipelines.index.helpers import PARAMS_A, make_library, refresh
 from tests.serving.conftest import Served, live_server
 
 pytestmark = pytest.mark.integration
@@ -36,9 +45,15 @@ def _connection(port: int, **kw: Any) -> AsyncConnection:
     return AsyncConnection("http://127.0.0.1", port=port, app_name="musicrec-tests", **kw)
 
 
-async def _session(served: Served, conn: AsyncConnection) -> None:
-    """ping, extensions, search3, getSong, stream (whole and ranged), getSimilarSongs2, the sonic pair."""
-    library = served.recommender.library()
+def _nearest(served: Served) -> Callable[[str, int], list[str]]:
+    return lambda track, k: [r.track_id for r in served.recommender.similar(track, k).results]
+
+
+async def _session(library: pd.DataFrame, nearest: Callable[[str, int], list[str]], conn: AsyncConnection) -> None:
+    """ping, extensions, search3, getSong, stream (whole and ranged), getSimilarSongs2, the sonic pair.
+
+    ``library`` is the served manifest and ``nearest(track, k)`` the API's own answer, to compare with.
+    """
     try:
         assert await conn.ping() is True
         names = {e.name: e.versions for e in await conn.get_open_subsonic_extensions()}
@@ -64,7 +79,7 @@ async def _session(served: Served, conn: AsyncConnection) -> None:
         assert ranged.status == 206 and await ranged.read() == data[100:200]
 
         similar = await conn.get_similar_songs2(track, count=4)
-        assert [s.id for s in similar] == [r.track_id for r in served.recommender.similar(track, 4).results]
+        assert [s.id for s in similar] == nearest(track, 4)
 
         matches = await conn.get_sonic_similar_tracks(track, count=3)
         assert [m.entry.id for m in matches] == [s.id for s in similar[:3]]
@@ -77,11 +92,14 @@ async def _session(served: Served, conn: AsyncConnection) -> None:
 
 
 def test_token_and_salt_by_form_post(served: Served, port: int) -> None:
-    asyncio.run(_session(served, _connection(port, username=USER, password=PASSWORD)))
+    asyncio.run(
+        _session(served.recommender.library(), _nearest(served), _connection(port, username=USER, password=PASSWORD))
+    )
 
 
 def test_api_key_by_get_without_view(served: Served, port: int) -> None:
-    asyncio.run(_session(served, _connection(port, api_key=KEY, use_get=True, use_views=False)))
+    conn = _connection(port, api_key=KEY, use_get=True, use_views=False)
+    asyncio.run(_session(served.recommender.library(), _nearest(served), conn))
 
 
 def test_wrong_credentials_are_raised_by_the_client(port: int) -> None:
@@ -116,3 +134,43 @@ def test_hand_made_requests_post_form_view_and_range(served: Served, port: int) 
         assert part.headers["content-range"] == f"bytes 0-9/{len(data)}"
         unknown = http.post(f"{base}/getPlaylists.view", data={**auth, "f": "json"})
         assert unknown.status_code == 200 and unknown.json()["subsonic-response"]["error"]["code"] == 0
+
+
+def test_the_client_against_the_musicrec_serve_command(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The same session against ``musicrec serve`` itself, configured only through its environment."""
+    settings = make_library(tmp_path_factory.mktemp("serve-cli"))
+    refresh(settings, PARAMS_A)
+    port = free_port()
+    env = {
+        **os.environ,
+        "MUSICREC_DATA_ROOT": str(settings.paths.data_root),
+        "MUSICREC_MILVUS_URI": settings.paths.milvus_uri,
+        "MUSICREC_SUBSONIC_USER": USER,
+        "MUSICREC_SUBSONIC_PASSWORD": PASSWORD,
+    }
+    log = settings.paths.data_root / "serve.log"
+    with log.open("w") as out:
+        cmd = [sys.executable, "-c", "from serving.cli_serve import main; main()", "serve", "--port", str(port)]
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            try:
+                httpx.get(f"{base}/livez", timeout=2)
+                break
+            except httpx.TransportError:
+                time.sleep(0.3)
+
+        def nearest(track: str, k: int) -> list[str]:
+            answer = httpx.get(f"{base}/tracks/{track}/similar", params={"k": k}, timeout=10).json()
+            return [r["track_id"] for r in answer["results"]]
+
+        library = read_manifest(settings.manifest_path).set_index("track_id")
+        asyncio.run(_session(library, nearest, _connection(port, username=USER, password=PASSWORD)))
+        with pytest.raises(errors.CredentialError):
+            asyncio.run(_session(library, nearest, _connection(port, username=USER, password="wrong")))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
