@@ -49,7 +49,6 @@ def evaluate_model() -> None:
 
         from pipelines.errors import UserError
         from pipelines.evaluation.model_eval import EvaluateModelJob, run
-        from pipelines.registry import RegistryUnavailable
         from pipelines.settings import get_settings
         from pipelines.steps import log_report
 
@@ -59,8 +58,6 @@ def evaluate_model() -> None:
         job = EvaluateModelJob(version=version, catalogue=Path(catalogue) if catalogue else None)
         try:
             report = log_report("evaluate_model", run(get_settings(), job))
-        except RegistryUnavailable:
-            raise
         except UserError as exc:
             raise AirflowFailException(str(exc)) from exc
         return {"version": report.version, "run_id": report.run_id, "mode": report.mode}

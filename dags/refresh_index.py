@@ -41,25 +41,23 @@ from common import default_args
     doc_md=__doc__,
 )
 def refresh_index() -> None:
-    @task(retries=0)  # an unknown version stays unknown: fail now, not after the retries
+    # An unknown version stays unknown: AirflowFailException fails it at once. MLflow down (Unavailable) is
+    # raised as is, so the task retries with the DAG's back-off.
+    @task
     def resolve_model(params: dict[str, Any] | None = None) -> str:
         from pipelines.errors import UserError
         from pipelines.index.models import CHAMPION as CHAMPION_ALIAS
         from pipelines.index.models import check_model_version, resolve_model_version
         from pipelines.inputs import champion_missing
-        from pipelines.registry import RegistryUnavailable
         from pipelines.settings import get_settings
 
         settings = get_settings()
         requested = str((params or {}).get("model_version", CHAMPION_ALIAS))
-        # MLflow down raises RegistryUnavailable: the task fails and the run can be cleared once it is back.
         if requested == CHAMPION_ALIAS and (reason := champion_missing(settings)):
             raise AirflowSkipException(f"nothing to refresh yet: {reason}")  # features before any model
         try:
             version = resolve_model_version(settings, requested)
             check_model_version(settings, version)
-        except RegistryUnavailable:
-            raise
         except UserError as exc:
             raise AirflowFailException(str(exc)) from exc
         return version
