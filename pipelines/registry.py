@@ -23,6 +23,7 @@ import numpy as np
 
 from pipelines.errors import Unavailable, UserError
 from pipelines.model.embedder import Embedder
+from pipelines.model.ref import CHALLENGER, CHAMPION
 from pipelines.relocate import ARTIFACTS_DIR, embedded_store, relocate, write_marker
 from pipelines.settings import Settings
 
@@ -30,8 +31,6 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "musicrec-triplet"
 EXPERIMENT_NAME = "musicrec-triplet"
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 
 
 class RegistryUnavailable(Unavailable):

@@ -28,8 +28,8 @@ from pipelines.index.errors import CollectionGone, IndexUnavailable
 from pipelines.index.index_map import TrackMap, load_map, refresh_map
 from pipelines.index.metadata import RESULT_FIELDS, CollectionMeta, Hit, literal
 from pipelines.index.milvus import TrackIndex
-from pipelines.index.models import load_embedder
 from pipelines.model.embedder import Embedder
+from pipelines.model.ref import ModelRef
 from pipelines.settings import IndexSettings, ServingSettings, Settings
 from serving.batching import SearchBatcher
 from serving.decoding import DecodePool
@@ -218,7 +218,7 @@ class Recommender:
         return meta
 
     def _load_registered(self, meta: CollectionMeta) -> Embedder:
-        return load_embedder(self.settings, meta.model_version, FeatureParams(**meta.feature_params))
+        return ModelRef.parse(meta.model_version).load(self.settings, FeatureParams(**meta.feature_params))
 
     def embedder(self, meta: CollectionMeta) -> Embedder:
         """The embedder that made ``meta``'s vectors (cached; loading a model is slow)."""

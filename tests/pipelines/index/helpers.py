@@ -19,9 +19,9 @@ from pipelines.features.frontend import TrackVector, track_vector
 from pipelines.features.params import FeatureParams
 from pipelines.index.lite_server import LiteServer
 from pipelines.index.milvus import TrackIndex
-from pipelines.index.models import RAW
 from pipelines.index.refresh import RefreshReport, refresh_collection
 from pipelines.model.embedder import RawEmbedder
+from pipelines.model.ref import RAW
 from pipelines.settings import IndexSettings, PathSettings, Settings
 from tests import synth
 
