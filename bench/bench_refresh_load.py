@@ -36,7 +36,7 @@ from pipelines.index.lite_server import LiteServer, free_port  # noqa: E402
 from pipelines.index.milvus import TrackIndex  # noqa: E402
 from pipelines.index.refresh import rollback  # noqa: E402
 from pipelines.settings import PathSettings, Settings  # noqa: E402
-from tests.pipelines.index.helpers import PARAMS_A, make_library, refresh  # noqa: E402
+from pipelines.synthetic import PARAMS_A, make_library, refresh  # noqa: E402
 
 log = logging.getLogger("bench_refresh_load")
 _SETTLE_S = 1.0
@@ -46,7 +46,7 @@ import sys
 from pipelines.settings import IndexSettings
 from pipelines.index.milvus import TrackIndex
 from pipelines.settings import PathSettings, Settings
-from tests.pipelines.index.helpers import PARAMS_B, refresh
+from pipelines.synthetic import PARAMS_B, refresh
 settings = Settings(paths=PathSettings(data_root=sys.argv[1], milvus_uri=sys.argv[2]))
 print(refresh(settings, PARAMS_B, TrackIndex(sys.argv[2], IndexSettings(embed_batch_size=2))).collection)
 """

@@ -470,12 +470,11 @@ def refresh_body(model_version: str, marks: Path, trace: bool) -> None:
     from pipelines.features.store import stored_features
     from pipelines.index import refresh as refresh_mod
     from pipelines.index.milvus import TrackIndex
-    from pipelines.index.models import load_embedder, resolve_model_version
+    from pipelines.model.ref import REFRESH_NAMES, ModelRef
     from pipelines.settings import get_settings
 
     settings = get_settings()
-    version = resolve_model_version(settings, model_version)
-    embedder = load_embedder(settings, version, settings.features)
+    embedder = ModelRef.parse(model_version, REFRESH_NAMES).load(settings, settings.features)
     features = stored_features(settings, settings.features)
     manifest = read_manifest(settings.manifest_path)
     index = TrackIndex.from_settings(settings)

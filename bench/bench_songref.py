@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import cpu_model  # noqa: E402
+from pipelines import synthetic as synth  # noqa: E402
 from pipelines.catalogue.importer import import_catalogue  # noqa: E402
 from pipelines.catalogue.manifest import read_manifest  # noqa: E402
 from pipelines.settings import PathSettings, Settings  # noqa: E402
 from serving.songref import SongIndex, SongQuery, Unresolved  # noqa: E402
-from tests import synth  # noqa: E402
 
 log = logging.getLogger("bench_songref")
 

@@ -30,9 +30,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.model.encoder import EncoderConfig
+from pipelines.model.ref import EVALUATED_BASELINES
 from pipelines.settings import PathSettings, Settings
 from pipelines.training.config import TrainingJob
-from pipelines.training.evaluate import BASELINES, baseline_embeddings, evaluate_models, fold_summary, summary
+from pipelines.training.evaluate import baseline_embeddings, evaluate_models, fold_summary, summary
 from pipelines.training.labelled import LabelledFeatures, load_labelled, recipe_params, window_bank
 from pipelines.training.split import make_split, validation_carve
 from pipelines.training.steps.evaluate import table_metrics
@@ -184,7 +185,10 @@ def main() -> None:
     _STATE.update(split=split, bank=bank, cat=cat)
     sources = list(tracks["source"].astype(str))
     styles = list(tracks["style"])
-    base = {b: dict.fromkeys(sorted(set(folds_of)), baseline_embeddings(b, cat.matrix, cat.n_mfcc)) for b in BASELINES}
+    base = {
+        b: dict.fromkeys(sorted(set(folds_of)), baseline_embeddings(b, cat.matrix, cat.n_mfcc))
+        for b in EVALUATED_BASELINES
+    }
     per_query = evaluate_models(base, cat.matrix, cat.track_ids, styles, folds_of, sources)
     stamp = f"{datetime.now(UTC):%Y-%m-%d %H:%M}"
     lines = [
@@ -195,7 +199,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|",
     ]
     table = summary(per_query)
-    lines += [_row(b, table, 0) + " - |" for b in BASELINES]
+    lines += [_row(b, table, 0) + " - |" for b in EVALUATED_BASELINES]
     print("\n".join(lines), flush=True)
     RESULTS.parent.mkdir(exist_ok=True)
     with RESULTS.open("a") as f:
@@ -218,7 +222,7 @@ def main() -> None:
         )
         wins = int((per_source[name] > per_source["meanstd"]).sum())
         line = _row(name, t, float(np.mean([d[2] for d in done]))) + f" {wins} of {len(per_source)} |"
-        _log_run(settings, name, stamp, t, summary(per_query[per_query["model"].isin(BASELINES)]), wins)
+        _log_run(settings, name, stamp, t, summary(per_query[per_query["model"].isin(EVALUATED_BASELINES)]), wins)
         print(line, f"  <- {RECIPES[name][0]}", flush=True)
         with RESULTS.open("a") as f:
             f.write(line + "\n")

@@ -17,6 +17,8 @@ from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 from common import default_args  # the DAG folder is on sys.path when Airflow parses it
 
+from pipelines.model.ref import CHAMPION, EVALUATE_NAMES, param_pattern
+
 
 @dag(
     dag_id="evaluate_model",
@@ -27,9 +29,9 @@ from common import default_args  # the DAG folder is on sys.path when Airflow pa
     default_args=default_args(timedelta(hours=1), retries=0),
     params={
         "version": Param(
-            "champion",
+            CHAMPION,
             type="string",
-            pattern=r"^(champion|challenger|raw|meanstd|random|[1-9][0-9]{0,8})$",
+            pattern=param_pattern(EVALUATE_NAMES),
             description="A registry version, 'champion' or 'challenger', or a baseline: raw, meanstd, random.",
         ),
         "catalogue": Param(
@@ -49,18 +51,15 @@ def evaluate_model() -> None:
 
         from pipelines.errors import UserError
         from pipelines.evaluation.model_eval import EvaluateModelJob, run
-        from pipelines.registry import RegistryUnavailable
         from pipelines.settings import get_settings
         from pipelines.steps import log_report
 
         params = params or {}
         catalogue = str(params.get("catalogue") or "")
-        version = str(params.get("version", "champion"))
+        version = str(params.get("version", CHAMPION))
         job = EvaluateModelJob(version=version, catalogue=Path(catalogue) if catalogue else None)
         try:
             report = log_report("evaluate_model", run(get_settings(), job))
-        except RegistryUnavailable:
-            raise
         except UserError as exc:
             raise AirflowFailException(str(exc)) from exc
         return {"version": report.version, "run_id": report.run_id, "mode": report.mode}

@@ -20,6 +20,9 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from assets import CHAMPION, FEATURES, TRACK_INDEX  # the DAG folder is on sys.path when Airflow parses it
 from common import default_args
 
+from pipelines.model.ref import CHAMPION as CHAMPION_ALIAS
+from pipelines.model.ref import REFRESH_NAMES, param_pattern
+
 
 @dag(
     dag_id="refresh_index",
@@ -30,9 +33,9 @@ from common import default_args
     default_args=default_args(timedelta(hours=3)),
     params={
         "model_version": Param(
-            "champion",
+            CHAMPION_ALIAS,
             type="string",
-            pattern=r"^(champion|challenger|best|raw|meanstd|[1-9][0-9]{0,8})$",
+            pattern=param_pattern(REFRESH_NAMES),
             description="'champion' or 'challenger' (registry aliases), 'raw' or 'meanstd' (baselines), 'best' "
             "(the champion if it beats the baselines, else the strongest baseline) or a version number.",
         )
@@ -41,25 +44,21 @@ from common import default_args
     doc_md=__doc__,
 )
 def refresh_index() -> None:
-    @task(retries=0)  # an unknown version stays unknown: fail now, not after the retries
+    # An unknown version stays unknown: AirflowFailException fails it at once. MLflow down (Unavailable) is
+    # raised as is, so the task retries with the DAG's back-off.
+    @task
     def resolve_model(params: dict[str, Any] | None = None) -> str:
         from pipelines.errors import UserError
-        from pipelines.index.models import CHAMPION as CHAMPION_ALIAS
-        from pipelines.index.models import check_model_version, resolve_model_version
         from pipelines.inputs import champion_missing
-        from pipelines.registry import RegistryUnavailable
+        from pipelines.model.ref import ModelRef
         from pipelines.settings import get_settings
 
         settings = get_settings()
         requested = str((params or {}).get("model_version", CHAMPION_ALIAS))
-        # MLflow down raises RegistryUnavailable: the task fails and the run can be cleared once it is back.
         if requested == CHAMPION_ALIAS and (reason := champion_missing(settings)):
             raise AirflowSkipException(f"nothing to refresh yet: {reason}")  # features before any model
         try:
-            version = resolve_model_version(settings, requested)
-            check_model_version(settings, version)
-        except RegistryUnavailable:
-            raise
+            version = ModelRef.parse(requested, REFRESH_NAMES).check(settings).text
         except UserError as exc:
             raise AirflowFailException(str(exc)) from exc
         return version

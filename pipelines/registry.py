@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.errors import UserError
+from pipelines.errors import Unavailable, UserError
 from pipelines.model.embedder import Embedder
+from pipelines.model.ref import CHALLENGER, CHAMPION
 from pipelines.relocate import ARTIFACTS_DIR, embedded_store, relocate, write_marker
 from pipelines.settings import Settings
 
@@ -30,12 +31,10 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "musicrec-triplet"
 EXPERIMENT_NAME = "musicrec-triplet"
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 
 
-class RegistryUnavailable(UserError):
-    """MLflow cannot be reached or used; nothing was registered."""
+class RegistryUnavailable(Unavailable):
+    """MLflow cannot be reached or used; nothing was registered. An outage, so Airflow retries it."""
 
 
 def _now() -> str:

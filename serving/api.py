@@ -16,11 +16,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from pipelines.errors import UserError
+from pipelines.errors import Unavailable, UserError
 from pipelines.index.errors import IndexUnavailable
 from pipelines.settings import ServingSettings, Settings, get_settings
 from serving.deps import check_api_key
-from serving.errors import status_of, validation_detail
+from serving.errors import RETRY_AFTER_S, status_of, validation_detail
 from serving.limits import BodyGuard
 from serving.observability import Metrics, ObservabilityMiddleware
 from serving.routers import health, navidrome, ops, review, subsonic, tracks, web
@@ -77,9 +77,12 @@ def create_app(
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError) -> JSONResponse:
-        status = status_of(exc)
-        headers = {"Retry-After": "30"} if status == 503 else None
-        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+        return JSONResponse({"detail": str(exc)}, status_code=status_of(exc))
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
+        return JSONResponse({"detail": str(exc)}, status_code=status_of(exc), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

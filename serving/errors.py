@@ -1,7 +1,9 @@
 """Errors a caller caused, each with the HTTP status the API answers with (the CLI prints one line, exit 2).
 
-Milvus being down or the index not built yet are :class:`pipelines.index.milvus.IndexUnavailable`
-(503): not the caller's fault, but something an operator can fix, and the message says how.
+Milvus being down, the index not built yet or MLflow unreachable are :class:`pipelines.errors.Unavailable`
+(:class:`pipelines.index.errors.IndexUnavailable`, :class:`pipelines.registry.RegistryUnavailable`): 503,
+not the caller's fault but something an operator can fix, and the message says how. :func:`status_of` is
+the one place either family gets its HTTP status.
 """
 
 from __future__ import annotations
@@ -9,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pipelines.errors import UserError, one_line
-from pipelines.index.errors import IndexUnavailable
+from pipelines.errors import Unavailable, UserError, one_line
 
 
 class Unauthorized(UserError):
@@ -63,10 +64,14 @@ def shown(value: object) -> str:
     return f"{text[:SHOWN_CHARS]!r}... ({len(text)} characters)"
 
 
-def status_of(exc: UserError) -> int:
-    """The HTTP status for a user error: 503 for an unavailable index, the class's own code otherwise."""
-    if isinstance(exc, IndexUnavailable):
-        return 503
+UNAVAILABLE_STATUS = 503
+RETRY_AFTER_S = 30  # what a 503 tells clients to wait before asking again
+
+
+def status_of(exc: UserError | Unavailable) -> int:
+    """The HTTP status for an error: 503 for an outage, a user error's own code (422 if it has none)."""
+    if isinstance(exc, Unavailable):
+        return UNAVAILABLE_STATUS
     return int(getattr(exc, "status_code", 422))
 
 

@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipelines.audio import AudioRejected, RejectReason, looks_like_audio, other_container, regular_file_size
-from pipelines.errors import UserError
+from pipelines.errors import Unavailable, UserError
 from pipelines.features.frontend import TrackVector
 from pipelines.features.params import FeatureParams
-from pipelines.index.errors import IndexUnavailable
+from pipelines.index.errors import CollectionGone, IndexUnavailable
 from pipelines.index.index_map import TrackMap, load_map, refresh_map
 from pipelines.index.metadata import RESULT_FIELDS, CollectionMeta, Hit, literal
 from pipelines.index.milvus import TrackIndex
-from pipelines.index.models import load_embedder
 from pipelines.model.embedder import Embedder
+from pipelines.model.ref import ModelRef
 from pipelines.settings import IndexSettings, ServingSettings, Settings
 from serving.batching import SearchBatcher
 from serving.decoding import DecodePool
@@ -218,7 +218,7 @@ class Recommender:
         return meta
 
     def _load_registered(self, meta: CollectionMeta) -> Embedder:
-        return load_embedder(self.settings, meta.model_version, FeatureParams(**meta.feature_params))
+        return ModelRef.parse(meta.model_version).load(self.settings, FeatureParams(**meta.feature_params))
 
     def embedder(self, meta: CollectionMeta) -> Embedder:
         """The embedder that made ``meta``'s vectors (cached; loading a model is slow)."""
@@ -229,7 +229,7 @@ class Recommender:
         try:
             embedder = self.loader(meta)
         except Exception as exc:
-            if not isinstance(exc, UserError):
+            if not isinstance(exc, UserError | Unavailable):
                 log.exception("cannot load model version %s", meta.model_version)
             raise IndexUnavailable(
                 f"model version {meta.model_version} (which made collection {meta.name}) cannot be loaded: "
@@ -261,16 +261,15 @@ class Recommender:
         return future.result
 
     def _retrying(self, fn: Callable[[CollectionMeta], Any]) -> Any:
-        """Run ``fn`` on the live collection; if a refresh dropped it meanwhile, look the alias up again."""
+        """Run ``fn`` on the live collection; if a refresh dropped it meanwhile, look the alias up again.
+
+        Milvus's own "no such collection" arrives as :class:`CollectionGone`; a second one (the fresh alias
+        names a dropped collection too) reaches the caller as the outage it is (503).
+        """
         meta = self.collection()
         try:
             return fn(meta)
-        except UserError:
-            raise
-        except Exception as exc:
-            text = str(exc).lower()
-            if "not exist" not in text and "not found" not in text:
-                raise
+        except CollectionGone as exc:
             log.info("collection %s went away (%s); re-reading the alias", meta.name, exc)
             return fn(self.collection(fresh=True))
 

@@ -27,8 +27,7 @@ from xml.etree import ElementTree as ET
 
 from fastapi.responses import Response
 
-from pipelines.errors import UserError
-from pipelines.index.errors import IndexUnavailable
+from pipelines.errors import Unavailable, UserError
 from pipelines.settings import ServingSettings
 from serving.errors import NotFound, shown
 
@@ -74,14 +73,14 @@ class SubsonicError(Exception):
         self.message = message
 
 
-def failure(exc: UserError) -> SubsonicError:
+def failure(exc: UserError | Unavailable) -> SubsonicError:
     """A musicrec error as the client is told of it: not found is 70, anything else the generic 0."""
     if isinstance(exc, SubsonicError):
         return exc
     if isinstance(exc, NotFound):
         return SubsonicError(NOT_FOUND, str(exc))
-    if isinstance(exc, IndexUnavailable):
-        log.warning("subsonic request while the index is unavailable: %s", exc)
+    if isinstance(exc, Unavailable):
+        log.warning("subsonic request during an outage: %s", exc)
     return SubsonicError(GENERIC, str(exc))
 
 

@@ -9,34 +9,9 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
+from pipelines.synthetic import SR, noise, tone, write
 
-SR = 22050
-
-
-def tone(freq: float, seconds: float, sr: int = SR, amp: float = 0.3, harmonics: int = 1) -> np.ndarray:
-    t = np.arange(int(seconds * sr)) / sr
-    sig = sum(amp / (h + 1) * np.sin(2 * np.pi * freq * (h + 1) * t) for h in range(harmonics))
-    return np.asarray(sig, dtype=np.float32)
-
-
-def noise(seconds: float, sr: int = SR, amp: float = 0.2, seed: int = 0, colour: float = 0.0) -> np.ndarray:
-    """White noise, or low-passed (``colour`` in 0..1, higher is darker) for a different timbre."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(int(seconds * sr))
-    if colour > 0:
-        for i in range(1, len(x)):
-            x[i] = colour * x[i - 1] + (1 - colour) * x[i]
-        x /= np.abs(x).max() + 1e-9
-    return (amp * x).astype(np.float32)
-
-
-def write(path: Path, audio: np.ndarray, sr: int = SR) -> Path:
-    """Write audio in the format given by the suffix (.wav, .flac, .ogg)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), audio, sr)
-    return path
+__all__ = ["SR", "hanging_open", "noise", "style_tree", "tone", "truncated", "write"]
 
 
 def truncated(path: Path, source: Path, keep: float = 0.5) -> Path:

@@ -1,4 +1,4 @@
-"""The one ``musicrec`` Typer app with the offline commands, and ``run`` that turns user errors into one line.
+"""The one ``musicrec`` Typer app with the offline commands, and ``run`` that turns errors into one line.
 
 :mod:`serving.cli_serve` adds the online commands and calls :func:`run`; pipelines never import serving.
 """
@@ -14,11 +14,18 @@ import typer
 from typer.exceptions import TyperException
 
 from pipelines.cli import catalogue, console, deprecated, evaluate, features, index, stack, train
-from pipelines.errors import UserError, one_line
+from pipelines.errors import Unavailable, UserError, one_line
 from pipelines.settings import effective_values, get_settings
 
 app = typer.Typer(help="musicrec: recommend music by how it sounds.", no_args_is_help=True, add_completion=False)
 
+
+# Exit codes: bad input and usage errors 2; an outage 2 as well (what it has always been, and what the docs
+# and scripts expect); a full disk 1; Ctrl-C 130. One place, so each error family has one code.
+EXIT_USER_ERROR = 2
+EXIT_UNAVAILABLE = 2
+EXIT_NO_SPACE = 1
+EXIT_ABORTED = 130
 
 # Commands whose children outlive them (servers): their decoder messages go to the log, not to a summary.
 _LONG_RUNNING = frozenset({"serve", "stack"})
@@ -80,21 +87,24 @@ def _out_of_room(exc: BaseException) -> bool:
 
 
 def run(app: typer.Typer = app) -> None:
-    """Run ``app``, turning user errors into one line on stderr and exit code 2."""
+    """Run ``app``, turning user errors and outages into one line on stderr and their exit codes."""
     try:
         app(standalone_mode=False)
     except UserError as exc:
         typer.echo(f"error: {one_line(str(exc))}", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_USER_ERROR)
+    except Unavailable as exc:
+        typer.echo(f"error: {one_line(str(exc))}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
     except typer.Abort:
         typer.echo("aborted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_ABORTED)
     except TyperException as exc:  # usage errors: missing argument, unknown option, bare group
         if type(exc).__name__ == "NoArgsIsHelpError":
             typer.echo(exc.format_message())  # `musicrec` alone shows the help, as usual
         else:
             typer.echo(f"error: {exc.format_message()}", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_USER_ERROR)
     except Exception as exc:  # a full disk, however a library reports it; anything else is a bug to show
         if not _out_of_room(exc):
             raise
@@ -105,4 +115,4 @@ def run(app: typer.Typer = app) -> None:
             "run the command again; files are written whole or not at all, so the previous state is kept",
             err=True,
         )
-        sys.exit(1)
+        sys.exit(EXIT_NO_SPACE)

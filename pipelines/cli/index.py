@@ -28,17 +28,16 @@ def refresh(
     ] = "champion",
 ) -> None:
     """Embed the feature store into a new collection for the model version, verify it, move `tracks` to it."""
-    from pipelines.index.models import BEST
     from pipelines.index.refresh import RefreshJob, run
+    from pipelines.model.ref import REFRESH_NAMES, Kind, ModelRef
 
     quiet_clients()
     settings = get_settings()
-    if model_version == BEST:
-        from pipelines.evaluation.best import choose_best
-
-        choice = choose_best(settings)
-        typer.echo(choice.line())
-        model_version = choice.version
+    ref = ModelRef.parse(model_version, REFRESH_NAMES)
+    if ref.kind is Kind.BEST:  # resolved here to say the choice; the refresh gets the concrete version
+        ref = ref.resolve(settings)
+        typer.echo(ref.reason)
+        model_version = ref.text
     report = run(settings, RefreshJob(model_version=model_version), progress=bar("embedding", "batch"))
     typer.echo(report.line())
 

@@ -112,7 +112,9 @@ def show() -> None:
             typer.echo(f"      reasons: {tags['gate.reasons']}")
         for run in evaluation_runs(settings, str(mv.version))[:3]:
             typer.echo(f"      {evaluation_line(run)}")
-    for baseline in ("raw", "meanstd", "random"):
+    from pipelines.model.ref import EVALUATED_BASELINES
+
+    for baseline in EVALUATED_BASELINES:
         for run in evaluation_runs(settings, baseline)[:1]:
             typer.echo(f"{baseline:<5} baseline {evaluation_line(run)}")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from pipelines.index.models import MEANSTD
+from pipelines.model.ref import CHAMPION, MEANSTD
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class Choice:
 def choose_best(settings: Settings) -> Choice:
     """What ``best`` means now; reads the registry only (no evaluation is run)."""
     from pipelines.evaluation.gate import passes_baselines, strongest_baseline
-    from pipelines.registry import CHAMPION, Registry
+    from pipelines.registry import Registry
     from pipelines.training.config import GateConfig
 
     gate = GateConfig()

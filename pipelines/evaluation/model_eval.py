@@ -20,12 +20,12 @@ import pandas as pd
 from pipelines.errors import UserError
 from pipelines.evaluation.bootstrap import DEFAULT_DRAWS, DEFAULT_SEED, interval_metrics, mean_interval, paired_table
 from pipelines.model.embedder import l2_normalise
+from pipelines.model.ref import CHAMPION, EVALUATE_NAMES, EVALUATED_BASELINES, MEANSTD, RANDOM, RAW, ModelRef
 from pipelines.settings import Settings
 from pipelines.steps import StepJob
 
 log = logging.getLogger(__name__)
 
-BASELINE_NAMES = ("raw", "meanstd", "random")
 LEARNED = "learned"  # the model's output without the appended statistics
 KEYS = [("catalogue", "p@10"), ("catalogue", "map@10"), ("cross_source", "p@10"), ("cross_source", "map@10")]
 EVAL_TAG = "evaluation"
@@ -57,7 +57,7 @@ class ModelEvaluation:
 class EvaluateModelJob(StepJob):
     """Which model to evaluate on which labelled catalogue, and the bootstrap's draws and seed."""
 
-    version: str = "champion"  # a version number, champion, challenger, raw, meanstd or random
+    version: str = CHAMPION  # a version number, champion, challenger, raw, meanstd or random (EVALUATE_NAMES)
     catalogue: Path | None = None  # a data root with a manifest and features; None: this data root
     draws: int = DEFAULT_DRAWS
     seed: int = DEFAULT_SEED
@@ -120,12 +120,12 @@ def _model_embeddings(
 
     fold_names = sorted(set(folds))
     matrix = cat.matrix  # type: ignore[attr-defined]
-    if requested in BASELINE_NAMES:
+    ref = ModelRef.parse(requested, EVALUATE_NAMES)
+    if ref.text in EVALUATED_BASELINES:
         return requested, "baseline (no weights)", {}, {}
-    from pipelines.index.models import resolve_model_version
     from pipelines.registry import Registry, load_embedder
 
-    version = resolve_model_version(settings, requested)
+    version = ref.resolve(settings).text
     registry = Registry(settings)
     mv = registry.version(version)
     tags = dict(mv.tags)
@@ -252,23 +252,23 @@ def evaluate_model(
     folds = np.asarray(sources, dtype=object)
     fold_names = sorted(set(sources))
     version, mode, embedders, _tags = _model_embeddings(settings, cat, requested, folds)
-    for b in BASELINE_NAMES:
+    for b in EVALUATED_BASELINES:
         embedders[b] = dict.fromkeys(fold_names, baseline_embeddings(b, cat.matrix, cat.n_mfcc, seed=seed))
-    if requested in BASELINE_NAMES:
+    if requested in EVALUATED_BASELINES:
         embedders = {"model": embedders[requested], **embedders}
     per_query = evaluate_models(embedders, cat.matrix, cat.track_ids, styles, folds, sources)
     per_fold = fold_summary(per_query)
     table = summary(per_query)
     models = list(embedders)
-    parts = [paired_table(per_fold, "model", [b for b in BASELINE_NAMES if b != requested], KEYS, draws, seed)]
+    parts = [paired_table(per_fold, "model", [b for b in EVALUATED_BASELINES if b != requested], KEYS, draws, seed)]
     parts[0].insert(0, "model", "model")
     if LEARNED in embedders:
-        for other in ("raw", "meanstd"):
+        for other in (RAW, MEANSTD):
             t = paired_table(per_fold, LEARNED, [other], KEYS, draws, seed)
             t.insert(0, "model", LEARNED)
             parts.append(t)
-    for b in ("raw", "random"):
-        t = paired_table(per_fold, b, ["meanstd"], KEYS, draws, seed)
+    for b in (RAW, RANDOM):
+        t = paired_table(per_fold, b, [MEANSTD], KEYS, draws, seed)
         t.insert(0, "model", b)
         parts.append(t)
     intervals = pd.concat(parts, ignore_index=True)
@@ -322,7 +322,7 @@ def _log(
         intervals.to_csv(out / "intervals.csv", index=False, float_format="%.4f")
         table.to_csv(out / "summary.csv", index=False, float_format="%.4f")
         registry.log_artifacts(run_id, out, "evaluation")
-        if version not in BASELINE_NAMES:
+        if version not in EVALUATED_BASELINES:
             registry.tag_version(version, {"evaluation.last_run": run_id, "evaluation.catalogue": str(root)})
     return run_id
 

@@ -300,22 +300,6 @@ def stored_shas(settings: Settings, params: FeatureParams, on_corrupt: OnCorrupt
     return set(read_store(settings, params, ["sha256"], on_corrupt).column("sha256").to_pylist())
 
 
-def add_part(table: pa.Table, settings: Settings, params: FeatureParams, run_id: str) -> Path | None:
-    """Publish new rows as one part file of the version (no file when there are no rows)."""
-    if table.num_rows == 0:
-        return None
-    folder = version_dir(settings, params)
-    meta = folder / "_params.json"
-    if not meta.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        meta.write_text(json.dumps({"version": params.version, **params.model_dump()}, indent=2) + "\n")
-    path = folder / f"part-{run_id}.parquet"
-    with PartWriter(path, feature_schema(params.dim)) as writer:
-        for batch in table.to_batches(ROW_GROUP_ROWS):
-            writer.write(pa.Table.from_batches([batch], table.schema))
-    return path
-
-
 def add_part_from(tables: Iterable[pa.Table], settings: Settings, params: FeatureParams, run_id: str) -> Path | None:
     """Publish rows that arrive as a stream of tables as one part file (none when there are no rows)."""
     folder = version_dir(settings, params)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pipelines.index.errors import MilvusUnavailable
+from pipelines.index.errors import CollectionGone, MilvusUnavailable
 from pipelines.index.lite_server import folder_locked, is_remote, resolve_uri
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,16 @@ def _is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, grpc.RpcError)
 
 
+def _is_collection_gone(exc: BaseException) -> bool:
+    """Whether pymilvus reports that the collection asked for does not exist: by its exception class or
+    the server's error code (Milvus Lite and a server both answer ``COLLECTION_NOT_FOUND``), never by text."""
+    from pymilvus.exceptions import CollectionNotExistException, ErrorCode, MilvusException
+
+    if isinstance(exc, CollectionNotExistException):
+        return True
+    return isinstance(exc, MilvusException) and exc.code == ErrorCode.COLLECTION_NOT_FOUND
+
+
 def _reason(exc: BaseException) -> str:
     """One short line saying why a connection failed (gRPC and pymilvus errors are multi-line)."""
     cause = exc.__cause__ or exc
@@ -146,11 +156,18 @@ class MilvusConnection:
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[Any]:
-        """Run client calls; a lost connection becomes :class:`MilvusUnavailable` and the next call reconnects."""
+        """Run client calls; a lost connection becomes :class:`MilvusUnavailable` and the next call reconnects,
+        a collection Milvus does not have (dropped meanwhile) :class:`CollectionGone`."""
         client = self.client
         try:
             yield client
         except Exception as exc:
+            if _is_collection_gone(exc):
+                self._loaded.clear()  # whichever collection went, its "loaded" mark is stale
+                raise CollectionGone(
+                    f"a Milvus collection at {self.uri} does not exist ({_reason(exc)}); it was dropped meanwhile "
+                    "or was never made",
+                ) from exc
             if _is_connection_error(exc):
                 self.close()
                 raise MilvusUnavailable(

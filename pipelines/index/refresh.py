@@ -27,8 +27,8 @@ from pipelines.index.errors import IndexNotBuilt, RefreshFailed
 from pipelines.index.index_map import build_map, map_file, save_map
 from pipelines.index.metadata import CollectionMeta, clip, collection_name, now_iso
 from pipelines.index.milvus import TrackIndex
-from pipelines.index.models import CHAMPION, load_embedder, resolve_model_version
 from pipelines.model.embedder import Embedder
+from pipelines.model.ref import CHAMPION, REFRESH_NAMES, ModelRef
 from pipelines.progress import ItemProgress, ProgressLog, Sized, no_items
 from pipelines.settings import IndexSettings, Settings
 from pipelines.steps import StepJob
@@ -344,12 +344,12 @@ class RefreshIndex(BaseModel):
 
     settings: Settings
     index: IndexSettings | None = None  # default: the settings' own index section
-    model_version: str = Field(default=CHAMPION, description="'champion' (registry alias), 'raw' or a version.")
+    model_version: str = Field(default=CHAMPION, description="A model reference (pipelines.model.ref.REFRESH_NAMES).")
 
     def run(self, progress: Progress = no_progress, on_step: Callable[[Step], None] = no_step) -> RefreshReport:
-        version = resolve_model_version(self.settings, self.model_version)
+        version = ModelRef.parse(self.model_version, REFRESH_NAMES).resolve(self.settings).text
         params = self.settings.features
-        embedder = load_embedder(self.settings, version, params)
+        embedder = ModelRef.parse(version).load(self.settings, params)
         if embedder.version != version:  # serving reloads the model by the version recorded in the collection
             raise UserError(f"model loaded for version {version} calls itself {embedder.version}")
         from pipelines.features.store import stored_features

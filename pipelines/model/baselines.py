@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.model.embedder import l2_normalise
-
-MEANSTD = "meanstd"
+from pipelines.model.ref import MEANSTD
 
 
 @dataclass(frozen=True)

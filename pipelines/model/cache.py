@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import UserError
+from pipelines.errors import Unavailable, UserError
 from pipelines.model.embedder import Embedder
 from pipelines.settings import Settings
 
@@ -281,7 +281,7 @@ def load_cached(settings: Settings, version: str) -> Embedder:
                 shutil.rmtree(folder, ignore_errors=True)
     try:
         stored = _store(settings, MODEL_NAME, version)
-    except UserError:
+    except (UserError, Unavailable):  # an unknown version or MLflow down: loading through MLflow fails the same
         raise
     except Exception as exc:  # caching is an optimisation: the registry's own loader still answers
         log.warning("could not cache model version %s (%s); loading it through MLflow", version, exc)

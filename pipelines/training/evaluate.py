@@ -13,10 +13,9 @@ import numpy as np
 import pandas as pd
 
 from pipelines.model.embedder import l2_normalise
+from pipelines.model.ref import EVALUATED_BASELINES, MEANSTD, RANDOM, RAW
 from pipelines.training.config import SEED_PREFIX
 from pipelines.training.metrics import METRICS, retrieval_table
-
-BASELINES = ("raw", "meanstd", "random")
 
 Embed = Callable[[np.ndarray], np.ndarray]
 
@@ -29,11 +28,11 @@ def meanstd_vectors(matrix: np.ndarray, n_mfcc: int) -> np.ndarray:
 
 def baseline_embeddings(name: str, matrix: np.ndarray, n_mfcc: int, seed: int = 0) -> np.ndarray:
     """Embeddings of baseline ``name`` for the rows of ``matrix`` (front-end vectors)."""
-    if name == "raw":
+    if name == RAW:
         return l2_normalise(matrix)
-    if name == "meanstd":
+    if name == MEANSTD:
         return l2_normalise(meanstd_vectors(matrix, n_mfcc))
-    if name == "random":
+    if name == RANDOM:
         return l2_normalise(np.random.default_rng(seed).standard_normal((len(matrix), 64)))
     raise ValueError(f"unknown baseline {name!r}")
 
@@ -136,7 +135,7 @@ def format_table(table: pd.DataFrame, models: list[str] | None = None, unseen_is
     present = list(dict.fromkeys(table["model"]))
     seeds = sorted((m for m in present if is_seed(m)), key=lambda m: int(m.removeprefix(SEED_PREFIX)))
     present = [m for m in present if not is_seed(m)]
-    order = ["model", "champion", *BASELINES]
+    order = ["model", "champion", *EVALUATED_BASELINES]
     models = models or [m for m in order if m in present] + [m for m in present if m not in order]
     head = "| model | " + " | ".join(f"{v.replace('_', '-')} {m.replace('map', 'mAP')}" for v, m in COLUMNS)
     lines = [head + " | holdouts |", "|---" * (len(COLUMNS) + 2) + "|"]

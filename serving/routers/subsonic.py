@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from pipelines.errors import UserError
+from pipelines.errors import Unavailable, UserError
 from serving import subsonic
 from serving.errors import shown
 from serving.routers import web
@@ -112,7 +112,7 @@ async def _dispatch(request: Request, method: str) -> Response:
         if answer is None:
             raise SubsonicError(subsonic.GENERIC, f"musicrec does not implement {shown(name)} (see docs/subsonic.md)")
         body = await run_in_threadpool(answer, params, recommender)
-    except UserError as exc:
+    except (UserError, Unavailable) as exc:
         return subsonic.render(subsonic.failed(subsonic.failure(exc)), fmt)
     except SubsonicError as exc:
         return subsonic.render(subsonic.failed(exc), fmt)

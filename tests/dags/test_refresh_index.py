@@ -78,6 +78,29 @@ def test_an_unknown_model_version_fails_at_once_and_alerts(
     assert alert["task_id"] == "resolve_model" and "999" in alert["error"]
 
 
+def test_resolve_model_retries_an_outage_and_fails_bad_input_at_once(
+    dag_bag: Any, musicrec_env: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The task's two error families: MLflow down (Unavailable) is raised as is, so Airflow retries it with
+    the DAG's back-off; a version the registry lacks (UserError) is AirflowFailException: no retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipelines.index.lite_server import free_port
+    from pipelines.registry import RegistryUnavailable
+    from pipelines.settings import get_settings
+
+    task = dag_bag.dags["refresh_index"].get_task("resolve_model")
+    assert task.retries == 2
+    settings = musicrec_env(make_library(tmp_path))
+    with pytest.raises(AirflowFailException, match="no version '999'"):
+        task.python_callable(params={"model_version": "999"})
+    monkeypatch.setenv("MUSICREC_MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    get_settings.cache_clear()
+    assert get_settings().paths.data_root == settings.paths.data_root
+    with pytest.raises(RegistryUnavailable, match="not reachable"):
+        task.python_callable(params={"model_version": "champion"})
+
+
 def test_parameters_are_checked_when_a_run_is_triggered(dag_bag: Any) -> None:
     from airflow.sdk.exceptions import ParamValidationError
 

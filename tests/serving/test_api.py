@@ -280,3 +280,25 @@ def test_a_full_upload_spool_is_507_with_the_reason_and_leaves_nothing(served: S
         assert list(tiny_spool.iterdir()) == [], "the partial spool file is removed"
         small = _wav(synth.tone(330, 3.0, harmonics=2))
         assert client.post("/similar", content=small).status_code == 200, "a smaller upload still fits"
+
+
+def test_an_outage_of_any_service_is_503_and_bad_input_is_not(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each family has one HTTP face: any Unavailable (here MLflow's, not the index's) is 503 with the reason
+    and Retry-After; a UserError is its 4xx without Retry-After."""
+    from pipelines.registry import RegistryUnavailable
+    from serving.errors import NotFound
+
+    def down(*args: object, **kw: object) -> None:
+        raise RegistryUnavailable("MLflow at http://x is not reachable (ConnectError); start the server")
+
+    def unknown(*args: object, **kw: object) -> None:
+        raise NotFound("unknown track id 'x'")
+
+    monkeypatch.setattr(served.recommender, "similar", down)
+    res = served.client.get("/tracks/x/similar")
+    assert res.status_code == 503 and res.headers["retry-after"] == "30"
+    assert res.json() == {"detail": "MLflow at http://x is not reachable (ConnectError); start the server"}
+    monkeypatch.setattr(served.recommender, "similar", unknown)
+    res = served.client.get("/tracks/x/similar")
+    assert res.status_code == 404 and "retry-after" not in res.headers
+    assert res.json() == {"detail": "unknown track id 'x'"}

@@ -27,9 +27,9 @@ import torch
 from pipelines.catalogue.manifest import read_manifest
 from pipelines.index.index_map import map_file
 from pipelines.index.milvus import TrackIndex
-from pipelines.index.models import load_embedder
 from pipelines.index.refresh import refresh_collection
 from pipelines.model.encoder import Encoder, EncoderConfig
+from pipelines.model.ref import ModelRef
 from pipelines.registry import CHAMPION, Registry
 from pipelines.settings import IndexSettings, ServingSettings, Settings
 from serving.api import create_app
@@ -109,7 +109,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     features = build_features(settings, PARAMS_A)
     manifest = read_manifest(settings.manifest_path)
     for version in (challenger, champion):  # the champion's collection ends up live, the challenger's kept
-        embedder = load_embedder(settings, version, PARAMS_A)
+        embedder = ModelRef.parse(version).load(settings, PARAMS_A)
         refresh_collection(index, embedder, features, manifest, map_root=settings.paths.data_root)
     recommender = Recommender(index, settings, ServingSettings(serving_alias_ttl_s=0))
     port = free_port()

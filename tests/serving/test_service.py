@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 
 from pipelines.index.errors import MilvusUnavailable
+from pipelines.index.milvus import TrackIndex
 from pipelines.index.quality import style_agreement
 from pipelines.model.embedder import l2_normalise
+from pipelines.settings import IndexSettings, ServingSettings, Settings
 from serving.batching import SearchBatcher
-from serving.service import Filters
-from tests.pipelines.index.helpers import PARAMS_A, build_features
+from serving.service import Filters, Recommender
+from tests.pipelines.index.helpers import PARAMS_A, PARAMS_B, build_features, refresh
 from tests.serving.conftest import Served
 
 
@@ -90,3 +92,21 @@ def test_same_style_share_matches_exact_cosine(served: Served) -> None:
 
 def test_filters_are_plain_values() -> None:
     assert Filters() == Filters(None, True, None, None)
+
+
+def test_a_collection_dropped_under_a_cached_alias_is_looked_up_again(lib: Settings) -> None:
+    """Serving caches which collection the alias names; when a refresh drops that one meanwhile, Milvus's
+    COLLECTION_NOT_FOUND (CollectionGone, by type) makes it re-read the alias once and answer from the new one."""
+    index = TrackIndex(lib.paths.milvus_uri, IndexSettings(collections_kept=1))
+    try:
+        a = refresh(lib, PARAMS_A, index).collection
+        rec = Recommender(index, lib, ServingSettings(serving_alias_ttl_s=3600))
+        track = build_features(lib, PARAMS_A).track_ids[0]
+        assert rec.similar(track, 3).collection == a  # the alias is cached from here on
+        b = refresh(lib, PARAMS_B, index).collection
+        if index.exists(a):
+            index.drop(a)
+        answer = rec.similar(track, 3)
+        assert answer.collection == b and len(answer.results) == 3
+    finally:
+        index.close()

@@ -15,11 +15,11 @@ import torch
 from pipelines.evaluation.gate import gate_intervals
 from pipelines.model.config import EncoderConfig
 from pipelines.model.encoder import Encoder, Ensemble
+from pipelines.model.ref import EVALUATED_BASELINES
 from pipelines.settings import Settings
 from pipelines.training import artifacts
 from pipelines.training.config import SEED_PREFIX, TrainingJob
 from pipelines.training.evaluate import (
-    BASELINES,
     baseline_embeddings,
     evaluate_models,
     fold_summary,
@@ -121,7 +121,7 @@ def evaluate(settings: Settings, job: TrainingJob, run_id: str, register: bool =
         models, config = load_branches(out, plan)
         styles = list(cat.tracks["style"])
         sources = cat.groups(job.group_by)
-        base = {b: baseline_embeddings(b, cat.matrix, cat.n_mfcc, seed=job.train.seed) for b in BASELINES}
+        base = {b: baseline_embeddings(b, cat.matrix, cat.n_mfcc, seed=job.train.seed) for b in EVALUATED_BASELINES}
         pos = {t: i for i, t in enumerate(cat.track_ids)}
         tables: dict[str, pd.DataFrame] = {}
         for protocol in (PRIMARY, SECONDARY):
@@ -160,7 +160,7 @@ def evaluate(settings: Settings, job: TrainingJob, run_id: str, register: bool =
         histories = {h.name: pd.read_csv(out / f"history-{file_stem(h.name)}.csv") for h in plan}
         artifacts.loss_curves(histories, art, int(histories[ALL]["best_epoch"].iloc[0]))
         per_style = pd.concat(
-            [style_table(primary, m).assign(model=m) for m in ("model", *BASELINES)], ignore_index=True
+            [style_table(primary, m).assign(model=m) for m in ("model", *EVALUATED_BASELINES)], ignore_index=True
         )
         artifacts.style_csv(per_style[["model", *[c for c in per_style.columns if c != "model"]]], art)
         fold_summary(primary).to_csv(art / "per_source.csv", index=False, float_format="%.4f")

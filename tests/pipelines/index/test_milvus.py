@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
-from pipelines.index.errors import IndexNotBuilt, MilvusUnavailable
+from pipelines.errors import Unavailable, UserError
+from pipelines.index.errors import CollectionGone, IndexNotBuilt, MilvusUnavailable
 from pipelines.index.lite_server import LiteServer, MilvusServerError, endpoint_file, free_port, resolve_uri
 from pipelines.index.metadata import clip, collection_name
 from pipelines.index.milvus import TrackIndex
+from pipelines.settings import Settings
+from tests.pipelines.index.helpers import PARAMS_A, PARAMS_B, refresh
 
 
 def test_collection_names_and_stored_text() -> None:
@@ -67,3 +71,21 @@ def test_a_server_that_goes_away_is_unavailable_and_reconnects_when_back(lite_se
     finally:
         again.stop()
         index.close()
+
+
+@pytest.mark.integration
+def test_a_dropped_collection_is_collection_gone_by_pymilvus_code_not_text(lib: Settings, index: TrackIndex) -> None:
+    """Milvus Lite answers calls on a dropped collection with error code 100 (COLLECTION_NOT_FOUND); the
+    connection turns that into CollectionGone, an outage (Unavailable), whatever the message says."""
+    a = refresh(lib, PARAMS_A, index).collection
+    meta = index.describe(a)
+    refresh(lib, PARAMS_B, index)
+    if index.exists(a):
+        index.drop(a)
+    query = np.ones((1, meta.dim), dtype=np.float32)
+    for call in (lambda: index.search(meta, query, 3), lambda: index.count(a), lambda: index.describe(a)):
+        with pytest.raises(CollectionGone) as err:
+            call()
+        assert isinstance(err.value, Unavailable) and not isinstance(err.value, UserError)
+        assert "\n" not in str(err.value)
+    assert index.count(index.live().name) > 0  # the connection is still fine for the live collection
