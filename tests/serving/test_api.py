@@ -154,13 +154,14 @@ def test_upload_too_large_is_413_raw_and_multipart(served: Served) -> None:
 def test_uploads_leave_no_temporary_file(served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     scratch = tmp_path / "tmp"
     scratch.mkdir()
+    spool = served.recommender.decoder.spool()  # the pool's private upload folder lives as long as the pool
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     big = _wav(synth.tone(330, 45.0, harmonics=2))  # ~2 MB: a multipart parser would spool it to disk
     assert served.client.post("/similar", files={"file": ("big.wav", big)}).status_code == 200
     assert served.client.post("/similar", content=big).status_code == 200
     assert served.client.post("/similar", content=b"not audio at all").status_code == 415
     assert served.client.post("/similar", files={"file": ("x.wav", _wav(synth.tone(440, 0.1)))}).status_code == 422
-    assert list(scratch.iterdir()) == []
+    assert list(scratch.iterdir()) == [] and list(spool.iterdir()) == []
 
 
 def test_playlist_takes_turns_between_seeds_without_repeats(served: Served) -> None:
