@@ -54,6 +54,7 @@ NOT_FOUND = 70
 EXTENSIONS = {"sonicSimilarity": [1], "formPost": [1], "apiKeyAuthentication": [1]}
 SEARCH_MAX = 5000  # the most songs one search3 page holds; a larger songCount is cut to it
 SIMILAR_DEFAULT = 50  # getSimilarSongs(2)'s default count, as the spec has it
+PATH_MAX = 52  # the most songs on a sonic path, both ends included (the walk takes at most 50 steps between)
 
 _CONTENT_TYPES = {
     ".mp3": "audio/mpeg",
@@ -75,8 +76,6 @@ class SubsonicError(Exception):
 
 def failure(exc: UserError | Unavailable) -> SubsonicError:
     """A musicrec error as the client is told of it: not found is 70, anything else the generic 0."""
-    if isinstance(exc, SubsonicError):
-        return exc
     if isinstance(exc, NotFound):
         return SubsonicError(NOT_FOUND, str(exc))
     if isinstance(exc, Unavailable):
@@ -335,16 +334,22 @@ def sonic_similar_tracks(params: Params, recommender: Recommender) -> dict[str, 
 def sonic_path(params: Params, recommender: Recommender) -> dict[str, Any]:
     """``findSonicPath``: a walk from ``startSongId`` to ``endSongId`` (both included) of at most ``count`` songs."""
     start_ref, end_ref = params.required("startSongId"), params.required("endSongId")
-    count = params.integer("count", 25, 3, 52)
+    count = params.integer("count", 25, 3, PATH_MAX)
     start, end = recommender.resolve(start_ref), recommender.resolve(end_ref)
     if start == end:
         raise SubsonicError(GENERIC, "startSongId and endSongId name the same track")
-    path = recommender.path(start, end, steps=count - 2)
-    ids = [step.track.track_id for step in path.steps]
+    scored = scored_path(recommender, start, end, count)
+    entries = songs(recommender, [t for t, _ in scored])
+    return {"sonicMatch": [{"entry": entries[t], "similarity": similarity(d)} for t, d in scored]}
+
+
+def scored_path(recommender: Recommender, start: str, end: str, count: int) -> list[tuple[str, float]]:
+    """The walk from ``start`` to ``end`` (both included, at most ``count`` songs), each with its cosine
+    distance from ``start``: what a sonic path answers, on this face and Navidrome's alike."""
+    walk = recommender.path(start, end, steps=count - 2)
+    ids = [step.track.track_id for step in walk.steps]
     distances = recommender.distances_from(start, ids)
-    entries = songs(recommender, ids)
-    matches = [{"entry": entries[t], "similarity": similarity(distances.get(t, 2.0))} for t in ids]
-    return {"sonicMatch": matches}
+    return [(t, distances.get(t, 0.0 if t == start else 2.0)) for t in ids]
 
 
 def not_kept(what: str) -> Callable[[Params, Recommender], dict[str, Any]]:

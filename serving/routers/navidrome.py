@@ -20,7 +20,7 @@ from serving.errors import Conflict, InvalidInput, NotFound
 from serving.schemas import error_responses
 from serving.service import Recommender
 from serving.songref import SongIndex, SongQuery, Unresolved
-from serving.subsonic import similarity
+from serving.subsonic import PATH_MAX, scored_path, similarity
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,9 @@ class SimilarRequest(BaseModel):
 class PathRequest(BaseModel):
     startSong: SongRef
     endSong: SongRef
-    count: int = Field(25, ge=3, le=1000, description="Songs on the path, both ends included (at most 52 given).")
+    count: int = Field(
+        25, ge=3, le=1000, description=f"Songs on the path, both ends included (at most {PATH_MAX} given)."
+    )
 
 
 class SonicMatch(BaseModel):
@@ -154,8 +156,5 @@ def path(body: PathRequest, recommender: RecommenderDep) -> SonicResponse:
     end = _resolve(recommender, body.endSong, "endSong")
     if start == end:
         raise InvalidInput("startSong and endSong are the same catalogue track")
-    walk = recommender.path(start, end, steps=min(body.count, 52) - 2)
-    ids = [start, *(s.track.track_id for s in walk.steps if s.track.track_id not in (start, end)), end]
-    distances = recommender.distances_from(start, ids)
     known = {t: i for t, i in ((start, body.startSong.id), (end, body.endSong.id)) if i}
-    return _matches(recommender, [(t, distances.get(t, 0.0 if t == start else 2.0)) for t in ids], known)
+    return _matches(recommender, scored_path(recommender, start, end, min(body.count, PATH_MAX)), known)

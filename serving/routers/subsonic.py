@@ -136,7 +136,8 @@ _SUMMARIES = {
     "getSimilarSongs": "Subsonic: songs that sound like song `id`, at most `count` (default 50).",
     "getSimilarSongs2": "Subsonic: songs that sound like song `id`, at most `count` (default 50).",
     "getSonicSimilarTracks": "OpenSubsonic: tracks that sound like song `id` (`count`, default 10), similarity 0..1.",
-    "findSonicPath": "OpenSubsonic: similar-sounding songs from `startSongId` to `endSongId` (`count` <= 52).",
+    "findSonicPath": "OpenSubsonic: similar-sounding songs from `startSongId` to `endSongId` "
+    f"(`count` <= {subsonic.PATH_MAX}).",
     "getAlbum": "Subsonic: musicrec keeps no albums; always not found (70).",
     "getArtist": "Subsonic: musicrec keeps no artists; always not found (70).",
     "getCoverArt": "Subsonic: musicrec keeps no cover art; always not found (70).",
